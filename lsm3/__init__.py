@@ -1,0 +1,46 @@
+"""lsm3: an LSM-tree table format for change data on S3-compatible object storage.
+
+Writers upload sorted Parquet runs and commit them with one conditional put of the next JSON
+snapshot; readers merge runs at read time into PyArrow. See README.md and docs/FORMAT.md.
+"""
+
+from lsm3.errors import (
+    CommitConflict,
+    CorruptDataFile,
+    CorruptMetadata,
+    InvalidInput,
+    Lsm3Error,
+    SchemaMismatch,
+    SnapshotNotFound,
+    StorageError,
+    TableAlreadyExists,
+    TableNotFound,
+    UnsupportedFormatVersion,
+)
+from lsm3.metadata import DataFile, Snapshot
+from lsm3.table import CommitRecord, FileInfo, Table, create_table, open_table
+from lsm3.writer import Writer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CommitConflict",
+    "CommitRecord",
+    "CorruptDataFile",
+    "CorruptMetadata",
+    "DataFile",
+    "FileInfo",
+    "InvalidInput",
+    "Lsm3Error",
+    "SchemaMismatch",
+    "Snapshot",
+    "SnapshotNotFound",
+    "StorageError",
+    "Table",
+    "TableAlreadyExists",
+    "TableNotFound",
+    "UnsupportedFormatVersion",
+    "Writer",
+    "create_table",
+    "open_table",
+]

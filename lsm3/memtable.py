@@ -1,0 +1,89 @@
+"""The memtable: a writer's buffered records, and turning them into sorted runs.
+
+Records arrive as Arrow tables already cast to the table schema. Each gets a local sequence
+number (its arrival order within the commit) and a row kind. A flush sorts everything by key
+and order, keeps the newest record per key (deletes included: a tombstone must reach storage),
+and cuts the result into one run per (partition, bucket).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lsm3.keys import bucket_of, storage_values
+from lsm3.merge import newest_indices
+from lsm3.schema import KIND_COLUMN, SEQ_COLUMN, TableSchema
+
+
+class Memtable:
+    """Buffered records of one writer between flushes; ``next_seq`` spans a whole commit."""
+
+    def __init__(self, schema: TableSchema) -> None:
+        self.schema = schema
+        self._tables: list[pa.Table] = []
+        self.nbytes = 0
+        self.rows = 0
+        self.next_seq = 0
+
+    def add(self, rows: pa.Table, kinds: pa.Array) -> None:
+        """Append ``rows`` (all user columns, table types) with their row kinds."""
+        n = rows.num_rows
+        if n == 0:
+            return
+        seq = pa.array(np.arange(self.next_seq, self.next_seq + n, dtype=np.int64))
+        self.next_seq += n
+        table = rows.append_column(SEQ_COLUMN, seq).append_column(KIND_COLUMN, kinds)
+        self._tables.append(table.cast(self.schema.file_schema()))
+        self.nbytes += table.nbytes
+        self.rows += n
+
+    def drain(self) -> pa.Table | None:
+        """Everything buffered, as one table; the memtable is then empty (``next_seq`` stays)."""
+        if not self._tables:
+            return None
+        table = pa.concat_tables(self._tables)
+        self._tables = []
+        self.nbytes = 0
+        self.rows = 0
+        return table
+
+    def end_commit(self) -> None:
+        self.next_seq = 0
+
+
+def split_runs(
+    table: pa.Table, schema: TableSchema
+) -> Iterator[tuple[tuple[Any, ...], int, pa.Table]]:
+    """Newest record per key, sorted, cut into (partition, bucket, rows) runs."""
+    keep = newest_indices(table, schema, drop_deletes=False)
+    if schema.buckets == 1 and not schema.partition_by:
+        yield (), 0, table.take(keep)
+        return
+    key_cols = [pc.take(table.column(k), keep) for k in schema.primary_key]
+    buckets = bucket_of(key_cols, schema.buckets)
+    parts = [storage_values(pc.take(table.column(p), keep)) for p in schema.partition_by]
+    group_cols: dict[str, Any] = {f"p{i}": c for i, c in enumerate(parts)}
+    group_cols["bucket"] = pa.array(buckets)
+    groups = pa.table(group_cols)
+    # Stable sort by (partition, bucket): rows stay in key order inside each group.
+    order = pc.sort_indices(groups, sort_keys=[(c, "ascending") for c in groups.column_names])
+    rows = table.take(pc.take(keep, order))
+    groups = groups.take(order)
+    boundaries = np.zeros(rows.num_rows, dtype=bool)
+    if rows.num_rows:
+        boundaries[0] = True
+    for name in groups.column_names:
+        col = groups.column(name).combine_chunks()
+        if len(col) > 1:
+            ne = pc.not_equal(col.slice(1), col.slice(0, len(col) - 1))
+            boundaries[1:] |= ne.to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(boundaries).tolist()
+    ends = [*starts[1:], rows.num_rows]
+    for start, end in zip(starts, ends, strict=True):
+        partition = tuple(groups.column(f"p{i}")[start].as_py() for i in range(len(parts)))
+        yield partition, int(groups.column("bucket")[start].as_py()), rows.slice(start, end - start)

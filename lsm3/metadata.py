@@ -1,0 +1,289 @@
+"""Manifest and snapshot models and their JSON codec, field by field as in docs/FORMAT.md.
+
+Snapshots and manifests are immutable JSON objects. Decoding is strict: a wrong type, a missing
+field, a newer format version or a path that leaves the table root raises CorruptMetadata (or
+UnsupportedFormatVersion), never a half-read object.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pyarrow as pa
+
+from lsm3.errors import CorruptMetadata, UnsupportedFormatVersion
+from lsm3.keys import key_from_json, key_to_json
+from lsm3.schema import FORMAT_VERSION
+
+SNAPSHOT_KINDS = ("APPEND", "COMPACT", "SCHEMA")
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9._=%+\-]+(/[A-Za-z0-9._=%+\-]+)*$")
+
+
+def check_relative_path(path: Any, prefix: str, what: str) -> str:
+    """A path from metadata must stay inside the table root, under ``prefix``."""
+    if (
+        not isinstance(path, str)
+        or not path.startswith(prefix)
+        or not _SAFE_PATH.match(path)
+        or any(part in ("", ".", "..") for part in path.split("/"))
+    ):
+        raise CorruptMetadata(
+            f"{what} names path {path!r}, which is not inside the table root under {prefix!r}; "
+            "refusing to read it"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One immutable sorted run file and what readers need to prune and verify it."""
+
+    path: str
+    level: int
+    partition: tuple[Any, ...]
+    bucket: int
+    min_key: tuple[Any, ...]
+    max_key: tuple[Any, ...]
+    min_seq: int
+    max_seq: int
+    seq_offset: int
+    rows: int
+    deletes: int
+    size: int
+    checksum: str
+    schema_id: int
+    created_ms: int
+
+    @property
+    def effective_min_seq(self) -> int:
+        return self.min_seq + self.seq_offset
+
+    @property
+    def effective_max_seq(self) -> int:
+        return self.max_seq + self.seq_offset
+
+    def with_offset(self, seq_offset: int) -> DataFile:
+        return replace(self, seq_offset=seq_offset)
+
+    def to_json(self, key_types: Sequence[pa.DataType], part_types: Sequence[pa.DataType]) -> dict:
+        return {
+            "path": self.path,
+            "level": self.level,
+            "partition": key_to_json(self.partition, part_types),
+            "bucket": self.bucket,
+            "min_key": key_to_json(self.min_key, key_types),
+            "max_key": key_to_json(self.max_key, key_types),
+            "min_seq": self.min_seq,
+            "max_seq": self.max_seq,
+            "seq_offset": self.seq_offset,
+            "rows": self.rows,
+            "deletes": self.deletes,
+            "size": self.size,
+            "checksum": self.checksum,
+            "schema_id": self.schema_id,
+            "created_ms": self.created_ms,
+        }
+
+    @staticmethod
+    def from_json(
+        j: Any, key_types: Sequence[pa.DataType], part_types: Sequence[pa.DataType]
+    ) -> DataFile:
+        if not isinstance(j, dict):
+            raise CorruptMetadata(f"manifest entry file is not an object: {j!r}")
+        try:
+            f = DataFile(
+                path=check_relative_path(j["path"], "data/", "manifest entry"),
+                level=_int(j["level"]),
+                partition=key_from_json(j["partition"], part_types),
+                bucket=_int(j["bucket"]),
+                min_key=key_from_json(j["min_key"], key_types),
+                max_key=key_from_json(j["max_key"], key_types),
+                min_seq=_int(j["min_seq"]),
+                max_seq=_int(j["max_seq"]),
+                seq_offset=_int(j["seq_offset"]),
+                rows=_int(j["rows"]),
+                deletes=_int(j["deletes"]),
+                size=_int(j["size"]),
+                checksum=_str(j["checksum"]),
+                schema_id=_int(j["schema_id"]),
+                created_ms=_int(j["created_ms"]),
+            )
+        except KeyError as exc:
+            raise CorruptMetadata(f"manifest entry is missing field {exc}") from None
+        if f.level < 0 or f.bucket < 0 or f.rows < 0 or f.size < 0 or f.deletes > f.rows:
+            raise CorruptMetadata(f"manifest entry for {f.path} has impossible counts")
+        return f
+
+
+def _int(v: Any) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or abs(v) >= 2**63:
+        raise CorruptMetadata(f"expected a 64-bit integer in metadata, got {v!r}")
+    return v
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise CorruptMetadata(f"expected a string in metadata, got {v!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """``add`` puts a file into the live set; ``remove`` takes it out (compaction only)."""
+
+    op: str
+    file: DataFile
+
+
+def encode_manifest(
+    entries: Sequence[ManifestEntry],
+    key_types: Sequence[pa.DataType],
+    part_types: Sequence[pa.DataType],
+) -> bytes:
+    doc = {
+        "format": "lsm3-manifest",
+        "format_version": FORMAT_VERSION,
+        "entries": [{"op": e.op, "file": e.file.to_json(key_types, part_types)} for e in entries],
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def decode_manifest(
+    raw: bytes,
+    key_types: Sequence[pa.DataType],
+    part_types: Sequence[pa.DataType],
+    what: str,
+) -> list[ManifestEntry]:
+    doc = _load_json(raw, what)
+    _check_header(doc, "lsm3-manifest", what)
+    entries = doc.get("entries")
+    if not isinstance(entries, list):
+        raise CorruptMetadata(f"{what} has no entries list")
+    out = []
+    for e in entries:
+        if not isinstance(e, dict) or e.get("op") not in ("add", "remove"):
+            raise CorruptMetadata(f"{what} has a malformed entry {str(e)[:200]}")
+        out.append(ManifestEntry(e["op"], DataFile.from_json(e.get("file"), key_types, part_types)))
+    return out
+
+
+@dataclass(frozen=True)
+class WriterRecord:
+    """The last commit of a named writer, carried in every snapshot for exactly-once resume."""
+
+    commit_id: str
+    snapshot_id: int
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One committed version of the table."""
+
+    snapshot_id: int
+    parent_id: int | None
+    schema_id: int
+    timestamp_ms: int
+    kind: str
+    manifests: tuple[str, ...]
+    next_sequence: int
+    writer_id: str | None = None
+    commit_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, int] = field(default_factory=dict)
+    writers: dict[str, WriterRecord] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": "lsm3",
+            "format_version": FORMAT_VERSION,
+            "snapshot_id": self.snapshot_id,
+            "parent_id": self.parent_id,
+            "schema_id": self.schema_id,
+            "timestamp_ms": self.timestamp_ms,
+            "kind": self.kind,
+            "manifests": list(self.manifests),
+            "next_sequence": self.next_sequence,
+            "writer_id": self.writer_id,
+            "commit_id": self.commit_id,
+            "metadata": self.metadata,
+            "summary": self.summary,
+            "writers": {
+                w: {"commit_id": r.commit_id, "snapshot_id": r.snapshot_id, "metadata": r.metadata}
+                for w, r in sorted(self.writers.items())
+            },
+        }
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_json(), indent=1).encode()
+
+    @staticmethod
+    def decode(raw: bytes, what: str) -> Snapshot:
+        doc = _load_json(raw, what)
+        _check_header(doc, "lsm3", what)
+        try:
+            kind = _str(doc["kind"])
+            if kind not in SNAPSHOT_KINDS:
+                raise CorruptMetadata(f"{what} has unknown kind {kind!r}")
+            parent = doc["parent_id"]
+            manifests = doc["manifests"]
+            if not isinstance(manifests, list):
+                raise CorruptMetadata(f"{what}: manifests is not a list")
+            metadata = doc.get("metadata") or {}
+            summary = doc.get("summary") or {}
+            writers_doc = doc.get("writers") or {}
+            if not all(isinstance(x, dict) for x in (metadata, summary, writers_doc)):
+                raise CorruptMetadata(f"{what}: metadata, summary and writers must be objects")
+            writers = {
+                _str(w): WriterRecord(
+                    _str(r["commit_id"]), _int(r["snapshot_id"]), dict(r.get("metadata") or {})
+                )
+                for w, r in writers_doc.items()
+            }
+            return Snapshot(
+                snapshot_id=_int(doc["snapshot_id"]),
+                parent_id=None if parent is None else _int(parent),
+                schema_id=_int(doc["schema_id"]),
+                timestamp_ms=_int(doc["timestamp_ms"]),
+                kind=kind,
+                manifests=tuple(check_relative_path(m, "manifest/", what) for m in manifests),
+                next_sequence=_int(doc["next_sequence"]),
+                writer_id=None if doc.get("writer_id") is None else _str(doc["writer_id"]),
+                commit_id=None if doc.get("commit_id") is None else _str(doc["commit_id"]),
+                metadata=dict(metadata),
+                summary={str(k): _int(v) for k, v in summary.items()},
+                writers=writers,
+            )
+        except KeyError as exc:
+            raise CorruptMetadata(f"{what} is missing field {exc}") from None
+        except (TypeError, AttributeError) as exc:
+            raise CorruptMetadata(f"{what} is malformed: {exc}") from None
+
+
+def _load_json(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise CorruptMetadata(f"{what} is not valid JSON ({exc}); the object is corrupt") from None
+    if not isinstance(doc, dict):
+        raise CorruptMetadata(f"{what} is not a JSON object; the object is corrupt")
+    return doc
+
+
+def _check_header(doc: dict[str, Any], expected: str, what: str) -> None:
+    if doc.get("format") != expected:
+        raise CorruptMetadata(
+            f"{what} is not an lsm3 object (format={doc.get('format')!r}, expected {expected!r})"
+        )
+    version = doc.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CorruptMetadata(f"{what} has no integer format_version")
+    if version > FORMAT_VERSION:
+        raise UnsupportedFormatVersion(
+            f"{what} uses format version {version}; this lsm3 reads up to {FORMAT_VERSION}: "
+            "upgrade lsm3 to read this table"
+        )

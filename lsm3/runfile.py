@@ -1,0 +1,256 @@
+"""Sorted run files: write one Parquet run and read it back, verified.
+
+A run holds at most one row per key, sorted by the primary key, with two hidden columns: the
+sequence number (``_lsm3_seq``) and the row kind (``_lsm3_kind``: 0 upsert, 1 delete). Its
+manifest entry carries size and CRC-32 so a reader never returns data from a damaged or swapped
+file. Footers are cached per file: files are immutable, so the cache never goes stale.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from lsm3.errors import CorruptDataFile, ObjectNotFound, StorageError
+from lsm3.keys import storage_values
+from lsm3.metadata import DataFile
+from lsm3.schema import KIND_COLUMN, SEQ_COLUMN, TableSchema
+from lsm3.storage import ObjectStore
+
+
+def checksum_of(data: bytes | pa.Buffer | memoryview) -> str:
+    return f"crc32:{zlib.crc32(memoryview(data)) & 0xFFFFFFFF:08x}"
+
+
+def partition_dir(names: tuple[str, ...], values: tuple[Any, ...]) -> str:
+    """``name=value/`` segments (values percent-encoded) for a partition, or ''."""
+    parts = []
+    for name, value in zip(names, values, strict=True):
+        text = value.hex() if isinstance(value, bytes) else str(value)
+        parts.append(f"{quote(name, safe='')}={quote(text, safe='')}")
+    return "".join(p + "/" for p in parts)
+
+
+def data_file_path(schema: TableSchema, partition: tuple[Any, ...], bucket: int) -> str:
+    where = partition_dir(schema.partition_by, partition)
+    return f"data/{where}bucket-{bucket}/{uuid.uuid4().hex}.parquet"
+
+
+@dataclass
+class EncodedRun:
+    """A run serialised and described, ready to upload."""
+
+    body: pa.Buffer
+    file: DataFile
+
+
+def encode_run(
+    rows: pa.Table,
+    schema: TableSchema,
+    *,
+    level: int,
+    partition: tuple[Any, ...],
+    bucket: int,
+    path: str | None = None,
+) -> EncodedRun:
+    """Serialise ``rows`` (sorted by key, one row per key, file-schema columns) as a run."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        rows,
+        sink,
+        compression="zstd",
+        row_group_size=schema.option("row_group_rows"),
+        sorting_columns=[
+            pq.SortingColumn(rows.schema.get_field_index(k)) for k in schema.primary_key
+        ],
+    )
+    body = sink.getvalue()
+    n = rows.num_rows
+    key_first = tuple(
+        storage_values(rows.column(k).slice(0, 1))[0].as_py() for k in schema.primary_key
+    )
+    key_last = tuple(
+        storage_values(rows.column(k).slice(n - 1, 1))[0].as_py() for k in schema.primary_key
+    )
+    seq = pc.min_max(rows.column(SEQ_COLUMN))
+    deletes = int(pc.sum(rows.column(KIND_COLUMN)).as_py() or 0)
+    file = DataFile(
+        path=path or data_file_path(schema, partition, bucket),
+        level=level,
+        partition=partition,
+        bucket=bucket,
+        min_key=key_first,
+        max_key=key_last,
+        min_seq=int(seq["min"].as_py()),
+        max_seq=int(seq["max"].as_py()),
+        seq_offset=0,
+        rows=n,
+        deletes=deletes,
+        size=body.size,
+        checksum=checksum_of(body),
+        schema_id=schema.schema_id,
+        created_ms=time.time_ns() // 1_000_000,
+    )
+    return EncodedRun(body, file)
+
+
+def _fetch_verified(store: ObjectStore, f: DataFile) -> pa.Buffer:
+    try:
+        buf = store.get_buffer(f.path)
+    except ObjectNotFound:
+        raise CorruptDataFile(
+            f"data file {f.path} listed in the manifest is missing from {store.url}; the table "
+            "was damaged outside lsm3 (objects deleted by hand?)"
+        ) from None
+    if buf.size != f.size:
+        raise CorruptDataFile(
+            f"data file {f.path} has {buf.size} bytes but its manifest entry says {f.size}; "
+            "refusing to read it"
+        )
+    actual = checksum_of(buf)
+    if actual != f.checksum:
+        raise CorruptDataFile(
+            f"data file {f.path} has checksum {actual} but its manifest entry says {f.checksum}; "
+            "refusing to read it"
+        )
+    return buf
+
+
+class OpenRun:
+    """A verified run held in memory, read one row group (or all) at a time."""
+
+    def __init__(self, store: ObjectStore, f: DataFile) -> None:
+        self.file = f
+        buf = _fetch_verified(store, f)
+        try:
+            self._pq = pq.ParquetFile(pa.BufferReader(buf))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise CorruptDataFile(f"data file {f.path} is not valid Parquet: {exc}") from None
+        self.num_row_groups = self._pq.metadata.num_row_groups
+
+    def read(
+        self, columns: list[str] | None = None, row_groups: list[int] | None = None
+    ) -> pa.Table:
+        try:
+            if row_groups is None:
+                t = self._pq.read(columns=columns)
+            else:
+                t = self._pq.read_row_groups(row_groups, columns=columns)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise CorruptDataFile(f"data file {self.file.path} cannot be decoded: {exc}") from None
+        return with_effective_seq(t, self.file.seq_offset)
+
+    @property
+    def metadata(self) -> pq.FileMetaData:
+        return self._pq.metadata
+
+
+def with_effective_seq(t: pa.Table, seq_offset: int) -> pa.Table:
+    """Stored sequence numbers plus the file's offset (assigned at commit time)."""
+    if seq_offset == 0 or SEQ_COLUMN not in t.column_names:
+        return t
+    i = t.schema.get_field_index(SEQ_COLUMN)
+    return t.set_column(
+        i, t.schema.field(i), pc.add(t.column(i), pa.scalar(seq_offset, pa.int64()))
+    )
+
+
+# --------------------------------------------------------------------------- footers & lookups
+
+
+@dataclass(frozen=True)
+class RunIndex:
+    """A run's footer and the first-key-column range of each row group, for lookups."""
+
+    metadata: pq.FileMetaData
+    rg_min: np.ndarray
+    rg_max: np.ndarray
+
+
+class FooterCache:
+    """LRU cache of run footers by (store URL, path); immutable files never go stale."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._items: OrderedDict[tuple[str, str], RunIndex] = OrderedDict()
+        self._lock = threading.Lock()
+        self._capacity = capacity
+
+    def get(self, store: ObjectStore, f: DataFile, key_column: str) -> RunIndex:
+        k = (store.url, f.path)
+        with self._lock:
+            found = self._items.get(k)
+            if found is not None:
+                self._items.move_to_end(k)
+                return found
+        index = _load_index(store, f, key_column)
+        with self._lock:
+            self._items[k] = index
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+        return index
+
+
+def _load_index(store: ObjectStore, f: DataFile, key_column: str) -> RunIndex:
+    try:
+        with store.open_ranged(f.path, f.size) as source:
+            md = pq.ParquetFile(source).metadata
+    except ObjectNotFound:
+        raise CorruptDataFile(f"data file {f.path} listed in the manifest is missing") from None
+    except (pa.ArrowInvalid, OSError, StorageError) as exc:
+        raise CorruptDataFile(f"data file {f.path} has an unreadable footer: {exc}") from None
+    col = md.schema.names.index(key_column)
+    # Temporal keys compare as their int64 storage value (the raw statistic); others logically.
+    raw = pa.types.is_temporal(md.schema.to_arrow_schema().field(key_column).type)
+    mins, maxs = [], []
+    for i in range(md.num_row_groups):
+        stats = md.row_group(i).column(col).statistics
+        if stats is None or not stats.has_min_max:
+            raise CorruptDataFile(f"data file {f.path} lacks key statistics in row group {i}")
+        mins.append(stats.min_raw if raw else stats.min)
+        maxs.append(stats.max_raw if raw else stats.max)
+    return RunIndex(md, np.array(mins, dtype=object), np.array(maxs, dtype=object))
+
+
+FOOTERS = FooterCache()
+
+
+def lookup_rows(
+    store: ObjectStore,
+    f: DataFile,
+    schema: TableSchema,
+    key0_values: list[Any],
+    columns: list[str],
+) -> pa.Table:
+    """Rows of run ``f`` whose first key column is in ``key0_values`` (reads only row groups
+    whose statistics admit one of them: one ranged GET each once the footer is cached)."""
+    key0 = schema.primary_key[0]
+    index = FOOTERS.get(store, f, key0)
+    wanted: set[int] = set()
+    for v in key0_values:
+        # Row groups are sorted by key, so the first whose max >= v is the only candidate
+        # (with a composite key the next ones may share v as their first column: scan on).
+        i = int(np.searchsorted(index.rg_max, v, side="left")) if len(index.rg_max) else 0
+        while i < len(index.rg_min) and index.rg_min[i] <= v:
+            wanted.add(i)
+            i += 1
+    if not wanted:
+        return pa.table({c: pa.array([], schema.file_schema().field(c).type) for c in columns})
+    with store.open_ranged(f.path, f.size) as source:
+        pf = pq.ParquetFile(source, metadata=index.metadata, pre_buffer=True)
+        try:
+            t = pf.read_row_groups(sorted(wanted), columns=columns)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise CorruptDataFile(f"data file {f.path} cannot be decoded: {exc}") from None
+    mask = pc.is_in(storage_values(t.column(key0)), value_set=pa.array(key0_values))
+    return with_effective_seq(t.filter(mask), f.seq_offset)

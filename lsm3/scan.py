@@ -1,0 +1,296 @@
+"""Scan planning and merge-on-read: from a snapshot's live files to merged Arrow batches.
+
+Files are grouped by (partition, bucket); keys never cross groups, so each group is read on its
+own. A group whose files do not overlap in key range is read without merging. Overlapping files
+are merged one key-range *section* at a time (sections cut at row-group boundaries of the first
+key column), so memory is bounded by the files overlapping one section, not by the table.
+
+Filters: a filter that references only primary-key columns is applied to every run *before*
+the merge (all versions of a key share the key, so this is exact) and a filter on partition
+columns only also prunes whole groups; any other filter is applied after the merge, because an
+older version of a row may match a predicate that its newest version does not.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lsm3.errors import InvalidInput
+from lsm3.keys import bucket_of, python_key, storage_values
+from lsm3.merge import drop_deleted, merge_runs, order_columns
+from lsm3.metadata import DataFile
+from lsm3.runfile import FOOTERS, OpenRun, lookup_rows
+from lsm3.schema import KIND_COLUMN, SEQ_COLUMN, TableSchema
+from lsm3.storage import ObjectStore
+
+DEFAULT_SECTION_ROWS = 1 << 20
+
+
+def references_only(expr: pc.Expression, schema: pa.Schema, names: Sequence[str]) -> bool:
+    """Whether ``expr`` can be evaluated on the columns ``names`` alone."""
+    probe = pa.table({n: pa.array([], schema.field(n).type) for n in names})
+    try:
+        probe.filter(expr)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, KeyError, TypeError):
+        return False
+    return True
+
+
+@dataclass
+class ScanRequest:
+    """What to read: output columns, the filter and how it may be pushed down."""
+
+    columns: list[str]  # user columns to return
+    read_columns: list[str]  # columns read from files (output + key + order + kind)
+    filter: pc.Expression | None
+    key_filter: bool  # filter references only key columns: apply before the merge
+    partition_filter: bool  # ... only partition columns: also prune groups
+
+
+def make_request(
+    schema: TableSchema, columns: Sequence[str] | None, filter: pc.Expression | None
+) -> ScanRequest:
+    names = schema.arrow.names
+    if columns is None:
+        out = list(names)
+    else:
+        if isinstance(columns, str):
+            raise InvalidInput("columns must be a list of column names, not a string")
+        out = list(columns)
+        unknown = [c for c in out if c not in names]
+        if unknown:
+            raise InvalidInput(f"unknown columns {unknown}; the table has {names}")
+    if filter is not None and not isinstance(filter, pc.Expression):
+        raise InvalidInput("filter must be a pyarrow.compute.Expression, e.g. pc.field('id') > 5")
+    key_filter = filter is not None and references_only(filter, schema.arrow, schema.primary_key)
+    partition_filter = (
+        filter is not None
+        and bool(schema.partition_by)
+        and references_only(filter, schema.arrow, schema.partition_by)
+    )
+    if filter is not None and not key_filter and not references_only(filter, schema.arrow, names):
+        raise InvalidInput(f"filter {filter} references a column the table does not have ({names})")
+    needed = list(schema.primary_key) + order_columns(schema) + [KIND_COLUMN]
+    if filter is not None and not key_filter:
+        needed += names  # the filter's columns are unknown: read them all
+    read = [c for c in [*names, SEQ_COLUMN, KIND_COLUMN] if c in out or c in needed]
+    return ScanRequest(out, read, filter, key_filter, partition_filter)
+
+
+def group_files(files: Sequence[DataFile]) -> dict[tuple[tuple[Any, ...], int], list[DataFile]]:
+    groups: dict[tuple[tuple[Any, ...], int], list[DataFile]] = {}
+    for f in files:
+        groups.setdefault((f.partition, f.bucket), []).append(f)
+    return dict(sorted(groups.items(), key=lambda kv: (repr(kv[0][0]), kv[0][1])))
+
+
+def _partition_matches(
+    schema: TableSchema, partition: tuple[Any, ...], expr: pc.Expression
+) -> bool:
+    arrays = {}
+    for name, value in zip(schema.partition_by, partition, strict=True):
+        t = schema.arrow.field(name).type
+        arr = pa.array([value], type=pa.int64() if pa.types.is_temporal(t) else t)
+        arrays[name] = arr if not pa.types.is_temporal(t) else arr.cast(t)
+    return pa.table(arrays).filter(expr).num_rows > 0
+
+
+def scan_batches(
+    store: ObjectStore,
+    schema: TableSchema,
+    files: Sequence[DataFile],
+    request: ScanRequest,
+    section_rows: int = DEFAULT_SECTION_ROWS,
+) -> Iterator[pa.RecordBatch]:
+    """Merged, delete-free batches of the requested columns, group by group in key order."""
+    for (partition, _bucket), group in group_files(files).items():
+        if (
+            request.partition_filter
+            and request.filter is not None
+            and not _partition_matches(schema, partition, request.filter)
+        ):
+            continue
+        for table in _group_tables(store, schema, group, request, section_rows):
+            table = _finish(table, request)
+            yield from table.to_batches()
+
+
+def _finish(table: pa.Table, request: ScanRequest) -> pa.Table:
+    if request.filter is not None and not request.key_filter and table.num_rows:
+        table = table.filter(request.filter)
+    return table.select(request.columns)
+
+
+def _pre_filter(table: pa.Table, request: ScanRequest) -> pa.Table:
+    if request.key_filter and request.filter is not None and table.num_rows:
+        return table.filter(request.filter)
+    return table
+
+
+def _non_overlapping(files: Sequence[DataFile]) -> bool:
+    return all(a.max_key < b.min_key for a, b in itertools.pairwise(files))
+
+
+def _open_all(store: ObjectStore, files: Sequence[DataFile]) -> list[OpenRun]:
+    if len(files) == 1:
+        return [OpenRun(store, files[0])]
+    with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
+        return list(pool.map(lambda f: OpenRun(store, f), files))
+
+
+def _group_tables(
+    store: ObjectStore,
+    schema: TableSchema,
+    group: Sequence[DataFile],
+    request: ScanRequest,
+    section_rows: int,
+) -> Iterator[pa.Table]:
+    ordered = sorted(group, key=lambda f: f.min_key)
+    if _non_overlapping(ordered):
+        for f in ordered:
+            run = OpenRun(store, f)
+            yield drop_deleted(_pre_filter(run.read(request.read_columns), request))
+        return
+    total_rows = sum(f.rows for f in ordered)
+    if total_rows <= section_rows:
+        runs = _open_all(store, ordered)
+        tables = [_pre_filter(r.read(request.read_columns), request) for r in runs]
+        yield merge_runs(tables, schema, drop_deletes=True)
+        return
+    yield from _sectioned_merge(store, schema, ordered, request, section_rows)
+
+
+def _section_bounds(
+    store: ObjectStore, schema: TableSchema, files: Sequence[DataFile], section_rows: int
+) -> list[Any]:
+    """Cut points on the first key column, at row-group starts, ~section_rows apart."""
+    key0 = schema.primary_key[0]
+    starts: list[tuple[Any, int]] = []
+    for f in files:
+        index = FOOTERS.get(store, f, key0)
+        for i, lo in enumerate(index.rg_min):
+            starts.append((lo, index.metadata.row_group(i).num_rows))
+    starts.sort(key=lambda s: s[0])
+    bounds: list[Any] = []
+    acc = 0
+    for value, rows in starts:
+        if acc >= section_rows and (not bounds or value > bounds[-1]):
+            bounds.append(value)
+            acc = 0
+        acc += rows
+    return bounds
+
+
+def _sectioned_merge(
+    store: ObjectStore,
+    schema: TableSchema,
+    files: Sequence[DataFile],
+    request: ScanRequest,
+    section_rows: int,
+) -> Iterator[pa.Table]:
+    key0 = schema.primary_key[0]
+    bounds = _section_bounds(store, schema, files, section_rows)
+    edges: list[tuple[Any, Any]] = list(zip([None, *bounds], [*bounds, None], strict=True))
+    open_runs: dict[str, OpenRun] = {}
+    decoded: dict[tuple[str, int], pa.Table] = {}
+    for lo, hi in edges:
+        live = [
+            f
+            for f in files
+            if (hi is None or f.min_key[0] < hi) and (lo is None or f.max_key[0] >= lo)
+        ]
+        to_open = [f for f in live if f.path not in open_runs]
+        for run in _open_all(store, to_open) if to_open else []:
+            open_runs[run.file.path] = run
+        pieces = []
+        for f in live:
+            index = FOOTERS.get(store, f, key0)
+            for i in range(len(index.rg_min)):
+                if (hi is not None and index.rg_min[i] >= hi) or (
+                    lo is not None and index.rg_max[i] < lo
+                ):
+                    continue
+                rg = decoded.get((f.path, i))
+                if rg is None:
+                    rg = _pre_filter(open_runs[f.path].read(request.read_columns, [i]), request)
+                    decoded[(f.path, i)] = rg
+                pieces.append(_slice_key_range(rg, key0, lo, hi))
+                if hi is None or index.rg_max[i] < hi:
+                    decoded.pop((f.path, i), None)  # fully consumed
+        if pieces:
+            yield merge_runs(pieces, schema, drop_deletes=True)
+        for f in live:
+            if hi is not None and f.max_key[0] < hi:
+                open_runs.pop(f.path, None)
+
+
+def _slice_key_range(table: pa.Table, key0: str, lo: Any, hi: Any) -> pa.Table:
+    if lo is None and hi is None:
+        return table
+    col = storage_values(table.column(key0))
+    mask = None
+    if lo is not None:
+        mask = pc.greater_equal(col, pa.scalar(lo, col.type))
+    if hi is not None:
+        upper = pc.less(col, pa.scalar(hi, col.type))
+        mask = upper if mask is None else pc.and_(mask, upper)
+    return table.filter(mask)
+
+
+# --------------------------------------------------------------------------- point lookups
+
+
+def lookup(
+    store: ObjectStore,
+    schema: TableSchema,
+    files: Sequence[DataFile],
+    keys: Sequence[Any],
+    columns: Sequence[str] | None = None,
+) -> list[dict[str, Any] | None]:
+    """The newest live row for each key (None where absent or deleted), in input order."""
+    key_names = list(schema.primary_key)
+    key_types = [schema.arrow.field(k).type for k in key_names]
+    wanted = [python_key(k, key_types, key_names) for k in keys]
+    if not wanted:
+        return []
+    # Keys are in storage form (temporal values as int64), which hashes like the original type.
+    key_arrays = [
+        pa.array([w[i] for w in wanted], type=pa.int64() if pa.types.is_temporal(t) else t)
+        for i, t in enumerate(key_types)
+    ]
+    buckets = bucket_of(key_arrays, schema.buckets)
+    part_pos = [key_names.index(p) for p in schema.partition_by]
+    by_file: dict[str, tuple[DataFile, list[Any]]] = {}
+    groups = group_files(files)
+    for w, b in zip(wanted, buckets.tolist(), strict=True):
+        partition = tuple(w[i] for i in part_pos)
+        for f in groups.get((partition, b), []):
+            if f.min_key <= w <= f.max_key:
+                by_file.setdefault(f.path, (f, []))[1].append(w[0])
+    file_columns = [*schema.arrow.names, SEQ_COLUMN, KIND_COLUMN]
+    hits: list[pa.Table] = []
+    items = list(by_file.values())
+    if len(items) > 1:
+        with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
+            hits = list(
+                pool.map(lambda it: lookup_rows(store, it[0], schema, it[1], file_columns), items)
+            )
+    elif items:
+        hits = [lookup_rows(store, items[0][0], schema, items[0][1], file_columns)]
+    if not hits:
+        return [None] * len(wanted)
+    merged = merge_runs(hits, schema, drop_deletes=True)
+    out_columns = list(columns) if columns is not None else schema.arrow.names
+    rows = merged.select(out_columns).to_pylist()
+    merged_keys = zip(
+        *[storage_values(merged.column(k)).to_pylist() for k in key_names], strict=True
+    )
+    found = dict(zip(merged_keys, rows, strict=True))
+    return [found.get(w) for w in wanted]

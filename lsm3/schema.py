@@ -1,0 +1,411 @@
+"""Table schemas: the Arrow schema, primary key, partitioning, buckets and options.
+
+A schema object is immutable and numbered (``schema/schema-N.json``). This module owns its JSON
+codec (a small, exact type grammar, see docs/FORMAT.md) and the rules incoming data must follow:
+:func:`conform` casts user data to the table schema or raises :class:`SchemaMismatch` naming the
+column and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lsm3.errors import CorruptMetadata, InvalidInput, SchemaMismatch, UnsupportedFormatVersion
+
+FORMAT_VERSION = 1
+SEQ_COLUMN = "_lsm3_seq"
+KIND_COLUMN = "_lsm3_kind"
+RESERVED_PREFIX = "_lsm3_"
+KIND_UPSERT = 0
+KIND_DELETE = 1
+
+# Every option a table understands, with its default. Unknown options are refused, so a typo
+# never silently falls back to a default.
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "sequence_field": None,  # a column whose value orders versions of a key (e.g. source LSN)
+    "memtable_bytes": 256 * 1024 * 1024,  # a writer flushes when buffered Arrow data exceeds this
+    "row_group_rows": 16384,  # rows per Parquet row group: point lookups read one row group
+    "target_file_bytes": 128 * 1024 * 1024,  # compaction output size
+    "commit_retries": 32,  # conditional-put conflicts a commit survives before giving up
+    "manifest_merge_threshold": 32,  # manifests per snapshot before a commit merges them
+    "latest_hint_interval": 1,  # write snapshot/LATEST every N snapshots (advisory only)
+    "upload_concurrency": 8,  # parallel run uploads per flush
+}
+
+_INTEGER_TYPES = {
+    "int8": pa.int8(),
+    "int16": pa.int16(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "uint8": pa.uint8(),
+    "uint16": pa.uint16(),
+    "uint32": pa.uint32(),
+    "uint64": pa.uint64(),
+}
+_PRIMITIVE_TYPES: dict[str, pa.DataType] = {
+    **_INTEGER_TYPES,
+    "null": pa.null(),
+    "bool": pa.bool_(),
+    "float16": pa.float16(),
+    "float32": pa.float32(),
+    "float64": pa.float64(),
+    "string": pa.string(),
+    "large_string": pa.large_string(),
+    "binary": pa.binary(),
+    "large_binary": pa.large_binary(),
+    "date32": pa.date32(),
+    "date64": pa.date64(),
+}
+_PRIMITIVE_NAMES = {v: k for k, v in _PRIMITIVE_TYPES.items()}
+
+
+def type_to_json(t: pa.DataType) -> Any:
+    """The JSON form of an Arrow type (see docs/FORMAT.md, "Types")."""
+    if t in _PRIMITIVE_NAMES:
+        return _PRIMITIVE_NAMES[t]
+    if pa.types.is_timestamp(t):
+        return {"type": "timestamp", "unit": t.unit, "tz": t.tz}
+    if pa.types.is_time32(t) or pa.types.is_time64(t):
+        return {"type": "time32" if pa.types.is_time32(t) else "time64", "unit": t.unit}
+    if pa.types.is_duration(t):
+        return {"type": "duration", "unit": t.unit}
+    if pa.types.is_decimal(t):
+        return {"type": f"decimal{t.bit_width}", "precision": t.precision, "scale": t.scale}
+    if pa.types.is_fixed_size_binary(t):
+        return {"type": "fixed_size_binary", "byte_width": t.byte_width}
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        kind = "list" if pa.types.is_list(t) else "large_list"
+        return {"type": kind, "element": _field_to_json(t.value_field)}
+    if pa.types.is_struct(t):
+        return {
+            "type": "struct",
+            "fields": [_field_to_json(t.field(i)) for i in range(t.num_fields)],
+        }
+    if pa.types.is_map(t):
+        return {
+            "type": "map",
+            "key": _field_to_json(t.key_field),
+            "value": _field_to_json(t.item_field),
+        }
+    raise InvalidInput(f"column type {t} is not supported by lsm3 format v{FORMAT_VERSION}")
+
+
+def type_from_json(j: Any) -> pa.DataType:
+    """Inverse of :func:`type_to_json`; raises CorruptMetadata on anything unknown."""
+    if isinstance(j, str):
+        if j in _PRIMITIVE_TYPES:
+            return _PRIMITIVE_TYPES[j]
+        raise CorruptMetadata(f"unknown column type {j!r} in schema")
+    if not isinstance(j, dict) or not isinstance(j.get("type"), str):
+        raise CorruptMetadata(f"malformed column type {j!r} in schema")
+    kind = j["type"]
+    try:
+        if kind == "timestamp":
+            return pa.timestamp(j["unit"], tz=j.get("tz"))
+        if kind == "time32":
+            return pa.time32(j["unit"])
+        if kind == "time64":
+            return pa.time64(j["unit"])
+        if kind == "duration":
+            return pa.duration(j["unit"])
+        if kind in ("decimal32", "decimal64", "decimal128", "decimal256"):
+            return getattr(pa, kind)(int(j["precision"]), int(j["scale"]))
+        if kind == "fixed_size_binary":
+            return pa.binary(int(j["byte_width"]))
+        if kind == "list":
+            return pa.list_(_field_from_json(j["element"]))
+        if kind == "large_list":
+            return pa.large_list(_field_from_json(j["element"]))
+        if kind == "struct":
+            return pa.struct([_field_from_json(f) for f in j["fields"]])
+        if kind == "map":
+            return pa.map_(_field_from_json(j["key"]), _field_from_json(j["value"]))
+    except (KeyError, TypeError, ValueError, pa.ArrowInvalid) as exc:
+        raise CorruptMetadata(f"malformed column type {j!r} in schema: {exc}") from None
+    raise CorruptMetadata(f"unknown column type {kind!r} in schema")
+
+
+def _field_to_json(f: pa.Field) -> dict[str, Any]:
+    return {"name": f.name, "type": type_to_json(f.type), "nullable": f.nullable}
+
+
+def _field_from_json(j: Any) -> pa.Field:
+    if not isinstance(j, dict) or not isinstance(j.get("name"), str):
+        raise CorruptMetadata(f"malformed field {j!r} in schema")
+    return pa.field(
+        j["name"], type_from_json(j.get("type")), nullable=bool(j.get("nullable", True))
+    )
+
+
+def is_key_type(t: pa.DataType) -> bool:
+    """Types a primary-key column may have: exact, totally ordered, hashable as specified."""
+    return (
+        pa.types.is_integer(t)
+        or pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_date32(t)
+        or pa.types.is_timestamp(t)
+    )
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """One version of a table's schema; ``arrow`` holds the user columns only."""
+
+    schema_id: int
+    arrow: pa.Schema
+    primary_key: tuple[str, ...]
+    partition_by: tuple[str, ...] = ()
+    buckets: int = 1
+    options: dict[str, Any] = field(default_factory=dict)
+    field_ids: tuple[int, ...] = ()
+
+    def option(self, name: str) -> Any:
+        return self.options.get(name, DEFAULT_OPTIONS[name])
+
+    @property
+    def sequence_field(self) -> str | None:
+        value = self.option("sequence_field")
+        return str(value) if value else None
+
+    @property
+    def value_columns(self) -> list[str]:
+        return [n for n in self.arrow.names if n not in self.primary_key]
+
+    def file_schema(self) -> pa.Schema:
+        """The schema of data files: user columns (all nullable) plus sequence and row kind."""
+        fields = [pa.field(f.name, f.type, nullable=True) for f in self.arrow]
+        return pa.schema(
+            [
+                *fields,
+                pa.field(SEQ_COLUMN, pa.int64(), False),
+                pa.field(KIND_COLUMN, pa.int8(), False),
+            ]
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "schema_id": self.schema_id,
+            "fields": [
+                {"id": fid, **_field_to_json(f)}
+                for fid, f in zip(self.field_ids, self.arrow, strict=True)
+            ],
+            "primary_key": list(self.primary_key),
+            "partition_by": list(self.partition_by),
+            "buckets": self.buckets,
+            "options": dict(self.options),
+        }
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_json(), indent=1, sort_keys=True).encode()
+
+    @staticmethod
+    def decode(raw: bytes, what: str = "schema") -> TableSchema:
+        try:
+            j = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CorruptMetadata(f"{what} is not valid JSON: {exc}") from None
+        if not isinstance(j, dict):
+            raise CorruptMetadata(f"{what} is not a JSON object")
+        version = j.get("format_version")
+        if not isinstance(version, int):
+            raise CorruptMetadata(f"{what} has no integer format_version; is this an lsm3 table?")
+        if version > FORMAT_VERSION:
+            raise UnsupportedFormatVersion(
+                f"{what} uses format version {version}; this lsm3 reads up to "
+                f"{FORMAT_VERSION}: upgrade lsm3"
+            )
+        try:
+            fields = j["fields"]
+            ids = tuple(int(f["id"]) for f in fields)
+            arrow = pa.schema([_field_from_json(f) for f in fields])
+            schema = TableSchema(
+                schema_id=int(j["schema_id"]),
+                arrow=arrow,
+                primary_key=tuple(str(k) for k in j["primary_key"]),
+                partition_by=tuple(str(k) for k in j.get("partition_by", [])),
+                buckets=int(j.get("buckets", 1)),
+                options=dict(j.get("options", {})),
+                field_ids=ids,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptMetadata(f"{what} is malformed: {exc!r}") from None
+        try:
+            validate_schema(schema)
+        except InvalidInput as exc:
+            raise CorruptMetadata(f"{what} is invalid: {exc}") from None
+        return schema
+
+
+def new_schema(
+    arrow: pa.Schema,
+    primary_key: Sequence[str],
+    partition_by: Sequence[str] | None = None,
+    buckets: int = 1,
+    options: Mapping[str, Any] | None = None,
+) -> TableSchema:
+    """Validate a user's table definition and number its fields."""
+    if not isinstance(arrow, pa.Schema):
+        raise InvalidInput(f"schema must be a pyarrow.Schema, got {type(arrow).__name__}")
+    if isinstance(primary_key, str):
+        primary_key = [primary_key]
+    if isinstance(partition_by, str):
+        partition_by = [partition_by]
+    key = tuple(primary_key)
+    # Key columns are never null: mark them so in the table schema.
+    fields = [f.with_nullable(False) if f.name in key else f for f in arrow]
+    schema = TableSchema(
+        schema_id=0,
+        arrow=pa.schema(fields),
+        primary_key=key,
+        partition_by=tuple(partition_by or ()),
+        buckets=buckets,
+        options=dict(options or {}),
+        field_ids=tuple(range(1, len(fields) + 1)),
+    )
+    validate_schema(schema)
+    return schema
+
+
+def validate_schema(s: TableSchema) -> None:
+    """Raise InvalidInput if the definition breaks a rule of the format."""
+    names = s.arrow.names
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"duplicate column names in schema: {names}")
+    for name in names:
+        if name.startswith(RESERVED_PREFIX):
+            raise InvalidInput(
+                f"column {name!r}: names starting with {RESERVED_PREFIX!r} are reserved"
+            )
+    if not s.primary_key:
+        raise InvalidInput("primary_key must name at least one column")
+    if len(set(s.primary_key)) != len(s.primary_key):
+        raise InvalidInput(f"primary_key repeats a column: {list(s.primary_key)}")
+    for k in s.primary_key:
+        if k not in names:
+            raise InvalidInput(f"primary key column {k!r} is not in the schema {names}")
+        if not is_key_type(s.arrow.field(k).type):
+            raise InvalidInput(
+                f"primary key column {k!r} has type {s.arrow.field(k).type}; keys must be "
+                "integers, strings, binary, date32 or timestamps"
+            )
+    for p in s.partition_by:
+        if p not in s.primary_key:
+            raise InvalidInput(
+                f"partition column {p!r} must be part of the primary key {list(s.primary_key)} "
+                "(a key's partition must follow from the key)"
+            )
+    if not isinstance(s.buckets, int) or not 1 <= s.buckets <= 65536:
+        raise InvalidInput(f"buckets must be an integer from 1 to 65536, got {s.buckets!r}")
+    unknown = set(s.options) - set(DEFAULT_OPTIONS)
+    if unknown:
+        raise InvalidInput(
+            f"unknown table options {sorted(unknown)}; known: {sorted(DEFAULT_OPTIONS)}"
+        )
+    seq_field = s.sequence_field
+    if seq_field is not None:
+        if seq_field not in names:
+            raise InvalidInput(f"sequence_field {seq_field!r} is not a column of the schema")
+        if seq_field in s.primary_key:
+            raise InvalidInput(f"sequence_field {seq_field!r} cannot be a primary key column")
+        t = s.arrow.field(seq_field).type
+        if not (pa.types.is_integer(t) or pa.types.is_timestamp(t) or pa.types.is_date(t)):
+            raise InvalidInput(f"sequence_field {seq_field!r} must be an integer or timestamp")
+    for name in (
+        "memtable_bytes",
+        "row_group_rows",
+        "target_file_bytes",
+        "commit_retries",
+        "manifest_merge_threshold",
+        "latest_hint_interval",
+        "upload_concurrency",
+    ):
+        value = s.option(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidInput(f"option {name} must be a positive integer, got {value!r}")
+
+
+# --------------------------------------------------------------------------- incoming data
+
+
+def to_arrow_table(data: Any, what: str = "data") -> pa.Table:
+    """Accept a pa.Table, RecordBatch, RecordBatchReader, list of dicts or dict of lists."""
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if isinstance(data, pa.RecordBatchReader):
+        return data.read_all()
+    if isinstance(data, Mapping):
+        try:
+            return pa.table(dict(data))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
+            raise SchemaMismatch(f"{what}: cannot build columns from the dict: {exc}") from None
+    if isinstance(data, list):
+        if not data:
+            return pa.table({})
+        if not all(isinstance(r, Mapping) for r in data):
+            raise InvalidInput(f"{what}: a list must hold dicts (one per row)")
+        try:
+            return pa.Table.from_pylist(data)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
+            raise SchemaMismatch(f"{what}: rows have inconsistent types: {exc}") from None
+    if hasattr(data, "__arrow_c_stream__"):
+        return pa.table(data)
+    raise InvalidInput(
+        f"{what} must be a pyarrow Table or RecordBatch, a list of dicts or a dict of lists, "
+        f"got {type(data).__name__}"
+    )
+
+
+def conform(
+    table: pa.Table,
+    schema: TableSchema,
+    columns: Sequence[str],
+    what: str,
+    check_nulls: bool = True,
+) -> pa.Table:
+    """Cast ``table`` to the table types of ``columns`` (in that order), checking nulls.
+
+    Extra input columns are an error (a typo must not vanish silently); so is a missing column.
+    Casts must be safe: an int64 that overflows int32 or a string that is not a number fails.
+    """
+    extra = [n for n in table.column_names if n not in columns]
+    if extra:
+        raise SchemaMismatch(
+            f"{what} has columns {extra} that the table does not have (columns: {list(columns)})"
+        )
+    out = []
+    for name in columns:
+        if name not in table.column_names:
+            raise SchemaMismatch(
+                f"{what} is missing column {name!r}; every row must carry all columns "
+                f"{list(columns)} (nulls are allowed where the column is nullable)"
+            )
+        target = schema.arrow.field(name)
+        col = table.column(name)
+        if col.type != target.type:
+            try:
+                col = pc.cast(col, target.type, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+                raise SchemaMismatch(
+                    f"{what}: column {name!r} has type {col.type} which cannot be cast safely to "
+                    f"the table type {target.type} ({exc})"
+                ) from None
+        if check_nulls and col.null_count and (not target.nullable or name in schema.primary_key):
+            role = "primary key column" if name in schema.primary_key else "non-nullable column"
+            raise SchemaMismatch(
+                f"{what}: {role} {name!r} has {col.null_count} null value(s); "
+                "give every row a value"
+            )
+        out.append(col)
+    return pa.Table.from_arrays(out, names=list(columns))

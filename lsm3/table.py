@@ -1,0 +1,400 @@
+"""The table facade: create and open tables, read them, and commit through the snapshot log.
+
+A :class:`Table` pins the snapshot it last saw (``current_snapshot()``); reads use that
+snapshot unless told otherwise and ``refresh()`` moves it forward. Writers made by
+``table.writer()`` commit through :meth:`Table._commit_files`, which the compactor also uses,
+so there is one commit path.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from lsm3.errors import (
+    CommitConflict,
+    InvalidInput,
+    ObjectNotFound,
+    PreconditionFailed,
+    TableAlreadyExists,
+    TableNotFound,
+)
+from lsm3.log import SnapshotLog
+from lsm3.manifests import ManifestReader, write_manifest
+from lsm3.metadata import DataFile, ManifestEntry, Snapshot, WriterRecord
+from lsm3.scan import DEFAULT_SECTION_ROWS, lookup, make_request, scan_batches
+from lsm3.schema import TableSchema, new_schema
+from lsm3.storage import ObjectStore, StoreStats, open_store
+from lsm3.writer import Writer
+
+
+def schema_key(schema_id: int) -> str:
+    return f"schema/schema-{schema_id}.json"
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A live data file as ``Table.files()`` reports it."""
+
+    path: str
+    level: int
+    partition: tuple[Any, ...]
+    bucket: int
+    min_key: tuple[Any, ...]
+    max_key: tuple[Any, ...]
+    rows: int
+    deletes: int
+    bytes: int
+    min_seq: int
+    max_seq: int
+
+
+@dataclass(frozen=True)
+class CommitRecord:
+    """What ``Table.last_commit(writer_id)`` returns."""
+
+    writer_id: str
+    commit_id: str
+    snapshot_id: int
+    metadata: dict[str, Any]
+
+
+class Table:
+    """An lsm3 table at one root; cheap to create, safe to share between threads for reads."""
+
+    def __init__(self, store: ObjectStore, schema0: TableSchema) -> None:
+        self.store = store
+        self.uri = store.url
+        self.log = SnapshotLog(store)
+        self.manifests = ManifestReader(store)
+        self._schemas: dict[int, TableSchema] = {0: schema0}
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self.refresh()
+
+    # ----------------------------------------------------------------- metadata
+
+    def refresh(self) -> Snapshot | None:
+        """Move to the newest committed snapshot and return it (None: nothing committed yet)."""
+        latest = self.log.latest(self._snapshot)
+        with self._lock:
+            if latest is not None and (
+                self._snapshot is None or latest.snapshot_id > self._snapshot.snapshot_id
+            ):
+                self._snapshot = latest
+            return self._snapshot
+
+    def current_snapshot(self) -> Snapshot | None:
+        return self._snapshot
+
+    def _schema(self, schema_id: int) -> TableSchema:
+        found = self._schemas.get(schema_id)
+        if found is None:
+            try:
+                raw = self.store.get(schema_key(schema_id))
+            except ObjectNotFound:
+                raise TableNotFound(f"schema {schema_id} of {self.uri} is missing") from None
+            found = TableSchema.decode(raw, f"schema {schema_id} of {self.uri}")
+            self._schemas[schema_id] = found
+        return found
+
+    @property
+    def table_schema(self) -> TableSchema:
+        snap = self._snapshot
+        return self._schema(snap.schema_id if snap else 0)
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The Arrow schema of the table's rows (user columns only)."""
+        return self.table_schema.arrow
+
+    @property
+    def primary_key(self) -> tuple[str, ...]:
+        return self.table_schema.primary_key
+
+    def snapshots(self) -> list[Snapshot]:
+        """Every retained snapshot, oldest first."""
+        return [self.log.load(i) for i in self.log.list_ids()]
+
+    def snapshot(self, snapshot_id: int | None = None, as_of: Any = None) -> Snapshot | None:
+        """Resolve ``snapshot_id`` / ``as_of`` (ms since epoch or a datetime) to a snapshot."""
+        if snapshot_id is not None and as_of is not None:
+            raise InvalidInput("pass snapshot_id or as_of, not both")
+        if snapshot_id is not None:
+            if not isinstance(snapshot_id, int) or snapshot_id < 0:
+                raise InvalidInput(
+                    f"snapshot_id must be a non-negative integer, got {snapshot_id!r}"
+                )
+            if snapshot_id == 0:
+                return None
+            return self.log.load(snapshot_id)
+        if as_of is not None:
+            if hasattr(as_of, "timestamp"):
+                as_of = int(as_of.timestamp() * 1000)
+            return self.log.as_of(int(as_of))
+        return self._snapshot
+
+    def _files_of(self, snap: Snapshot | None) -> list[DataFile]:
+        schema = self._schema(snap.schema_id if snap else 0)
+        return self.manifests.live_files(snap, schema)
+
+    def files(self, snapshot_id: int | None = None) -> list[FileInfo]:
+        """The live data files of a snapshot (default: the current one)."""
+        snap = self.snapshot(snapshot_id)
+        return [
+            FileInfo(
+                f.path,
+                f.level,
+                f.partition,
+                f.bucket,
+                f.min_key,
+                f.max_key,
+                f.rows,
+                f.deletes,
+                f.size,
+                f.effective_min_seq,
+                f.effective_max_seq,
+            )
+            for f in self._files_of(snap)
+        ]
+
+    def last_commit(self, writer_id: str) -> CommitRecord | None:
+        """The last commit of the named writer, from the newest snapshot (refreshes first)."""
+        snap = self.refresh()
+        record = snap.writers.get(writer_id) if snap else None
+        if record is None:
+            return None
+        return CommitRecord(writer_id, record.commit_id, record.snapshot_id, dict(record.metadata))
+
+    def store_stats(self) -> dict[str, dict[str, int]]:
+        """Object-store requests and bytes by operation, since the store was opened."""
+        return self.store.stats.snapshot()
+
+    @property
+    def stats(self) -> StoreStats:
+        return self.store.stats
+
+    # ----------------------------------------------------------------- reading
+
+    def to_batches(
+        self,
+        columns: Sequence[str] | None = None,
+        filter: pc.Expression | None = None,
+        snapshot_id: int | None = None,
+        as_of: Any = None,
+        section_rows: int = DEFAULT_SECTION_ROWS,
+    ) -> pa.RecordBatchReader:
+        """The merged rows as a stream of record batches, with bounded memory."""
+        snap = self.snapshot(snapshot_id, as_of)
+        schema = self._schema(snap.schema_id if snap else 0)
+        request = make_request(schema, columns, filter)
+        out_schema = pa.schema([schema.arrow.field(c).with_nullable(True) for c in request.columns])
+        files = self._files_of(snap)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for batch in scan_batches(self.store, schema, files, request, section_rows):
+                yield batch.cast(out_schema) if batch.schema != out_schema else batch
+
+        return pa.RecordBatchReader.from_batches(out_schema, batches())
+
+    def to_arrow(
+        self,
+        columns: Sequence[str] | None = None,
+        filter: pc.Expression | None = None,
+        snapshot_id: int | None = None,
+        as_of: Any = None,
+    ) -> pa.Table:
+        """The merged rows (newest version per key, deletes hidden) as one Arrow table."""
+        return self.to_batches(columns, filter, snapshot_id, as_of).read_all()
+
+    def to_pyarrow_dataset(self, snapshot_id: int | None = None, as_of: Any = None) -> ds.Dataset:
+        """A ``pyarrow.dataset.Dataset`` of the merged view at a snapshot.
+
+        The merge happens here (merge-on-read has no lazy equivalent inside pyarrow), so the
+        dataset holds the merged rows in memory; filters and projections given to the dataset
+        then run on that. For large tables prefer ``to_batches(filter=..., columns=...)``.
+        """
+        return ds.dataset(self.to_arrow(snapshot_id=snapshot_id, as_of=as_of))
+
+    def get(
+        self, key: Any, snapshot_id: int | None = None, columns: Sequence[str] | None = None
+    ) -> dict[str, Any] | None:
+        """The row with this primary key (a tuple for a composite key), or None."""
+        return self.get_many([key], snapshot_id=snapshot_id, columns=columns)[0]
+
+    def get_many(
+        self,
+        keys: Sequence[Any],
+        snapshot_id: int | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> list[dict[str, Any] | None]:
+        """Rows for many keys at once (None where absent), in the order of ``keys``."""
+        snap = self.snapshot(snapshot_id)
+        schema = self._schema(snap.schema_id if snap else 0)
+        return lookup(self.store, schema, self._files_of(snap), list(keys), columns)
+
+    def count(self, snapshot_id: int | None = None) -> int:
+        """Live rows (merges the key columns only)."""
+        reader = self.to_batches(columns=list(self.primary_key), snapshot_id=snapshot_id)
+        return sum(b.num_rows for b in reader)
+
+    # ----------------------------------------------------------------- writing
+
+    def writer(self, writer_id: str | None = None) -> Writer:
+        """A writer; name it (``writer_id``) to resume exactly once with ``last_commit``."""
+        return Writer(self, writer_id)
+
+    def _commit_files(
+        self,
+        *,
+        added: Sequence[DataFile],
+        removed: Sequence[DataFile],
+        seq_count: int,
+        kind: str,
+        writer_id: str | None,
+        commit_id: str,
+        metadata: dict[str, Any],
+    ) -> Snapshot:
+        """Commit a change of the live file set through the conditional put, rebasing on
+        conflicts. ``added`` files carry local sequence numbers; they receive the parent's
+        ``next_sequence`` as offset. ``removed`` files must all still be live."""
+        first_base = self._snapshot
+        first_id = first_base.snapshot_id if first_base else 0
+        removed_paths = {f.path for f in removed}
+
+        def already_committed(base: Snapshot | None) -> Snapshot | None:
+            if base is None:
+                return None
+            if writer_id is not None:
+                rec = base.writers.get(writer_id)
+                if rec is not None and rec.commit_id == commit_id:
+                    return self.log.load(rec.snapshot_id)
+            for sid in range(first_id + 1, base.snapshot_id + 1):
+                snap = self.log.load(sid)
+                if snap.commit_id == commit_id and snap.writer_id == writer_id:
+                    return snap
+            return None
+
+        def build(base: Snapshot | None) -> Snapshot | None:
+            if already_committed(base) is not None:
+                return None
+            schema = self._schema(base.schema_id if base else 0)
+            live = self.manifests.live_files(base, schema)
+            if removed_paths:
+                live_paths = {f.path for f in live}
+                gone = removed_paths - live_paths
+                if gone:
+                    raise CommitConflict(
+                        f"{len(gone)} input file(s) of this commit were removed by another "
+                        "commit (a concurrent compaction); this commit is abandoned"
+                    )
+            offset = base.next_sequence if base else 0
+            entries = [ManifestEntry("add", f.with_offset(offset)) for f in added]
+            entries += [ManifestEntry("remove", f) for f in removed]
+            manifests = list(base.manifests) if base else []
+            if entries:
+                manifests.append(write_manifest(self.store, entries, schema))
+            new_live = [f for f in live if f.path not in removed_paths] + [
+                e.file for e in entries if e.op == "add"
+            ]
+            if len(manifests) > schema.option("manifest_merge_threshold"):
+                merged = [ManifestEntry("add", f) for f in new_live]
+                manifests = [write_manifest(self.store, merged, schema)]
+            writers = dict(base.writers) if base else {}
+            snapshot_id = (base.snapshot_id if base else 0) + 1
+            if writer_id is not None:
+                writers[writer_id] = WriterRecord(commit_id, snapshot_id, metadata)
+            summary = {
+                "added_files": len(added),
+                "removed_files": len(removed),
+                "added_rows": sum(f.rows for f in added),
+                "added_deletes": sum(f.deletes for f in added),
+                "added_bytes": sum(f.size for f in added),
+                "total_files": len(new_live),
+                "total_rows": sum(f.rows for f in new_live),
+                "total_bytes": sum(f.size for f in new_live),
+            }
+            return Snapshot(
+                snapshot_id=snapshot_id,
+                parent_id=base.snapshot_id if base else None,
+                schema_id=base.schema_id if base else 0,
+                timestamp_ms=max(time.time_ns() // 1_000_000, base.timestamp_ms if base else 0),
+                kind=kind,
+                manifests=tuple(manifests),
+                next_sequence=offset + seq_count,
+                writer_id=writer_id,
+                commit_id=commit_id,
+                metadata=metadata,
+                summary=summary,
+                writers=writers,
+            )
+
+        schema = self.table_schema
+
+        def is_mine(s: Snapshot) -> bool:
+            return s.commit_id == commit_id and s.writer_id == writer_id
+
+        result = self.log.commit(
+            build,
+            retries=schema.option("commit_retries"),
+            is_mine=is_mine,
+            hint_interval=schema.option("latest_hint_interval"),
+            known=self._snapshot,
+        )
+        mine = result if result is not None and is_mine(result) else already_committed(result)
+        if mine is None:
+            raise CommitConflict("internal error: commit finished without a snapshot")
+        with self._lock:
+            if self._snapshot is None or mine.snapshot_id > self._snapshot.snapshot_id:
+                self._snapshot = mine
+        return mine
+
+    def __repr__(self) -> str:
+        snap = self._snapshot
+        return f"lsm3.Table({self.uri!r}, snapshot={snap.snapshot_id if snap else 0})"
+
+
+def create_table(
+    uri: str,
+    schema: pa.Schema,
+    primary_key: Sequence[str] | str,
+    partition_by: Sequence[str] | str | None = None,
+    buckets: int = 1,
+    options: Mapping[str, Any] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Table:
+    """Create a table at ``uri``; fails with TableAlreadyExists if one is there."""
+    table_schema = new_schema(
+        schema,
+        list(primary_key) if not isinstance(primary_key, str) else [primary_key],
+        partition_by,
+        buckets,
+        options,
+    )
+    store = open_store(uri, dict(storage_options) if storage_options else None)
+    try:
+        store.put_if_absent(schema_key(0), table_schema.encode())
+    except PreconditionFailed:
+        raise TableAlreadyExists(
+            f"a table already exists at {store.url}; open it with lsm3.open_table"
+        ) from None
+    return Table(store, table_schema)
+
+
+def open_table(uri: str, storage_options: Mapping[str, Any] | None = None) -> Table:
+    """Open the table at ``uri``; raises TableNotFound if there is none."""
+    store = open_store(uri, dict(storage_options) if storage_options else None)
+    try:
+        raw = store.get(schema_key(0))
+    except ObjectNotFound:
+        raise TableNotFound(
+            f"no lsm3 table at {store.url} (no {schema_key(0)}); create one with lsm3.create_table"
+        ) from None
+    return Table(store, TableSchema.decode(raw, f"schema 0 of {store.url}"))

@@ -1,0 +1,263 @@
+"""The writer: buffer upserts, deletes and CDC; flush sorted runs; commit them exactly once.
+
+A commit uploads its runs first (each a fresh, never-reused object), then one delta manifest
+and one snapshot. The runs carry local sequence numbers 0..n-1; the manifest entry adds the
+``seq_offset`` the commit receives from its parent snapshot (``next_sequence``). On a conflict
+only the manifest and snapshot are rewritten with the new offset: that is the rebase, and it
+makes commit order decide between concurrent writers without re-uploading any data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lsm3.errors import InvalidInput, SchemaMismatch
+from lsm3.memtable import Memtable, split_runs
+from lsm3.metadata import DataFile, Snapshot
+from lsm3.runfile import encode_run
+from lsm3.schema import KIND_DELETE, KIND_UPSERT, TableSchema, conform, to_arrow_table
+
+if TYPE_CHECKING:
+    from lsm3.table import Table
+
+log = logging.getLogger("lsm3.writer")
+
+UPSERT_OPS = ("c", "r", "u", "+I", "+U")
+DELETE_OPS = ("d", "-D")
+IGNORED_OPS = ("-U",)
+
+
+class Writer:
+    """Buffers changes to one table and commits them; use as a context manager."""
+
+    def __init__(self, table: Table, writer_id: str | None = None) -> None:
+        if writer_id is not None and (not isinstance(writer_id, str) or not writer_id):
+            raise InvalidInput("writer_id must be a non-empty string or None")
+        self.table = table
+        self.writer_id = writer_id
+        self.schema: TableSchema = table.table_schema
+        self._memtable = Memtable(self.schema)
+        self._pending: list[DataFile] = []
+        self._closed = False
+
+    # ----------------------------------------------------------------- buffering
+
+    def upsert(self, data: Any) -> None:
+        """Insert or replace rows (every column; the newest version of a key wins)."""
+        self._check_open()
+        table = to_arrow_table(data, "upsert data")
+        if table.num_rows == 0:
+            return
+        rows = conform(table, self.schema, self.schema.arrow.names, "upsert data")
+        self._check_sequence_field(rows)
+        self._add(rows, _kinds(rows.num_rows, KIND_UPSERT))
+
+    def delete(self, keys: Any) -> None:
+        """Delete by key: rows carrying at least the primary-key columns, or a list of keys."""
+        self._check_open()
+        table = self._key_table(keys)
+        if table.num_rows == 0:
+            return
+        seq_field = self.schema.sequence_field
+        keep = list(self.schema.primary_key)
+        if seq_field:
+            if seq_field not in table.column_names:
+                raise SchemaMismatch(
+                    f"deletes must carry the sequence field {seq_field!r} so they are ordered "
+                    "against upserts of the same key"
+                )
+            keep.append(seq_field)
+        table = table.select(keep)
+        keys_only = conform(table, self.schema, keep, "delete keys")
+        self._check_sequence_field(keys_only)
+        self._add(self._fill_values(keys_only), _kinds(keys_only.num_rows, KIND_DELETE))
+
+    def apply_cdc(self, data: Any, op_column: str = "op") -> None:
+        """Apply change events: Debezium ops ``c r u d`` or row kinds ``+I -U +U -D``.
+
+        ``c r u +I +U`` upsert, ``d -D`` delete, ``-U`` (an update's before-image) is skipped.
+        Delete rows need only the key columns to be non-null.
+        """
+        self._check_open()
+        table = to_arrow_table(data, "CDC data")
+        if table.num_rows == 0:
+            return
+        if op_column not in table.column_names:
+            raise SchemaMismatch(f"CDC data has no op column {op_column!r}; pass op_column=")
+        ops = table.column(op_column)
+        if not (pa.types.is_string(ops.type) or pa.types.is_large_string(ops.type)):
+            ops = pc.cast(ops, pa.string())
+        known = pa.array([*UPSERT_OPS, *DELETE_OPS, *IGNORED_OPS])
+        valid = pc.is_in(ops, value_set=known)
+        if ops.null_count or not pc.all(valid).as_py():
+            bad = pc.unique(pc.filter(ops, pc.invert(pc.fill_null(valid, False)))).to_pylist()
+            if ops.null_count:
+                bad.append(None)
+            raise InvalidInput(
+                f"unknown CDC op(s) {bad[:5]} in column {op_column!r}; expected one of "
+                f"{[*UPSERT_OPS, *DELETE_OPS, *IGNORED_OPS]}"
+            )
+        table = table.drop_columns([op_column])
+        keep = pc.invert(pc.is_in(ops, value_set=pa.array(IGNORED_OPS)))
+        if not pc.all(keep).as_py():
+            table = table.filter(keep)
+            ops = pc.filter(ops, keep)
+        if table.num_rows == 0:
+            return
+        rows = conform(table, self.schema, self.schema.arrow.names, "CDC data", check_nulls=False)
+        is_delete = pc.is_in(ops, value_set=pa.array(DELETE_OPS))
+        self._check_cdc_nulls(rows, is_delete)
+        self._check_sequence_field(rows)
+        kinds = pc.cast(is_delete, pa.int8())
+        self._add(rows, kinds.combine_chunks() if isinstance(kinds, pa.ChunkedArray) else kinds)
+
+    def _check_cdc_nulls(self, rows: pa.Table, is_delete: Any) -> None:
+        for f in self.schema.arrow:
+            col = rows.column(f.name)
+            if not col.null_count:
+                continue
+            if f.name in self.schema.primary_key:
+                raise SchemaMismatch(
+                    f"CDC data: primary key column {f.name!r} has {col.null_count} null value(s)"
+                )
+            if not f.nullable:
+                bad = pc.sum(pc.and_(pc.is_null(col), pc.invert(is_delete))).as_py() or 0
+                if bad:
+                    raise SchemaMismatch(
+                        f"CDC data: non-nullable column {f.name!r} is null in {bad} upsert row(s)"
+                    )
+
+    def _check_sequence_field(self, rows: pa.Table) -> None:
+        seq_field = self.schema.sequence_field
+        if seq_field and rows.column(seq_field).null_count:
+            raise SchemaMismatch(
+                f"sequence field {seq_field!r} is null in {rows.column(seq_field).null_count} "
+                "row(s); every change must carry it"
+            )
+
+    def _key_table(self, keys: Any) -> pa.Table:
+        if isinstance(keys, list) and keys and not isinstance(keys[0], Mapping):
+            names = list(self.schema.primary_key)
+            values = [k if isinstance(k, tuple) else (k,) for k in keys]
+            if any(len(v) != len(names) for v in values):
+                raise InvalidInput(f"each key must have one value per key column {names}")
+            return pa.table({n: [v[i] for v in values] for i, n in enumerate(names)})
+        return to_arrow_table(keys, "delete keys")
+
+    def _fill_values(self, keys: pa.Table) -> pa.Table:
+        n = keys.num_rows
+        cols = [
+            keys.column(f.name) if f.name in keys.column_names else pa.nulls(n, f.type)
+            for f in self.schema.arrow
+        ]
+        return pa.Table.from_arrays(
+            cols, schema=pa.schema([f.with_nullable(True) for f in self.schema.arrow])
+        )
+
+    def _add(self, rows: pa.Table, kinds: pa.Array) -> None:
+        self._memtable.add(rows, kinds)
+        if self._memtable.nbytes >= self.schema.option("memtable_bytes"):
+            self.flush()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidInput("this writer is closed; open a new one with table.writer()")
+
+    # ----------------------------------------------------------------- flush & commit
+
+    @property
+    def pending_rows(self) -> int:
+        return self._memtable.rows + sum(f.rows for f in self._pending)
+
+    def flush(self) -> list[DataFile]:
+        """Sort buffered records and upload them as runs (not yet visible: see commit)."""
+        table = self._memtable.drain()
+        if table is None:
+            return []
+        runs = list(split_runs(table, self.schema))
+        store = self.table.store
+
+        def upload(item: tuple[tuple[Any, ...], int, pa.Table]) -> DataFile:
+            partition, bucket, rows = item
+            encoded = encode_run(rows, self.schema, level=0, partition=partition, bucket=bucket)
+            store.put(encoded.file.path, encoded.body)
+            return encoded.file
+
+        workers = min(self.schema.option("upload_concurrency"), len(runs))
+        if workers <= 1:
+            files = [upload(r) for r in runs]
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                files = list(pool.map(upload, runs))
+        self._pending.extend(files)
+        return files
+
+    def commit(
+        self, commit_id: str | None = None, metadata: Mapping[str, Any] | None = None
+    ) -> Snapshot | None:
+        """Make everything written so far visible atomically; returns the new snapshot.
+
+        With nothing buffered and neither ``commit_id`` nor ``metadata`` given, nothing is
+        committed and None is returned. ``commit_id`` (default: a fresh UUID) identifies the
+        commit: committing the same (writer_id, commit_id) twice applies it once.
+        """
+        self._check_open()
+        self.flush()
+        if not self._pending and commit_id is None and metadata is None:
+            return None
+        if commit_id is not None and (not isinstance(commit_id, str) or not commit_id):
+            raise InvalidInput("commit_id must be a non-empty string")
+        meta = dict(metadata or {})
+        _check_json(meta)
+        snapshot = self.table._commit_files(
+            added=self._pending,
+            removed=[],
+            seq_count=self._memtable.next_seq,
+            kind="APPEND",
+            writer_id=self.writer_id,
+            commit_id=commit_id or uuid.uuid4().hex,
+            metadata=meta,
+        )
+        self._pending = []
+        self._memtable.end_commit()
+        return snapshot
+
+    def abort(self) -> None:
+        """Drop everything not yet committed (uploaded runs become orphans for cleanup)."""
+        self._memtable.drain()
+        self._memtable.end_commit()
+        self._pending = []
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if exc_type is None:
+                self.commit()
+            else:
+                self.abort()
+        finally:
+            self.close()
+
+
+def _kinds(n: int, kind: int) -> pa.Array:
+    return pa.nulls(n, pa.int8()).fill_null(kind) if n else pa.array([], pa.int8())
+
+
+def _check_json(meta: dict[str, Any]) -> None:
+    try:
+        json.dumps(meta)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"commit metadata must be JSON-serialisable: {exc}") from None
