@@ -8,6 +8,7 @@ file. Footers are cached per file: files are immutable, so the cache never goes 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -71,6 +72,7 @@ def encode_run(
         sink,
         compression="zstd",
         row_group_size=schema.option("row_group_rows"),
+        use_dictionary=dictionary_columns(rows, schema),
         sorting_columns=[
             pq.SortingColumn(rows.schema.get_field_index(k)) for k in schema.primary_key
         ],
@@ -103,6 +105,29 @@ def encode_run(
         created_ms=time.time_ns() // 1_000_000,
     )
     return EncodedRun(body, file)
+
+
+_DICTIONARY_SAMPLE = 4096
+
+
+def dictionary_columns(rows: pa.Table, schema: TableSchema) -> list[str]:
+    """Columns worth dictionary encoding: repetitive in a sample of the first rows.
+
+    Dictionary encoding of high-cardinality values (ids, random payloads) costs about a third
+    of the write time and then falls back to plain encoding anyway, so it is chosen per run.
+    """
+    sample = rows.slice(0, _DICTIONARY_SAMPLE)
+    n = sample.num_rows
+    chosen = []
+    for name in rows.column_names:
+        if name in schema.primary_key or name.startswith("_lsm3_"):
+            continue
+        col = sample.column(name)
+        if pa.types.is_nested(col.type):
+            continue
+        if n and pc.count_distinct(col).as_py() <= n // 4:
+            chosen.append(name)
+    return chosen
 
 
 def _fetch_verified(store: ObjectStore, f: DataFile) -> pa.Buffer:
@@ -225,15 +250,80 @@ def _load_index(store: ObjectStore, f: DataFile, key_column: str) -> RunIndex:
 FOOTERS = FooterCache()
 
 
+class KeyBlock:
+    """The sorted first-key column of one row group, searchable without Arrow overhead."""
+
+    def __init__(self, keys: pa.Array) -> None:
+        self.keys = keys
+        self.numeric = pa.types.is_integer(keys.type)
+        self.values = keys.to_numpy() if self.numeric else None
+        self.nbytes = keys.nbytes
+
+    def match(self, wanted: list[Any]) -> pa.Array | None:
+        """A boolean mask of rows whose key is in ``wanted``, or None if there are none."""
+        if self.values is not None:
+            probe = np.asarray(wanted, dtype=self.values.dtype)
+            lo = np.searchsorted(self.values, probe, side="left")
+            hi = np.searchsorted(self.values, probe, side="right")
+            if not np.any(hi > lo):
+                return None
+            mask = np.zeros(len(self.values), dtype=bool)
+            for a, b in zip(lo.tolist(), hi.tolist(), strict=True):
+                mask[a:b] = True
+            return pa.array(mask)
+        mask = pc.is_in(self.keys, value_set=pa.array(wanted, self.keys.type))
+        return mask if pc.any(mask).as_py() else None
+
+
+class KeyBlockCache:
+    """LRU cache of decoded first-key-column blocks (one per row group), bounded in bytes.
+
+    Point lookups probe many runs; with the key block cached, a run that lacks the key costs
+    no request and a few microseconds. This is the index half of a block cache.
+    """
+
+    def __init__(self, capacity_bytes: int = 256 * 1024 * 1024) -> None:
+        self._items: OrderedDict[tuple[str, str, int], KeyBlock] = OrderedDict()
+        self._lock = threading.Lock()
+        self._bytes = 0
+        self.capacity_bytes = capacity_bytes
+
+    def get(self, store: ObjectStore, path: str, rg: int) -> KeyBlock | None:
+        k = (store.url, path, rg)
+        with self._lock:
+            found = self._items.get(k)
+            if found is not None:
+                self._items.move_to_end(k)
+            return found
+
+    def put(self, store: ObjectStore, path: str, rg: int, keys: KeyBlock) -> None:
+        k = (store.url, path, rg)
+        with self._lock:
+            if k in self._items:
+                return
+            self._items[k] = keys
+            self._bytes += keys.nbytes
+            while self._bytes > self.capacity_bytes and self._items:
+                _, evicted = self._items.popitem(last=False)
+                self._bytes -= evicted.nbytes
+
+
+KEY_BLOCKS = KeyBlockCache()
+
+
 def lookup_rows(
     store: ObjectStore,
     f: DataFile,
     schema: TableSchema,
     key0_values: list[Any],
     columns: list[str],
-) -> pa.Table:
-    """Rows of run ``f`` whose first key column is in ``key0_values`` (reads only row groups
-    whose statistics admit one of them: one ranged GET each once the footer is cached)."""
+) -> pa.Table | None:
+    """Rows of run ``f`` whose first key column is in ``key0_values`` (None: no such rows).
+
+    Row-group statistics pick the candidate row groups; their key column is read first (small)
+    and only row groups that really hold a wanted key are read in full. Once the footer is
+    cached that is one ranged GET for a miss and two for a hit.
+    """
     key0 = schema.primary_key[0]
     index = FOOTERS.get(store, f, key0)
     wanted: set[int] = set()
@@ -245,12 +335,34 @@ def lookup_rows(
             wanted.add(i)
             i += 1
     if not wanted:
-        return pa.table({c: pa.array([], schema.file_schema().field(c).type) for c in columns})
-    with store.open_ranged(f.path, f.size) as source:
-        pf = pq.ParquetFile(source, metadata=index.metadata, pre_buffer=True)
+        return None
+    hits: list[tuple[int, pa.Array]] = []
+    with contextlib.ExitStack() as stack:
+        pf: pq.ParquetFile | None = None
+
+        def parquet() -> pq.ParquetFile:
+            nonlocal pf
+            if pf is None:
+                source = stack.enter_context(store.open_ranged(f.path, f.size))
+                pf = pq.ParquetFile(source, metadata=index.metadata, pre_buffer=True)
+            return pf
+
         try:
-            t = pf.read_row_groups(sorted(wanted), columns=columns)
+            for rg in sorted(wanted):
+                block = KEY_BLOCKS.get(store, f.path, rg)
+                if block is None:
+                    keys = parquet().read_row_group(rg, columns=[key0], use_threads=False)
+                    block = KeyBlock(storage_values(keys.column(0)).combine_chunks())
+                    KEY_BLOCKS.put(store, f.path, rg, block)
+                mask = block.match(key0_values)
+                if mask is not None:
+                    hits.append((rg, mask))
+            pieces = [
+                parquet().read_row_group(rg, columns=columns, use_threads=False).filter(mask)
+                for rg, mask in hits
+            ]
         except (pa.ArrowInvalid, OSError) as exc:
             raise CorruptDataFile(f"data file {f.path} cannot be decoded: {exc}") from None
-    mask = pc.is_in(storage_values(t.column(key0)), value_set=pa.array(key0_values))
-    return with_effective_seq(t.filter(mask), f.seq_offset)
+    if not pieces:
+        return None
+    return with_effective_seq(pa.concat_tables(pieces), f.seq_offset)
