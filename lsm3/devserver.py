@@ -69,10 +69,12 @@ _HOST = "127.0.0.1"
 MOTO_START_TIMEOUT = 15.0
 SEAWEEDFS_START_TIMEOUT = 30.0
 #: Seconds :meth:`LocalS3Server.stop` waits after SIGTERM before sending SIGKILL.
-#: (``weed mini`` needs ~4 s for a graceful shutdown.)
+#: (``weed mini`` needs ~2.5 s for a graceful shutdown.)
 STOP_TIMEOUT = 10.0
 #: Attempts when the server dies because an auto-picked port was grabbed by someone else.
 _PORT_RACE_ATTEMPTS = 3
+#: Log lines that mean "a port was taken" (werkzeug/moto; weed mini's own port check).
+_PORT_IN_USE_MARKERS = ("address already in use", "port allocation failed")
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,18 +166,54 @@ def find_weed_binary() -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _free_ports(count: int) -> list[int]:
-    """``count`` distinct ports that are free on the loopback interface right now."""
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind((_HOST, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
+_GRPC_PORT_OFFSET = 10000  # SeaweedFS convention: gRPC port = http port + 10000
+
+
+class _PortReservation:
+    """Holds bound loopback sockets until closed, so that every port it picks is distinct.
+
+    The ports are released just before the server starts; the tiny window in which another
+    process could grab one is covered by retrying the start-up (see ``_PortInUse``).
+    """
+
+    def __init__(self) -> None:
+        self._held: list[socket.socket] = []
+
+    def __enter__(self) -> _PortReservation:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sock in self._held:
             sock.close()
+        self._held.clear()
+
+    def try_port(self, port: int) -> bool:
+        """Reserve ``port`` if it is free."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind((_HOST, port))
+        except OSError:
+            sock.close()
+            return False
+        self._held.append(sock)
+        return True
+
+    def any_port(self) -> int:
+        """Reserve a free port chosen by the kernel."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._held.append(sock)
+        sock.bind((_HOST, 0))
+        return int(sock.getsockname()[1])
+
+    def pair(self, offset: int = _GRPC_PORT_OFFSET) -> tuple[int, int]:
+        """Reserve two free ports ``(p, p + offset)``."""
+        for _ in range(200):
+            probe = self.any_port()
+            for low in (probe, probe - offset):
+                high = low + offset
+                if low >= 1024 and high <= 65535 and self.try_port(high if low == probe else low):
+                    return low, high
+        raise RuntimeError(f"found no free pair of loopback ports {offset} apart")
 
 
 def _tail(path: Path, max_bytes: int = 4000) -> str:
@@ -328,7 +366,11 @@ class LocalS3Server:
         """Start ``python -m moto.server`` on ``127.0.0.1:port`` (a free port if ``None``)."""
         attempts = 1 if port is not None else _PORT_RACE_ATTEMPTS
         for attempt in range(attempts):
-            chosen = port if port is not None else _free_ports(1)[0]
+            if port is None:
+                with _PortReservation() as ports:
+                    chosen = ports.any_port()
+            else:
+                chosen = port
             try:
                 return cls._start_moto_once(chosen, timeout)
             except _PortInUse:
@@ -445,14 +487,27 @@ class LocalS3Server:
         cls, data_dir: str | None, port: int | None, timeout: float
     ) -> LocalS3Server:
         weed = find_weed_binary()
+        # Every listener gets a free port (the defaults are fixed, so two servers would collide).
+        # gRPC ports keep weed's "http port + 10000" convention because weed's admin maintenance
+        # worker dials admin.port + 10000 whatever -admin.port.grpc says.
+        with _PortReservation() as ports:
+            if port is not None:
+                ports.try_port(port)  # keep the pairs below off the requested port
+            master, volume, filer, admin = (ports.pair() for _ in range(4))
+            if port is None:
+                s3_port, s3_grpc = ports.pair()
+            else:
+                s3_port, s3_grpc = port, port + _GRPC_PORT_OFFSET
+                if s3_grpc > 65535 or not ports.try_port(s3_grpc):
+                    s3_grpc = ports.any_port()
         # Sockets, the log (and the data, unless data_dir is given) live in a private temp dir.
         run_dir = Path(tempfile.mkdtemp(prefix="lsm3-weed-"))
         data = run_dir / "data" if data_dir is None else Path(data_dir)
-        data.mkdir(parents=True, exist_ok=True)
-        # The gRPC ports default to http port + 10000, which can collide or exceed 65535 for
-        # ephemeral ports, so every listener gets an explicit free port.
-        ports = _free_ports(10)
-        s3_port = port if port is not None else ports[0]
+        try:
+            data.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         endpoint = f"http://{_HOST}:{s3_port}"
         s3 = LocalS3(endpoint, DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY)
         command = [
@@ -463,15 +518,15 @@ class LocalS3Server:
             f"-ip={_HOST}",
             f"-ip.bind={_HOST}",
             f"-s3.port={s3_port}",
-            f"-s3.port.grpc={ports[1]}",
-            f"-master.port={ports[2]}",
-            f"-master.port.grpc={ports[3]}",
-            f"-volume.port={ports[4]}",
-            f"-volume.port.grpc={ports[5]}",
-            f"-filer.port={ports[6]}",
-            f"-filer.port.grpc={ports[7]}",
-            f"-admin.port={ports[8]}",  # the admin server listens even with -admin.ui=false
-            f"-admin.port.grpc={ports[9]}",
+            f"-s3.port.grpc={s3_grpc}",
+            f"-master.port={master[0]}",
+            f"-master.port.grpc={master[1]}",
+            f"-volume.port={volume[0]}",
+            f"-volume.port.grpc={volume[1]}",
+            f"-filer.port={filer[0]}",
+            f"-filer.port.grpc={filer[1]}",
+            f"-admin.port={admin[0]}",  # the admin server listens even with -admin.ui=false
+            f"-admin.port.grpc={admin[1]}",
             "-admin.ui=false",
             "-webdav=false",
             "-s3.port.iceberg=0",
@@ -497,11 +552,11 @@ class LocalS3Server:
         # weed always creates its gRPC unix sockets as /tmp/seaweedfs-<name>-grpc-<port>.sock
         # and does not always remove them on shutdown.
         grpc_ports = {
-            "s3": ports[1],
-            "master": ports[3],
-            "volume": ports[5],
-            "filer": ports[7],
-            "admin": ports[9],
+            "s3": s3_grpc,
+            "master": master[1],
+            "volume": volume[1],
+            "filer": filer[1],
+            "admin": admin[1],
         }
         stray_sockets = [
             Path("/tmp") / f"seaweedfs-{name}-grpc-{grpc_port}.sock"
@@ -544,7 +599,8 @@ class LocalS3Server:
             while True:
                 if _leader_exited(process):
                     log = _tail(log_path)
-                    error = _PortInUse if "address already in use" in log.lower() else RuntimeError
+                    port_taken = any(marker in log.lower() for marker in _PORT_IN_USE_MARKERS)
+                    error = _PortInUse if port_taken else RuntimeError
                     raise error(
                         f"{kind} server exited during start-up (command: {' '.join(command)})"
                         f"\n--- log tail ---\n{log}"

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from lsm3 import devserver
 from lsm3.devserver import LocalS3, LocalS3Server, reset_moto
 
 SERVERS = ["moto", "seaweedfs"]
@@ -109,12 +110,12 @@ def test_create_bucket_is_idempotent(server: LocalS3) -> None:
 
 
 def test_conditional_put_race_has_one_winner(seaweed_server: LocalS3) -> None:
-    writers, rounds = 8, 20
+    writers, rounds = 4, 6
     name = _bucket_name()
     seaweed_server.create_bucket(name)
     clients = [seaweed_server.client() for _ in range(writers)]
     barrier = threading.Barrier(writers)
-    unexpected: list[dict[str, Any]] = []
+    unexpected: list[Any] = []
 
     def attempt(writer: int, key: str) -> bool:
         barrier.wait(timeout=60)
@@ -158,11 +159,28 @@ def test_moto_lifecycle_and_reset() -> None:
 
 def test_start_failure_reports_log() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
+        squatter.bind(("127.0.0.1", 0))  # bound, not listening: the port is taken
         port = squatter.getsockname()[1]
-        with pytest.raises(RuntimeError, match="(?i)address already in use"):
+        with pytest.raises(RuntimeError, match=r"(?i)address already in use"):
             LocalS3Server.start_moto(port=port)
+
+
+def test_start_retries_when_picked_port_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        taken = squatter.getsockname()[1]
+        real_any_port = devserver._PortReservation.any_port
+        picks: list[int] = []
+
+        def first_pick_is_taken(self: devserver._PortReservation) -> int:
+            picks.append(taken if not picks else real_any_port(self))
+            return picks[-1]
+
+        monkeypatch.setattr(devserver._PortReservation, "any_port", first_pick_is_taken)
+        with LocalS3Server.start_moto() as server:
+            assert _port_of(server.s3) != taken
+            assert server.s3.client().list_buckets()["Buckets"] is not None
+    assert picks[0] == taken and len(picks) == 2
 
 
 def test_seaweedfs_data_dir_survives_restart(tmp_path: Path) -> None:
