@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from lsm3.dataset import merged_dataset
 from lsm3.errors import (
     CommitConflict,
     InvalidInput,
@@ -217,11 +218,13 @@ class Table:
     def to_pyarrow_dataset(self, snapshot_id: int | None = None, as_of: Any = None) -> ds.Dataset:
         """A ``pyarrow.dataset.Dataset`` of the merged view at a snapshot.
 
-        The merge happens here (merge-on-read has no lazy equivalent inside pyarrow), so the
-        dataset holds the merged rows in memory; filters and projections given to the dataset
-        then run on that. For large tables prefer ``to_batches(filter=..., columns=...)``.
+        Buckets that compaction left clean (no overlapping files, no tombstones) are lazy
+        Parquet fragments with filter and projection pushdown; the other buckets are merged
+        now and held in memory. See ``lsm3/dataset.py`` for the details and limits.
         """
-        return ds.dataset(self.to_arrow(snapshot_id=snapshot_id, as_of=as_of))
+        snap = self.snapshot(snapshot_id, as_of)
+        schema = self._schema(snap.schema_id if snap else 0)
+        return merged_dataset(self.store, schema, self._files_of(snap))
 
     def get(
         self, key: Any, snapshot_id: int | None = None, columns: Sequence[str] | None = None
