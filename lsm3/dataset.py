@@ -26,7 +26,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from lsm3.metadata import DataFile
-from lsm3.scan import group_files, make_request, scan_batches
+from lsm3.scan import group_files, make_request, non_overlapping, scan_batches
 from lsm3.schema import TableSchema
 from lsm3.storage import ObjectStore
 
@@ -84,8 +84,7 @@ def StoreFileSystem(store: ObjectStore, files: Sequence[DataFile]) -> pafs.PyFil
 
 def _is_clean(group: Sequence[DataFile]) -> bool:
     ordered = sorted(group, key=lambda f: f.min_key)
-    disjoint = all(a.max_key < b.min_key for a, b in zip(ordered, ordered[1:], strict=False))
-    return disjoint and all(f.deletes == 0 for f in group)
+    return non_overlapping(ordered) and all(f.deletes == 0 for f in group)
 
 
 def merged_dataset(

@@ -134,7 +134,8 @@ def _pre_filter(table: pa.Table, request: ScanRequest) -> pa.Table:
     return table
 
 
-def _non_overlapping(files: Sequence[DataFile]) -> bool:
+def non_overlapping(files: Sequence[DataFile]) -> bool:
+    """Whether files (sorted by min_key) have pairwise disjoint key ranges."""
     return all(a.max_key < b.min_key for a, b in itertools.pairwise(files))
 
 
@@ -153,7 +154,7 @@ def _group_tables(
     section_rows: int,
 ) -> Iterator[pa.Table]:
     ordered = sorted(group, key=lambda f: f.min_key)
-    if _non_overlapping(ordered):
+    if non_overlapping(ordered):
         for f in ordered:
             run = OpenRun(store, f)
             yield drop_deleted(_pre_filter(run.read(request.read_columns), request))
