@@ -34,7 +34,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "target_file_bytes": 128 * 1024 * 1024,  # compaction output size
     "commit_retries": 32,  # conditional-put conflicts a commit survives before giving up
     "manifest_merge_threshold": 32,  # manifests per snapshot before a commit merges them
-    "latest_hint_interval": 1,  # write snapshot/LATEST every N snapshots (advisory only)
+    "latest_hint_interval": 16,  # write snapshot/LATEST every N snapshots (advisory only)
     "upload_concurrency": 8,  # parallel run uploads per flush
 }
 

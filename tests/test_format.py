@@ -55,7 +55,9 @@ def test_bucket_test_vectors_from_the_spec() -> None:
     strs=st.lists(st.text(max_size=20), min_size=40, max_size=40),
     buckets=st.integers(1, 1000),
 )
-def test_vectorised_bucket_hash_equals_the_spec(ints: list[int], strs: list[str], buckets: int) -> None:
+def test_vectorised_bucket_hash_equals_the_spec(
+    ints: list[int], strs: list[str], buckets: int
+) -> None:
     strs = strs[: len(ints)]
     got = bucket_of([pa.array(ints, pa.int64()), pa.array(strs)], buckets).tolist()
     want = [reference_bucket((i, s), buckets) for i, s in zip(ints, strs, strict=True)]
@@ -75,7 +77,9 @@ def test_bucket_hash_handles_sliced_and_chunked_strings() -> None:
 def test_layout_and_metadata_fields_follow_the_spec(tmp_path: os.PathLike[str]) -> None:
     root = os.path.join(str(tmp_path), "t")
     schema = pa.schema([("region", pa.string()), ("id", pa.int64()), ("v", pa.float64())])
-    t = lsm3.create_table(root, schema, primary_key=["region", "id"], partition_by=["region"], buckets=4)
+    t = lsm3.create_table(
+        root, schema, primary_key=["region", "id"], partition_by=["region"], buckets=4
+    )
     with t.writer("w") as w:
         w.upsert({"region": ["eu", "us", "eu"], "id": [1, 2, 3], "v": [1.0, 2.0, 3.0]})
         w.commit(commit_id="c-1", metadata={"offset": 3})
@@ -90,9 +94,10 @@ def test_layout_and_metadata_fields_follow_the_spec(tmp_path: os.PathLike[str]) 
         snap = json.load(f)
     assert snap["format"] == "lsm3" and snap["snapshot_id"] == 1 and snap["parent_id"] is None
     assert snap["kind"] == "APPEND" and snap["next_sequence"] == 3
-    assert snap["writers"] == {"w": {"commit_id": "c-1", "snapshot_id": 1, "metadata": {"offset": 3}}}
-    with open(os.path.join(root, "snapshot", "LATEST")) as f:
-        assert f.read().strip() == "1"
+    assert snap["writers"] == {
+        "w": {"commit_id": "c-1", "snapshot_id": 1, "metadata": {"offset": 3}}
+    }
+    assert not os.path.exists(os.path.join(root, "snapshot", "LATEST"))  # every 16th only
 
     (manifest_path,) = snap["manifests"]
     with open(os.path.join(root, manifest_path)) as f:
@@ -107,3 +112,22 @@ def test_layout_and_metadata_fields_follow_the_spec(tmp_path: os.PathLike[str]) 
         assert entry["checksum"].startswith("crc32:") and len(entry["checksum"]) == 14
         assert entry["size"] == os.path.getsize(os.path.join(root, entry["path"]))
         assert entry["seq_offset"] == 0
+
+
+def test_latest_hint_is_advisory(tmp_path: os.PathLike[str]) -> None:
+    """A stale or missing hint never hides newer snapshots; a wrong one is only a lower bound."""
+    root = os.path.join(str(tmp_path), "t")
+    schema = pa.schema([("id", pa.int64())])
+    t = lsm3.create_table(root, schema, primary_key=["id"], options={"latest_hint_interval": 2})
+    for i in range(5):
+        with t.writer() as w:
+            w.upsert({"id": [i]})
+    hint = os.path.join(root, "snapshot", "LATEST")
+    with open(hint) as f:
+        assert f.read().strip() == "4"
+    assert lsm3.open_table(root).current_snapshot().snapshot_id == 5
+    with open(hint, "w") as f:
+        f.write("2")
+    assert lsm3.open_table(root).current_snapshot().snapshot_id == 5
+    os.unlink(hint)
+    assert lsm3.open_table(root).to_arrow().num_rows == 5
