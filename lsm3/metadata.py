@@ -181,6 +181,29 @@ class WriterRecord:
 
 
 @dataclass(frozen=True)
+class CompactorLease:
+    """Which compactor may commit COMPACT snapshots, and until when (ms since epoch)."""
+
+    epoch: int
+    owner: str
+    lease_until_ms: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "owner": self.owner, "lease_until_ms": self.lease_until_ms}
+
+    @staticmethod
+    def from_json(j: Any, what: str) -> CompactorLease | None:
+        if j is None:
+            return None
+        if not isinstance(j, dict):
+            raise CorruptMetadata(f"{what}: compactor must be an object or null")
+        try:
+            return CompactorLease(_int(j["epoch"]), _str(j["owner"]), _int(j["lease_until_ms"]))
+        except KeyError as exc:
+            raise CorruptMetadata(f"{what}: compactor lease is missing {exc}") from None
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """One committed version of the table."""
 
@@ -196,6 +219,7 @@ class Snapshot:
     metadata: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, int] = field(default_factory=dict)
     writers: dict[str, WriterRecord] = field(default_factory=dict)
+    compactor: CompactorLease | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -216,6 +240,7 @@ class Snapshot:
                 w: {"commit_id": r.commit_id, "snapshot_id": r.snapshot_id, "metadata": r.metadata}
                 for w, r in sorted(self.writers.items())
             },
+            "compactor": self.compactor.to_json() if self.compactor else None,
         }
 
     def encode(self) -> bytes:
@@ -257,6 +282,7 @@ class Snapshot:
                 metadata=dict(metadata),
                 summary={str(k): _int(v) for k, v in summary.items()},
                 writers=writers,
+                compactor=CompactorLease.from_json(doc.get("compactor"), what),
             )
         except KeyError as exc:
             raise CorruptMetadata(f"{what} is missing field {exc}") from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from lsm3.errors import (
 )
 from lsm3.log import SnapshotLog
 from lsm3.manifests import ManifestReader, write_manifest
-from lsm3.metadata import DataFile, ManifestEntry, Snapshot, WriterRecord
+from lsm3.metadata import CompactorLease, DataFile, ManifestEntry, Snapshot, WriterRecord
 from lsm3.scan import DEFAULT_SECTION_ROWS, lookup, make_request, scan_batches
 from lsm3.schema import TableSchema, new_schema
 from lsm3.storage import ObjectStore, StoreStats, open_store
@@ -264,10 +264,15 @@ class Table:
         writer_id: str | None,
         commit_id: str,
         metadata: dict[str, Any],
+        assign_offset: bool = True,
+        compactor: Callable[[Snapshot | None], CompactorLease | None] | None = None,
     ) -> Snapshot:
         """Commit a change of the live file set through the conditional put, rebasing on
-        conflicts. ``added`` files carry local sequence numbers; they receive the parent's
-        ``next_sequence`` as offset. ``removed`` files must all still be live."""
+        conflicts. ``added`` files carry local sequence numbers and receive the parent's
+        ``next_sequence`` as offset, unless ``assign_offset`` is false (compaction output keeps
+        its effective sequence numbers). ``removed`` files must all still be live.
+        ``compactor`` computes the new snapshot's compactor lease from its parent (and may
+        raise to fence a stale compactor); by default the parent's lease is carried over."""
         first_base = self._snapshot
         first_id = first_base.snapshot_id if first_base else 0
         removed_paths = {f.path for f in removed}
@@ -299,7 +304,10 @@ class Table:
                         "commit (a concurrent compaction); this commit is abandoned"
                     )
             offset = base.next_sequence if base else 0
-            entries = [ManifestEntry("add", f.with_offset(offset)) for f in added]
+            lease = compactor(base) if compactor else (base.compactor if base else None)
+            entries = [
+                ManifestEntry("add", f.with_offset(offset) if assign_offset else f) for f in added
+            ]
             entries += [ManifestEntry("remove", f) for f in removed]
             manifests = list(base.manifests) if base else []
             if entries:
@@ -331,12 +339,13 @@ class Table:
                 timestamp_ms=max(time.time_ns() // 1_000_000, base.timestamp_ms if base else 0),
                 kind=kind,
                 manifests=tuple(manifests),
-                next_sequence=offset + seq_count,
+                next_sequence=offset + seq_count if assign_offset else offset,
                 writer_id=writer_id,
                 commit_id=commit_id,
                 metadata=metadata,
                 summary=summary,
                 writers=writers,
+                compactor=lease,
             )
 
         schema = self.table_schema
