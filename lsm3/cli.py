@@ -349,7 +349,8 @@ def _compare(op: ast.cmpop, left: ast.AST, right: ast.AST, schema: pa.Schema) ->
         else:
             arr = pa.array([], type=subject.type)
         found = subject.expr.isin(arr)
-        return found if kind is ast.In else ~found
+        # SQL semantics, as for '!=': a null is neither in nor not in the list
+        return found if kind is ast.In else ~found & subject.expr.is_valid()
     if kind not in _COMPARE:
         raise UsageError(f"operator {type(op).__name__} is not allowed in filters")
     a, b = _operand(left, schema), _operand(right, schema)
@@ -641,8 +642,10 @@ def cmd_write(args: argparse.Namespace, out: IO[str]) -> int:
                 writer.delete(data)
             else:
                 writer.upsert(data)
-        metadata = {"files": [os.path.basename(p) for p in args.files][:100]}
-        snap = writer.commit(commit_id=args.commit_id, metadata=metadata)
+        snap = None
+        if changes or args.commit_id:
+            metadata = {"files": [os.path.basename(p) for p in args.files][:100]}
+            snap = writer.commit(commit_id=args.commit_id, metadata=metadata)
     if snap is None:
         print("nothing to commit (the input files hold no rows)", file=out)
         return 0

@@ -167,7 +167,11 @@ def decode_manifest(
     for e in entries:
         if not isinstance(e, dict) or e.get("op") not in ("add", "remove"):
             raise CorruptMetadata(f"{what} has a malformed entry {str(e)[:200]}")
-        out.append(ManifestEntry(e["op"], DataFile.from_json(e.get("file"), key_types, part_types)))
+        try:
+            file = DataFile.from_json(e.get("file"), key_types, part_types)
+        except CorruptMetadata as exc:
+            raise CorruptMetadata(f"{what}: {exc}") from None
+        out.append(ManifestEntry(e["op"], file))
     return out
 
 
@@ -288,6 +292,10 @@ class Snapshot:
             raise CorruptMetadata(f"{what} is missing field {exc}") from None
         except (TypeError, AttributeError) as exc:
             raise CorruptMetadata(f"{what} is malformed: {exc}") from None
+        except CorruptMetadata as exc:
+            if what in str(exc):
+                raise
+            raise CorruptMetadata(f"{what}: {exc}") from None
 
 
 def _load_json(raw: bytes, what: str) -> dict[str, Any]:

@@ -56,6 +56,98 @@ class EncodedRun:
     file: DataFile
 
 
+class RunWriter:
+    """Writes one run incrementally: key-sorted, key-disjoint chunks appended in key order.
+
+    The compactor streams merged sections into it and starts a new file when ``size`` passes
+    its target; ``encode_run`` is the one-shot case.
+    """
+
+    def __init__(
+        self,
+        schema: TableSchema,
+        *,
+        level: int,
+        partition: tuple[Any, ...],
+        bucket: int,
+        path: str | None = None,
+    ) -> None:
+        self.schema = schema
+        self.level = level
+        self.partition = partition
+        self.bucket = bucket
+        self.path = path or data_file_path(schema, partition, bucket)
+        self._sink = pa.BufferOutputStream()
+        self._writer: pq.ParquetWriter | None = None
+        self.rows = 0
+        self._deletes = 0
+        self._min_key: tuple[Any, ...] | None = None
+        self._max_key: tuple[Any, ...] = ()
+        self._min_seq: int | None = None
+        self._max_seq: int | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes encoded so far (row groups still buffered in the writer are not counted)."""
+        return self._sink.tell()
+
+    def write(self, rows: pa.Table) -> None:
+        n = rows.num_rows
+        if n == 0:
+            return
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(
+                self._sink,
+                rows.schema,
+                compression="zstd",
+                use_dictionary=dictionary_columns(rows, self.schema),
+                sorting_columns=[
+                    pq.SortingColumn(rows.schema.get_field_index(k))
+                    for k in self.schema.primary_key
+                ],
+            )
+        self._writer.write_table(rows, row_group_size=self.schema.option("row_group_rows"))
+        keys = self.schema.primary_key
+        if self._min_key is None:
+            self._min_key = tuple(
+                storage_values(rows.column(k).slice(0, 1))[0].as_py() for k in keys
+            )
+        self._max_key = tuple(
+            storage_values(rows.column(k).slice(n - 1, 1))[0].as_py() for k in keys
+        )
+        seq = pc.min_max(rows.column(SEQ_COLUMN))
+        lo, hi = int(seq["min"].as_py()), int(seq["max"].as_py())
+        self._min_seq = lo if self._min_seq is None else min(self._min_seq, lo)
+        self._max_seq = hi if self._max_seq is None else max(self._max_seq, hi)
+        self._deletes += int(pc.sum(rows.column(KIND_COLUMN)).as_py() or 0)
+        self.rows += n
+
+    def finish(self) -> EncodedRun:
+        if self._writer is None or self._min_key is None:
+            raise ValueError("a run needs at least one row")
+        self._writer.close()
+        body = self._sink.getvalue()
+        assert self._min_seq is not None and self._max_seq is not None
+        file = DataFile(
+            path=self.path,
+            level=self.level,
+            partition=self.partition,
+            bucket=self.bucket,
+            min_key=self._min_key,
+            max_key=self._max_key,
+            min_seq=self._min_seq,
+            max_seq=self._max_seq,
+            seq_offset=0,
+            rows=self.rows,
+            deletes=self._deletes,
+            size=body.size,
+            checksum=checksum_of(body),
+            schema_id=self.schema.schema_id,
+            created_ms=time.time_ns() // 1_000_000,
+        )
+        return EncodedRun(body, file)
+
+
 def encode_run(
     rows: pa.Table,
     schema: TableSchema,
@@ -66,45 +158,9 @@ def encode_run(
     path: str | None = None,
 ) -> EncodedRun:
     """Serialise ``rows`` (sorted by key, one row per key, file-schema columns) as a run."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(
-        rows,
-        sink,
-        compression="zstd",
-        row_group_size=schema.option("row_group_rows"),
-        use_dictionary=dictionary_columns(rows, schema),
-        sorting_columns=[
-            pq.SortingColumn(rows.schema.get_field_index(k)) for k in schema.primary_key
-        ],
-    )
-    body = sink.getvalue()
-    n = rows.num_rows
-    key_first = tuple(
-        storage_values(rows.column(k).slice(0, 1))[0].as_py() for k in schema.primary_key
-    )
-    key_last = tuple(
-        storage_values(rows.column(k).slice(n - 1, 1))[0].as_py() for k in schema.primary_key
-    )
-    seq = pc.min_max(rows.column(SEQ_COLUMN))
-    deletes = int(pc.sum(rows.column(KIND_COLUMN)).as_py() or 0)
-    file = DataFile(
-        path=path or data_file_path(schema, partition, bucket),
-        level=level,
-        partition=partition,
-        bucket=bucket,
-        min_key=key_first,
-        max_key=key_last,
-        min_seq=int(seq["min"].as_py()),
-        max_seq=int(seq["max"].as_py()),
-        seq_offset=0,
-        rows=n,
-        deletes=deletes,
-        size=body.size,
-        checksum=checksum_of(body),
-        schema_id=schema.schema_id,
-        created_ms=time.time_ns() // 1_000_000,
-    )
-    return EncodedRun(body, file)
+    writer = RunWriter(schema, level=level, partition=partition, bucket=bucket, path=path)
+    writer.write(rows)
+    return writer.finish()
 
 
 _DICTIONARY_SAMPLE = 4096

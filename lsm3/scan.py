@@ -14,7 +14,7 @@ older version of a row may match a predicate that its newest version does not.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -117,9 +117,17 @@ def scan_batches(
             and not _partition_matches(schema, partition, request.filter)
         ):
             continue
-        for table in _group_tables(store, schema, group, request, section_rows):
-            table = _finish(table, request)
-            yield from table.to_batches()
+        pre_filter = (lambda t: _pre_filter(t, request)) if request.key_filter else None
+        for table in merge_group(
+            store,
+            schema,
+            group,
+            request.read_columns,
+            drop_deletes=True,
+            section_rows=section_rows,
+            pre_filter=pre_filter,
+        ):
+            yield from _finish(table, request).to_batches()
 
 
 def _finish(table: pa.Table, request: ScanRequest) -> pa.Table:
@@ -146,26 +154,68 @@ def _open_all(store: ObjectStore, files: Sequence[DataFile]) -> list[OpenRun]:
         return list(pool.map(lambda f: OpenRun(store, f), files))
 
 
-def _group_tables(
+def merge_group(
     store: ObjectStore,
     schema: TableSchema,
     group: Sequence[DataFile],
-    request: ScanRequest,
-    section_rows: int,
+    columns: Sequence[str],
+    *,
+    drop_deletes: bool,
+    section_rows: int = DEFAULT_SECTION_ROWS,
+    pre_filter: Callable[[pa.Table], pa.Table] | None = None,
 ) -> Iterator[pa.Table]:
+    """The newest version of every key in the files of one (partition, bucket), as
+    key-ordered, key-disjoint tables of ``columns`` (which must include the key, ordering and
+    kind columns). The one merge path of readers and the compactor."""
+    columns = list(columns)
+
+    def read(run: OpenRun, row_groups: list[int] | None = None) -> pa.Table:
+        table = run.read(columns, row_groups)
+        return pre_filter(table) if pre_filter is not None else table
+
     ordered = sorted(group, key=lambda f: f.min_key)
     if non_overlapping(ordered):
         for f in ordered:
-            run = OpenRun(store, f)
-            yield drop_deleted(_pre_filter(run.read(request.read_columns), request))
+            table = read(OpenRun(store, f))
+            yield drop_deleted(table) if drop_deletes else table
         return
-    total_rows = sum(f.rows for f in ordered)
-    if total_rows <= section_rows:
-        runs = _open_all(store, ordered)
-        tables = [_pre_filter(r.read(request.read_columns), request) for r in runs]
-        yield merge_runs(tables, schema, drop_deletes=True)
+    if sum(f.rows for f in ordered) <= section_rows:
+        tables = [read(r) for r in _open_all(store, ordered)]
+        yield merge_runs(tables, schema, drop_deletes=drop_deletes)
         return
-    yield from _sectioned_merge(store, schema, ordered, request, section_rows)
+    key0 = schema.primary_key[0]
+    bounds = _section_bounds(store, schema, ordered, section_rows)
+    open_runs: dict[str, OpenRun] = {}
+    decoded: dict[tuple[str, int], pa.Table] = {}
+    for lo, hi in zip([None, *bounds], [*bounds, None], strict=True):
+        live = [
+            f
+            for f in ordered
+            if (hi is None or f.min_key[0] < hi) and (lo is None or f.max_key[0] >= lo)
+        ]
+        to_open = [f for f in live if f.path not in open_runs]
+        for run in _open_all(store, to_open) if to_open else []:
+            open_runs[run.file.path] = run
+        pieces = []
+        for f in live:
+            index = FOOTERS.get(store, f, key0)
+            for i in range(len(index.rg_min)):
+                if (hi is not None and index.rg_min[i] >= hi) or (
+                    lo is not None and index.rg_max[i] < lo
+                ):
+                    continue
+                rg = decoded.get((f.path, i))
+                if rg is None:
+                    rg = read(open_runs[f.path], [i])
+                    decoded[(f.path, i)] = rg
+                pieces.append(_slice_key_range(rg, key0, lo, hi))
+                if hi is None or index.rg_max[i] < hi:
+                    decoded.pop((f.path, i), None)  # fully consumed
+        if pieces:
+            yield merge_runs(pieces, schema, drop_deletes=drop_deletes)
+        for f in live:
+            if hi is not None and f.max_key[0] < hi:
+                open_runs.pop(f.path, None)
 
 
 def _section_bounds(
@@ -187,49 +237,6 @@ def _section_bounds(
             acc = 0
         acc += rows
     return bounds
-
-
-def _sectioned_merge(
-    store: ObjectStore,
-    schema: TableSchema,
-    files: Sequence[DataFile],
-    request: ScanRequest,
-    section_rows: int,
-) -> Iterator[pa.Table]:
-    key0 = schema.primary_key[0]
-    bounds = _section_bounds(store, schema, files, section_rows)
-    edges: list[tuple[Any, Any]] = list(zip([None, *bounds], [*bounds, None], strict=True))
-    open_runs: dict[str, OpenRun] = {}
-    decoded: dict[tuple[str, int], pa.Table] = {}
-    for lo, hi in edges:
-        live = [
-            f
-            for f in files
-            if (hi is None or f.min_key[0] < hi) and (lo is None or f.max_key[0] >= lo)
-        ]
-        to_open = [f for f in live if f.path not in open_runs]
-        for run in _open_all(store, to_open) if to_open else []:
-            open_runs[run.file.path] = run
-        pieces = []
-        for f in live:
-            index = FOOTERS.get(store, f, key0)
-            for i in range(len(index.rg_min)):
-                if (hi is not None and index.rg_min[i] >= hi) or (
-                    lo is not None and index.rg_max[i] < lo
-                ):
-                    continue
-                rg = decoded.get((f.path, i))
-                if rg is None:
-                    rg = _pre_filter(open_runs[f.path].read(request.read_columns, [i]), request)
-                    decoded[(f.path, i)] = rg
-                pieces.append(_slice_key_range(rg, key0, lo, hi))
-                if hi is None or index.rg_max[i] < hi:
-                    decoded.pop((f.path, i), None)  # fully consumed
-        if pieces:
-            yield merge_runs(pieces, schema, drop_deletes=True)
-        for f in live:
-            if hi is not None and f.max_key[0] < hi:
-                open_runs.pop(f.path, None)
 
 
 def _slice_key_range(table: pa.Table, key0: str, lo: Any, hi: Any) -> pa.Table:
