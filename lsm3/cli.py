@@ -452,7 +452,9 @@ def _cell(value: Any, width: int) -> str:
     if value is None:
         text = "null"
     elif isinstance(value, float):
-        text = f"{value:.6g}" if abs(value) < 1e15 else repr(value)
+        text = f"{value:.10g}"
+        if text.lstrip("-").isdigit():
+            text += ".0"
     elif isinstance(value, dt.datetime):
         text = value.isoformat(sep=" ")
     elif isinstance(value, (dict, list)):

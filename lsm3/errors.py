@@ -23,6 +23,10 @@ class PreconditionFailed(StorageError):
     """A conditional put lost: the object already exists (or its ETag changed)."""
 
 
+class SizeMismatch(StorageError):
+    """A ranged read found the object's size different from what the manifest recorded."""
+
+
 class TableNotFound(Lsm3Error):
     """The URI holds no lsm3 table."""
 

@@ -55,6 +55,7 @@ class DataFile:
     deletes: int
     size: int
     checksum: str
+    footer_checksum: str
     schema_id: int
     created_ms: int
 
@@ -84,6 +85,7 @@ class DataFile:
             "deletes": self.deletes,
             "size": self.size,
             "checksum": self.checksum,
+            "footer_checksum": self.footer_checksum,
             "schema_id": self.schema_id,
             "created_ms": self.created_ms,
         }
@@ -109,6 +111,7 @@ class DataFile:
                 deletes=_int(j["deletes"]),
                 size=_int(j["size"]),
                 checksum=_str(j["checksum"]),
+                footer_checksum=_str(j["footer_checksum"]),
                 schema_id=_int(j["schema_id"]),
                 created_ms=_int(j["created_ms"]),
             )

@@ -9,6 +9,7 @@ file. Footers are cached per file: files are immutable, so the cache never goes 
 from __future__ import annotations
 
 import contextlib
+import io
 import threading
 import time
 import uuid
@@ -23,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lsm3.errors import CorruptDataFile, ObjectNotFound, StorageError
+from lsm3.errors import CorruptDataFile, ObjectNotFound, SizeMismatch, StorageError
 from lsm3.keys import storage_values
 from lsm3.metadata import DataFile
 from lsm3.schema import KIND_COLUMN, SEQ_COLUMN, TableSchema
@@ -101,6 +102,7 @@ class RunWriter:
                 rows.schema,
                 compression="zstd",
                 use_dictionary=dictionary_columns(rows, self.schema),
+                write_page_checksum=True,
                 sorting_columns=[
                     pq.SortingColumn(rows.schema.get_field_index(k))
                     for k in self.schema.primary_key
@@ -142,6 +144,7 @@ class RunWriter:
             deletes=self._deletes,
             size=body.size,
             checksum=checksum_of(body),
+            footer_checksum=footer_checksum_of(body),
             schema_id=self.schema.schema_id,
             created_ms=time.time_ns() // 1_000_000,
         )
@@ -282,12 +285,79 @@ class FooterCache:
         return index
 
 
+_FOOTER_READ = 64 * 1024
+
+
+def footer_checksum_of(body: bytes | pa.Buffer | memoryview) -> str:
+    """CRC-32 of a Parquet file's footer: the metadata, its 4-byte length and ``PAR1``."""
+    view = memoryview(body)
+    length = int.from_bytes(view[-8:-4], "little")
+    return checksum_of(view[-(8 + length) :])
+
+
+class _TailFile(io.RawIOBase):
+    """A file of ``size`` bytes of which only the verified tail is present (for the footer)."""
+
+    def __init__(self, size: int, tail: bytes) -> None:
+        super().__init__()
+        self._size = size
+        self._tail = tail
+        self._start = size - len(tail)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = base + offset
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
+        if self._pos < self._start:
+            raise OSError("read outside the verified footer")
+        data = self._tail[self._pos - self._start : end - self._start]
+        self._pos += len(data)
+        return data
+
+
+def _read_verified_footer(store: ObjectStore, f: DataFile) -> pq.FileMetaData:
+    """The footer of ``f`` from one ranged GET (two if it is large), size and CRC checked."""
+    n = min(f.size, _FOOTER_READ)
+    tail = store.get_range(f.path, f.size - n, n, expected_size=f.size)
+    if len(tail) < 8 or tail[-4:] != b"PAR1":
+        raise CorruptDataFile(f"data file {f.path} does not end like a Parquet file")
+    length = int.from_bytes(tail[-8:-4], "little")
+    if length + 8 > f.size:
+        raise CorruptDataFile(f"data file {f.path} declares an impossible footer length")
+    if length + 8 > len(tail):
+        more = length + 8 - len(tail)
+        tail = store.get_range(f.path, f.size - len(tail) - more, more, f.size) + tail
+    if f.footer_checksum and checksum_of(tail[-(length + 8) :]) != f.footer_checksum:
+        raise CorruptDataFile(
+            f"data file {f.path} has a footer whose checksum disagrees with its manifest entry; "
+            "refusing to read it"
+        )
+    return pq.ParquetFile(pa.PythonFile(_TailFile(f.size, tail), mode="r")).metadata
+
+
 def _load_index(store: ObjectStore, f: DataFile, key_column: str) -> RunIndex:
     try:
-        with store.open_ranged(f.path, f.size) as source:
-            md = pq.ParquetFile(source).metadata
+        md = _read_verified_footer(store, f)
     except ObjectNotFound:
         raise CorruptDataFile(f"data file {f.path} listed in the manifest is missing") from None
+    except SizeMismatch as exc:
+        raise CorruptDataFile(
+            f"data file {f.path} does not have the size its manifest entry says ({exc}); "
+            "refusing to read it"
+        ) from None
     except (pa.ArrowInvalid, OSError, StorageError) as exc:
         raise CorruptDataFile(f"data file {f.path} has an unreadable footer: {exc}") from None
     col = md.schema.names.index(key_column)
@@ -400,7 +470,12 @@ def lookup_rows(
             nonlocal pf
             if pf is None:
                 source = stack.enter_context(store.open_ranged(f.path, f.size))
-                pf = pq.ParquetFile(source, metadata=index.metadata, pre_buffer=True)
+                pf = pq.ParquetFile(
+                    source,
+                    metadata=index.metadata,
+                    pre_buffer=True,
+                    page_checksum_verification=True,
+                )
             return pf
 
         try:
@@ -417,6 +492,10 @@ def lookup_rows(
                 parquet().read_row_group(rg, columns=columns, use_threads=False).filter(mask)
                 for rg, mask in hits
             ]
+        except SizeMismatch as exc:
+            raise CorruptDataFile(
+                f"data file {f.path} does not have the size its manifest entry says ({exc})"
+            ) from None
         except (pa.ArrowInvalid, OSError) as exc:
             raise CorruptDataFile(f"data file {f.path} cannot be decoded: {exc}") from None
     if not pieces:

@@ -26,7 +26,13 @@ from urllib.parse import urlparse
 
 import pyarrow as pa
 
-from lsm3.errors import InvalidInput, ObjectNotFound, PreconditionFailed, StorageError
+from lsm3.errors import (
+    InvalidInput,
+    ObjectNotFound,
+    PreconditionFailed,
+    SizeMismatch,
+    StorageError,
+)
 
 OPERATIONS = ("PUT", "GET", "LIST", "HEAD", "DELETE")
 
@@ -94,8 +100,11 @@ class ObjectStore(ABC):
         """The whole object; raise :class:`ObjectNotFound` if it does not exist."""
 
     @abstractmethod
-    def get_range(self, key: str, start: int, length: int) -> bytes:
-        """``length`` bytes from offset ``start``."""
+    def get_range(
+        self, key: str, start: int, length: int, expected_size: int | None = None
+    ) -> bytes:
+        """``length`` bytes from offset ``start``; with ``expected_size``, raise SizeMismatch
+        if the object's total size differs (checked for free from the response)."""
 
     @abstractmethod
     def head(self, key: str) -> ObjectInfo | None:
@@ -128,6 +137,11 @@ class ObjectStore(ABC):
 
     def describe(self) -> str:
         return self.url
+
+
+def _check_size(key: str, actual: int, expected: int) -> None:
+    if actual != expected:
+        raise SizeMismatch(f"{key} has {actual} bytes, expected {expected}")
 
 
 def _etag_of(data: bytes) -> str:
@@ -166,7 +180,7 @@ class _RangedReader(io.RawIOBase):
         end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
         if end <= self._pos:
             return b""
-        data = self._store.get_range(self._key, self._pos, end - self._pos)
+        data = self._store.get_range(self._key, self._pos, end - self._pos, self._size)
         self._pos += len(data)
         return data
 
@@ -204,8 +218,10 @@ class _PrefixedStore(ObjectStore):
     def get_buffer(self, key: str) -> pa.Buffer:
         return self._parent.get_buffer(self._k(key))
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
-        return self._parent.get_range(self._k(key), start, length)
+    def get_range(
+        self, key: str, start: int, length: int, expected_size: int | None = None
+    ) -> bytes:
+        return self._parent.get_range(self._k(key), start, length, expected_size)
 
     def open_ranged(self, key: str, size: int) -> pa.NativeFile:
         return self._parent.open_ranged(self._k(key), size)
@@ -316,12 +332,17 @@ class LocalStore(ObjectStore):
         self.stats.record("GET", buf.size)
         return buf
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
+    def get_range(
+        self, key: str, start: int, length: int, expected_size: int | None = None
+    ) -> bytes:
         try:
             fd = os.open(self._path(key), os.O_RDONLY)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            self.stats.record("GET")
             raise ObjectNotFound(f"{self.url}/{key} does not exist") from None
         try:
+            if expected_size is not None:
+                _check_size(key, os.fstat(fd).st_size, expected_size)
             data = os.pread(fd, length, start)
         finally:
             os.close(fd)
@@ -408,11 +429,16 @@ class MemoryStore(ObjectStore):
         self.stats.record("GET", len(found[0]))
         return found[0]
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
+    def get_range(
+        self, key: str, start: int, length: int, expected_size: int | None = None
+    ) -> bytes:
         with _MEMORY_LOCK:
             found = self._objects.get(key)
         if found is None:
+            self.stats.record("GET")
             raise ObjectNotFound(f"{self.url}/{key} does not exist")
+        if expected_size is not None:
+            _check_size(key, len(found[0]), expected_size)
         data = found[0][start : start + length]
         self.stats.record("GET", len(data))
         return data
@@ -587,7 +613,9 @@ class S3Store(ObjectStore):
         self.stats.record("GET", len(data))
         return data, response.get("ETag")
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
+    def get_range(
+        self, key: str, start: int, length: int, expected_size: int | None = None
+    ) -> bytes:
         if length <= 0:
             return b""
         try:
@@ -595,6 +623,14 @@ class S3Store(ObjectStore):
                 Bucket=self.bucket, Key=self._k(key), Range=f"bytes={start}-{start + length - 1}"
             )
             data = response["Body"].read()
+            content_range = str(response.get("ContentRange") or "")
+            if expected_size is not None and "/" in content_range:
+                total = content_range.rsplit("/", 1)[1]
+                if total.isdigit():
+                    _check_size(key, int(total), expected_size)
+        except SizeMismatch:
+            self.stats.record("GET")
+            raise
         except Exception as exc:
             self.stats.record("GET")
             raise self._fail(exc, "GET", key) from exc

@@ -68,6 +68,11 @@ class Writer:
             return
         seq_field = self.schema.sequence_field
         keep = list(self.schema.primary_key)
+        missing = [k for k in keep if k not in table.column_names]
+        if missing:
+            raise SchemaMismatch(
+                f"delete keys lack primary key column(s) {missing}; each row must carry {keep}"
+            )
         if seq_field:
             if seq_field not in table.column_names:
                 raise SchemaMismatch(
@@ -149,7 +154,17 @@ class Writer:
             values = [k if isinstance(k, tuple) else (k,) for k in keys]
             if any(len(v) != len(names) for v in values):
                 raise InvalidInput(f"each key must have one value per key column {names}")
-            return pa.table({n: [v[i] for v in values] for i, n in enumerate(names)})
+            columns = {}
+            for i, name in enumerate(names):
+                key_type = self.schema.arrow.field(name).type
+                try:
+                    columns[name] = pa.array([v[i] for v in values], type=key_type)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+                    raise SchemaMismatch(
+                        f"delete keys: values for key column {name!r} do not fit its type "
+                        f"{key_type} ({exc})"
+                    ) from None
+            return pa.table(columns)
         return to_arrow_table(keys, "delete keys")
 
     def _fill_values(self, keys: pa.Table) -> pa.Table:
@@ -215,6 +230,11 @@ class Writer:
             return None
         if commit_id is not None and (not isinstance(commit_id, str) or not commit_id):
             raise InvalidInput("commit_id must be a non-empty string")
+        if commit_id is not None and self.writer_id is None:
+            raise InvalidInput(
+                "an explicit commit_id needs a named writer: open it with "
+                "table.writer(writer_id=...) so the commit is applied exactly once"
+            )
         meta = dict(metadata or {})
         _check_json(meta)
         snapshot = self.table._commit_files(
