@@ -193,7 +193,9 @@ def generate(spec: WorkloadSpec, out: Path) -> dict[str, Any]:
     rng = np.random.default_rng(spec.seed)
     state = initial_state(spec, rng)
     initial = rows_table(state, np.arange(spec.initial_rows))
-    write_parquet(initial.take(pa.array(rng.permutation(spec.initial_rows))), out / "initial.parquet")
+    write_parquet(
+        initial.take(pa.array(rng.permutation(spec.initial_rows))), out / "initial.parquet"
+    )
     batch_files = []
     for commit in range(1, spec.batches + 1):
         name = f"batch-{commit - 1:03d}.parquet"
@@ -233,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     manifest = generate(spec, workload_dir(spec.name))
     took = time.perf_counter() - started
-    print(f"{spec.name}: generated in {took:.1f}s, expected {manifest['expected']}", file=sys.stderr)
+    print(
+        f"{spec.name}: generated in {took:.1f}s, expected {manifest['expected']}", file=sys.stderr
+    )
     return 0
 
 
