@@ -36,6 +36,24 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "manifest_merge_threshold": 32,  # manifests per snapshot before a commit merges them
     "latest_hint_interval": 16,  # write snapshot/LATEST every N snapshots (advisory only)
     "upload_concurrency": 8,  # parallel run uploads per flush
+    # Compaction (read by the compactor; the stop trigger also by writers, for write stalls).
+    "compaction_policy": "universal",  # universal | leveled | full
+    "num_sorted_run_trigger": 5,  # universal: compact when a bucket has this many sorted runs
+    "num_sorted_run_stop_trigger": 8,  # writers stall (see write_stall) at this many runs
+    "max_size_amplification_percent": 200,  # universal: full merge past this space overhead
+    "size_ratio_percent": 1,  # universal: merge neighbours within this size ratio
+    "num_levels": 6,  # levels 0..num_levels-1
+    "l0_file_trigger": 4,  # leveled: merge level 0 into level 1 at this many files
+    "level_size_ratio": 10,  # leveled: each level may hold this many times the previous
+    "level_base_bytes": 256 * 1024 * 1024,  # leveled: size budget of level 1
+    "write_stall": "warn",  # warn | wait | error, when a bucket reaches the stop trigger
+    "write_stall_timeout_seconds": 60,  # how long "wait" waits before raising
+    "compactor_lease_seconds": 600,  # how long a compactor's lease lasts between renewals
+}
+
+CHOICE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "compaction_policy": ("universal", "leveled", "full"),
+    "write_stall": ("warn", "wait", "error"),
 }
 
 _INTEGER_TYPES = {
@@ -328,10 +346,29 @@ def validate_schema(s: TableSchema) -> None:
         "manifest_merge_threshold",
         "latest_hint_interval",
         "upload_concurrency",
+        "num_sorted_run_trigger",
+        "num_sorted_run_stop_trigger",
+        "max_size_amplification_percent",
+        "num_levels",
+        "l0_file_trigger",
+        "level_size_ratio",
+        "level_base_bytes",
+        "write_stall_timeout_seconds",
+        "compactor_lease_seconds",
     ):
         value = s.option(name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InvalidInput(f"option {name} must be a positive integer, got {value!r}")
+    ratio = s.option("size_ratio_percent")
+    if not isinstance(ratio, int) or isinstance(ratio, bool) or ratio < 0:
+        raise InvalidInput(f"option size_ratio_percent must be an integer >= 0, got {ratio!r}")
+    for name, choices in CHOICE_OPTIONS.items():
+        if s.option(name) not in choices:
+            raise InvalidInput(
+                f"option {name} must be one of {list(choices)}, got {s.option(name)!r}"
+            )
+    if s.option("num_levels") < 2:
+        raise InvalidInput("option num_levels must be at least 2")
 
 
 # --------------------------------------------------------------------------- incoming data

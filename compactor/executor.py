@@ -1,0 +1,134 @@
+"""Running one compaction task: merge the inputs, write key-disjoint outputs, commit.
+
+The merge is ``lsm3.scan.merge_group``, the reader's own merge, streamed section by section so
+memory follows the task, not the table. Outputs keep each row's effective sequence number
+(stored with offset 0), so the result reads exactly as the inputs did. The commit removes the
+inputs and adds the outputs through the conditional put; if a writer committed meanwhile the
+commit rebases onto it (writers only add newer files, which keep winning by sequence number);
+if another commit removed an input, the task is abandoned and its outputs become orphans.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from compactor.lease import Lease
+from compactor.policy import Task
+from lsm3.metadata import DataFile, Snapshot
+from lsm3.runfile import RunWriter
+from lsm3.scan import merge_group
+from lsm3.table import Table
+
+_CHUNK_ROWS = 65536
+
+
+@dataclass
+class TaskResult:
+    """What one task did, in the figures the job logs."""
+
+    partition: tuple[Any, ...]
+    bucket: int
+    reason: str
+    output_level: int
+    inputs: int
+    outputs: int
+    bytes_read: int
+    bytes_written: int
+    rows_in: int
+    rows_out: int
+    dropped_tombstones: bool
+    requests: int
+    seconds: float
+    snapshot_id: int | None = None
+    output_files: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "partition": list(self.partition),
+            "bucket": self.bucket,
+            "reason": self.reason,
+            "output_level": self.output_level,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "bytes_read": self.bytes_read,
+            "bytes_written": self.bytes_written,
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "dropped_tombstones": self.dropped_tombstones,
+            "requests": self.requests,
+            "seconds": round(self.seconds, 3),
+            "snapshot_id": self.snapshot_id,
+        }
+
+
+def write_outputs(table: Table, task: Task, drop_tombstones: bool) -> list[DataFile]:
+    """Merge the task's inputs and upload the outputs (not yet committed)."""
+    schema = table.table_schema
+    target = schema.option("target_file_bytes")
+    columns = schema.file_schema().names
+    uploads: list[Future[DataFile]] = []
+    writer: RunWriter | None = None
+
+    def upload(w: RunWriter) -> DataFile:
+        encoded = w.finish()
+        table.store.put(encoded.file.path, encoded.body)
+        return encoded.file
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="lsm3-compact-upload") as pool:
+        for section in merge_group(
+            table.store, schema, task.inputs, columns, drop_deletes=drop_tombstones
+        ):
+            for start in range(0, section.num_rows, _CHUNK_ROWS):
+                if writer is None:
+                    writer = RunWriter(
+                        schema,
+                        level=task.output_level,
+                        partition=task.partition,
+                        bucket=task.bucket,
+                    )
+                writer.write(section.slice(start, _CHUNK_ROWS))
+                if writer.size >= target:
+                    uploads.append(pool.submit(upload, writer))
+                    writer = None
+        if writer is not None and writer.rows:
+            uploads.append(pool.submit(upload, writer))
+        return [u.result() for u in uploads]
+
+
+def run_task(table: Table, task: Task, lease: Lease, drop_tombstones: bool) -> TaskResult:
+    """Execute ``task`` and commit it under ``lease``; raises Fenced or CommitConflict."""
+    started = time.perf_counter()
+    requests_before = table.store.stats.total_requests()
+    outputs = write_outputs(table, task, drop_tombstones)
+    snapshot: Snapshot = table._commit_files(
+        added=outputs,
+        removed=list(task.inputs),
+        seq_count=0,
+        kind="COMPACT",
+        writer_id=None,
+        commit_id=uuid.uuid4().hex,
+        metadata={"compactor": task.reason, "output_level": task.output_level},
+        assign_offset=False,
+        compactor=lease.check(),
+    )
+    return TaskResult(
+        partition=task.partition,
+        bucket=task.bucket,
+        reason=task.reason,
+        output_level=task.output_level,
+        inputs=len(task.inputs),
+        outputs=len(outputs),
+        bytes_read=task.input_bytes,
+        bytes_written=sum(f.size for f in outputs),
+        rows_in=sum(f.rows for f in task.inputs),
+        rows_out=sum(f.rows for f in outputs),
+        dropped_tombstones=drop_tombstones,
+        requests=table.store.stats.total_requests() - requests_before,
+        seconds=time.perf_counter() - started,
+        snapshot_id=snapshot.snapshot_id,
+        output_files=[f.path for f in outputs],
+    )
