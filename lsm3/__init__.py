@@ -16,6 +16,7 @@ from lsm3.errors import (
     TableAlreadyExists,
     TableNotFound,
     UnsupportedFormatVersion,
+    WriteStalled,
 )
 from lsm3.metadata import DataFile, Snapshot
 from lsm3.table import CommitRecord, FileInfo, Table, create_table, open_table
@@ -40,6 +41,7 @@ __all__ = [
     "TableAlreadyExists",
     "TableNotFound",
     "UnsupportedFormatVersion",
+    "WriteStalled",
     "Writer",
     "create_table",
     "open_table",

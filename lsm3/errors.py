@@ -59,5 +59,9 @@ class CorruptDataFile(Lsm3Error):
     """A data file's size or checksum disagrees with its manifest entry, or it is unreadable."""
 
 
+class WriteStalled(Lsm3Error):
+    """A bucket has reached the sorted-run stop trigger and the table is set to stall writes."""
+
+
 class SnapshotNotFound(Lsm3Error):
     """The requested snapshot id or timestamp does not exist (or was expired)."""

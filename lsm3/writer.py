@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lsm3.errors import InvalidInput, SchemaMismatch
+from lsm3.errors import InvalidInput, SchemaMismatch, WriteStalled
 from lsm3.memtable import Memtable, split_runs
 from lsm3.metadata import DataFile, Snapshot
 from lsm3.runfile import encode_run
@@ -237,6 +238,7 @@ class Writer:
             )
         meta = dict(metadata or {})
         _check_json(meta)
+        self._apply_write_stall()
         snapshot = self.table._commit_files(
             added=self._pending,
             removed=[],
@@ -249,6 +251,60 @@ class Writer:
         self._pending = []
         self._memtable.end_commit()
         return snapshot
+
+    def _crowded_buckets(self, files: list[DataFile]) -> dict[tuple[Any, int], int]:
+        """Buckets this commit adds to whose sorted runs would reach the stop trigger."""
+        stop = self.schema.option("num_sorted_run_stop_trigger")
+        adding: dict[tuple[Any, int], int] = {}
+        for f in self._pending:
+            adding[(f.partition, f.bucket)] = adding.get((f.partition, f.bucket), 0) + 1
+        level0: dict[tuple[Any, int], int] = {}
+        levels: dict[tuple[Any, int], set[int]] = {}
+        for f in files:
+            key = (f.partition, f.bucket)
+            if key not in adding:
+                continue
+            if f.level == 0:
+                level0[key] = level0.get(key, 0) + 1
+            else:
+                levels.setdefault(key, set()).add(f.level)
+        runs = {k: level0.get(k, 0) + len(levels.get(k, ())) + n for k, n in adding.items()}
+        return {k: n for k, n in runs.items() if n >= stop}
+
+    def _apply_write_stall(self) -> None:
+        """Backpressure when compaction falls behind (table option ``write_stall``).
+
+        ``warn`` (the default) logs and commits: the compactor is a separate, scheduled job,
+        and a missed run must not stop ingestion; reads only get slower. ``wait`` polls the
+        table until compaction catches up, for at most ``write_stall_timeout_seconds``, then
+        raises WriteStalled; ``error`` raises at once. A raised stall commits nothing and
+        keeps the writer's data, so ``commit()`` can be retried.
+        """
+        if not self._pending:
+            return
+        crowded = self._crowded_buckets(self.table._files_of(self.table.current_snapshot()))
+        if not crowded:
+            return
+        mode = self.schema.option("write_stall")
+        what = ", ".join(
+            f"bucket {b} of partition {list(p)}: {n} runs" for (p, b), n in crowded.items()
+        )
+        stop = self.schema.option("num_sorted_run_stop_trigger")
+        if mode == "warn":
+            log.warning(
+                "write stall threshold (%d sorted runs) reached: %s; run the compactor", stop, what
+            )
+            return
+        if mode == "wait":
+            deadline = time.monotonic() + self.schema.option("write_stall_timeout_seconds")
+            while time.monotonic() < deadline:
+                time.sleep(1.0)
+                if not self._crowded_buckets(self.table._files_of(self.table.refresh())):
+                    return
+        raise WriteStalled(
+            f"write stalled: {what} (stop trigger {stop}); run the compactor (python -m compactor "
+            f"{self.table.uri}) or set the table option write_stall to 'warn'"
+        )
 
     def abort(self) -> None:
         """Drop everything not yet committed (uploaded runs become orphans for cleanup)."""
