@@ -227,6 +227,14 @@ class Snapshot:
     summary: dict[str, int] = field(default_factory=dict)
     writers: dict[str, WriterRecord] = field(default_factory=dict)
     compactor: CompactorLease | None = None
+    delta_manifest: str | None = None
+
+    @property
+    def referenced_manifests(self) -> tuple[str, ...]:
+        """Every manifest this snapshot needs: its list plus its own delta."""
+        if self.delta_manifest and self.delta_manifest not in self.manifests:
+            return (*self.manifests, self.delta_manifest)
+        return self.manifests
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -248,6 +256,7 @@ class Snapshot:
                 for w, r in sorted(self.writers.items())
             },
             "compactor": self.compactor.to_json() if self.compactor else None,
+            "delta_manifest": self.delta_manifest,
         }
 
     def encode(self) -> bytes:
@@ -290,6 +299,11 @@ class Snapshot:
                 summary={str(k): _int(v) for k, v in summary.items()},
                 writers=writers,
                 compactor=CompactorLease.from_json(doc.get("compactor"), what),
+                delta_manifest=(
+                    None
+                    if doc.get("delta_manifest") is None
+                    else check_relative_path(doc["delta_manifest"], "manifest/", what)
+                ),
             )
         except KeyError as exc:
             raise CorruptMetadata(f"{what} is missing field {exc}") from None

@@ -310,8 +310,9 @@ class Table:
             ]
             entries += [ManifestEntry("remove", f) for f in removed]
             manifests = list(base.manifests) if base else []
-            if entries:
-                manifests.append(write_manifest(self.store, entries, schema))
+            delta = write_manifest(self.store, entries, schema) if entries else None
+            if delta is not None:
+                manifests.append(delta)
             new_live = [f for f in live if f.path not in removed_paths] + [
                 e.file for e in entries if e.op == "add"
             ]
@@ -346,6 +347,7 @@ class Table:
                 summary=summary,
                 writers=writers,
                 compactor=lease,
+                delta_manifest=delta,
             )
 
         schema = self.table_schema
