@@ -73,7 +73,6 @@ _TYPE_NAMES: dict[str, pa.DataType] = {
     "boolean": pa.bool_(),
     "float16": pa.float16(),
     "float32": pa.float32(),
-    "float": pa.float32(),
     "float64": pa.float64(),
     "double": pa.float64(),
     "string": pa.string(),
@@ -607,9 +606,17 @@ def read_input(path: str, fmt: str, schema: pa.Schema) -> pa.Table:
         if fmt == "csv":
             import pyarrow.csv as pacsv
 
-            # Read the table's columns with the table's types, so "007" stays a string.
-            convert = pacsv.ConvertOptions(column_types={f.name: f.type for f in schema})
-            return pacsv.read_csv(source, convert_options=convert)
+            # Read the table's columns with the table's types, so "007" stays a string;
+            # zoned timestamps as text first: they may come with or without an offset.
+            zoned = {f.name: f.type for f in schema if pa.types.is_timestamp(f.type) and f.type.tz}
+            types = {f.name: pa.string() if f.name in zoned else f.type for f in schema}
+            convert = pacsv.ConvertOptions(column_types=types)
+            data = pacsv.read_csv(source, convert_options=convert)
+            for name, t in zoned.items():
+                if name in data.column_names:
+                    i = data.column_names.index(name)
+                    data = data.set_column(i, name, _parse_zoned(data.column(name), t))
+            return data
         if fmt == "jsonl":
             import pyarrow.json as pajson
 
@@ -617,6 +624,22 @@ def read_input(path: str, fmt: str, schema: pa.Schema) -> pa.Table:
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise CliError(f"cannot read {path} as {fmt}: {exc}") from None
     raise UsageError(f"unknown input format {fmt!r}")
+
+
+_OFFSET_SUFFIX = r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|z|[+-]\d{2}(:?\d{2})?)$"
+
+
+def _parse_zoned(column: pa.ChunkedArray, t: pa.DataType) -> pa.ChunkedArray:
+    """Text to a zoned timestamp: values with an offset as given, values without one as UTC."""
+    import pyarrow.csv as pacsv
+
+    none = pa.scalar(None, pa.string())
+    nulls = pa.array(pacsv.ConvertOptions().null_values, pa.string())  # "", "NULL", "NA", ...
+    column = pc.if_else(pc.is_in(column, value_set=nulls), none, column)
+    has_offset = pc.match_substring_regex(column, _OFFSET_SUFFIX)
+    with_offset = pc.cast(pc.if_else(has_offset, column, none), t)
+    naive = pc.cast(pc.if_else(has_offset, none, column), pa.timestamp(t.unit))
+    return pc.if_else(has_offset, with_offset, pc.cast(naive, t))
 
 
 def cmd_write(args: argparse.Namespace, out: IO[str]) -> int:

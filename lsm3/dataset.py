@@ -82,9 +82,14 @@ def StoreFileSystem(store: ObjectStore, files: Sequence[DataFile]) -> pafs.PyFil
     return pafs.PyFileSystem(_StoreHandler(store, {f.path: f.size for f in files}))
 
 
-def _is_clean(group: Sequence[DataFile]) -> bool:
+def _is_clean(group: Sequence[DataFile], schema: TableSchema) -> bool:
+    """Readable by plain Parquet fragments: disjoint, no tombstones, current schema."""
     ordered = sorted(group, key=lambda f: f.min_key)
-    return non_overlapping(ordered) and all(f.deletes == 0 for f in group)
+    return (
+        non_overlapping(ordered)
+        and all(f.deletes == 0 for f in group)
+        and all(f.schema_id == schema.schema_id for f in group)
+    )
 
 
 def merged_dataset(
@@ -95,7 +100,7 @@ def merged_dataset(
     clean: list[DataFile] = []
     dirty: list[DataFile] = []
     for group in group_files(files).values():
-        (clean if _is_clean(group) else dirty).extend(group)
+        (clean if _is_clean(group, schema) else dirty).extend(group)
     children: list[ds.Dataset] = []
     if clean:
         filesystem = StoreFileSystem(store, clean)

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lsm3.errors import CorruptDataFile, ObjectNotFound, SizeMismatch, StorageError
+from lsm3.evolution import SCHEMAS, projection
 from lsm3.keys import storage_values
 from lsm3.metadata import DataFile
 from lsm3.schema import KIND_COLUMN, SEQ_COLUMN, TableSchema
@@ -96,6 +97,9 @@ class RunWriter:
         n = rows.num_rows
         if n == 0:
             return
+        file_schema = self.schema.file_schema()
+        if rows.schema != file_schema:
+            rows = rows.cast(file_schema)
         if self._writer is None:
             self._writer = pq.ParquetWriter(
                 self._sink,
@@ -212,10 +216,18 @@ def _fetch_verified(store: ObjectStore, f: DataFile) -> pa.Buffer:
 
 
 class OpenRun:
-    """A verified run held in memory, read one row group (or all) at a time."""
+    """A verified run held in memory, read (in whole or by row group) through ``read_schema``.
 
-    def __init__(self, store: ObjectStore, f: DataFile) -> None:
+    Columns are asked for by their name in ``read_schema``; a file written with an older
+    schema version is mapped onto it by field id (see ``lsm3.evolution``).
+    """
+
+    def __init__(self, store: ObjectStore, f: DataFile, read_schema: TableSchema) -> None:
         self.file = f
+        self.file_schema = (
+            read_schema if f.schema_id == read_schema.schema_id else SCHEMAS.get(store, f.schema_id)
+        )
+        self.read_schema = read_schema
         buf = _fetch_verified(store, f)
         try:
             self._pq = pq.ParquetFile(pa.BufferReader(buf))
@@ -223,17 +235,17 @@ class OpenRun:
             raise CorruptDataFile(f"data file {f.path} is not valid Parquet: {exc}") from None
         self.num_row_groups = self._pq.metadata.num_row_groups
 
-    def read(
-        self, columns: list[str] | None = None, row_groups: list[int] | None = None
-    ) -> pa.Table:
+    def read(self, columns: list[str], row_groups: list[int] | None = None) -> pa.Table:
+        proj = projection(self.file_schema, self.read_schema, columns)
+        sources = list(proj.sources)
         try:
             if row_groups is None:
-                t = self._pq.read(columns=columns)
+                t = self._pq.read(columns=sources)
             else:
-                t = self._pq.read_row_groups(row_groups, columns=columns)
+                t = self._pq.read_row_groups(row_groups, columns=sources)
         except (pa.ArrowInvalid, OSError) as exc:
             raise CorruptDataFile(f"data file {self.file.path} cannot be decoded: {exc}") from None
-        return with_effective_seq(t, self.file.seq_offset)
+        return with_effective_seq(proj.apply(t), self.file.seq_offset)
 
     @property
     def metadata(self) -> pq.FileMetaData:
@@ -488,8 +500,14 @@ def lookup_rows(
                 mask = block.match(key0_values)
                 if mask is not None:
                     hits.append((rg, mask))
+            file_schema = (
+                schema if f.schema_id == schema.schema_id else SCHEMAS.get(store, f.schema_id)
+            )
+            proj = projection(file_schema, schema, columns)
             pieces = [
-                parquet().read_row_group(rg, columns=columns, use_threads=False).filter(mask)
+                proj.apply(
+                    parquet().read_row_group(rg, columns=list(proj.sources), use_threads=False)
+                ).filter(mask)
                 for rg, mask in hits
             ]
         except SizeMismatch as exc:

@@ -147,11 +147,11 @@ def non_overlapping(files: Sequence[DataFile]) -> bool:
     return all(a.max_key < b.min_key for a, b in itertools.pairwise(files))
 
 
-def _open_all(store: ObjectStore, files: Sequence[DataFile]) -> list[OpenRun]:
+def _open_all(store: ObjectStore, schema: TableSchema, files: Sequence[DataFile]) -> list[OpenRun]:
     if len(files) == 1:
-        return [OpenRun(store, files[0])]
+        return [OpenRun(store, files[0], schema)]
     with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
-        return list(pool.map(lambda f: OpenRun(store, f), files))
+        return list(pool.map(lambda f: OpenRun(store, f, schema), files))
 
 
 def merge_group(
@@ -176,11 +176,11 @@ def merge_group(
     ordered = sorted(group, key=lambda f: f.min_key)
     if non_overlapping(ordered):
         for f in ordered:
-            table = read(OpenRun(store, f))
+            table = read(OpenRun(store, f, schema))
             yield drop_deleted(table) if drop_deletes else table
         return
     if sum(f.rows for f in ordered) <= section_rows:
-        tables = [read(r) for r in _open_all(store, ordered)]
+        tables = [read(r) for r in _open_all(store, schema, ordered)]
         yield merge_runs(tables, schema, drop_deletes=drop_deletes)
         return
     key0 = schema.primary_key[0]
@@ -194,7 +194,7 @@ def merge_group(
             if (hi is None or f.min_key[0] < hi) and (lo is None or f.max_key[0] >= lo)
         ]
         to_open = [f for f in live if f.path not in open_runs]
-        for run in _open_all(store, to_open) if to_open else []:
+        for run in _open_all(store, schema, to_open) if to_open else []:
             open_runs[run.file.path] = run
         pieces = []
         for f in live:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from lsm3.errors import (
     TableAlreadyExists,
     TableNotFound,
 )
+from lsm3.evolution import SCHEMAS, SchemaUpdate, schema_key
 from lsm3.log import SnapshotLog
 from lsm3.manifests import ManifestReader, write_manifest
 from lsm3.metadata import CompactorLease, DataFile, ManifestEntry, Snapshot, WriterRecord
@@ -34,10 +36,6 @@ from lsm3.scan import DEFAULT_SECTION_ROWS, lookup, make_request, scan_batches
 from lsm3.schema import TableSchema, new_schema
 from lsm3.storage import ObjectStore, StoreStats, open_store
 from lsm3.writer import Writer
-
-
-def schema_key(schema_id: int) -> str:
-    return f"schema/schema-{schema_id}.json"
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,7 @@ class Table:
         self.uri = store.url
         self.log = SnapshotLog(store)
         self.manifests = ManifestReader(store)
-        self._schemas: dict[int, TableSchema] = {0: schema0}
+        SCHEMAS.put(store, schema0)
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
         self.refresh()
@@ -96,15 +94,7 @@ class Table:
         return self._snapshot
 
     def _schema(self, schema_id: int) -> TableSchema:
-        found = self._schemas.get(schema_id)
-        if found is None:
-            try:
-                raw = self.store.get(schema_key(schema_id))
-            except ObjectNotFound:
-                raise TableNotFound(f"schema {schema_id} of {self.uri} is missing") from None
-            found = TableSchema.decode(raw, f"schema {schema_id} of {self.uri}")
-            self._schemas[schema_id] = found
-        return found
+        return SCHEMAS.get(self.store, schema_id)
 
     @property
     def table_schema(self) -> TableSchema:
@@ -248,10 +238,70 @@ class Table:
         reader = self.to_batches(columns=list(self.primary_key), snapshot_id=snapshot_id)
         return sum(b.num_rows for b in reader)
 
+    # ----------------------------------------------------------------- schema evolution
+
+    def schemas(self) -> list[TableSchema]:
+        """Every schema version used by a retained snapshot, oldest first."""
+        ids = {0} | {s.schema_id for s in self.snapshots()}
+        return [self._schema(i) for i in sorted(ids)]
+
+    def update_schema(self) -> _SchemaCommit:
+        """Change the schema: ``with t.update_schema() as u: u.add_column("x", pa.int64())``.
+
+        The changes (add a nullable column, drop, rename, widen a type, set options) are
+        committed together as a new schema version and a SCHEMA snapshot; no data is
+        rewritten. Key, partition and sequence-field columns cannot change.
+        """
+        return _SchemaCommit(self)
+
+    def add_column(self, name: str, type: pa.DataType) -> Snapshot:
+        with self.update_schema() as u:
+            u.add_column(name, type)
+        return self._require_snapshot()
+
+    def drop_column(self, name: str) -> Snapshot:
+        with self.update_schema() as u:
+            u.drop_column(name)
+        return self._require_snapshot()
+
+    def rename_column(self, name: str, new_name: str) -> Snapshot:
+        with self.update_schema() as u:
+            u.rename_column(name, new_name)
+        return self._require_snapshot()
+
+    def widen_column(self, name: str, type: pa.DataType) -> Snapshot:
+        with self.update_schema() as u:
+            u.widen_column(name, type)
+        return self._require_snapshot()
+
+    def set_options(self, options: Mapping[str, Any]) -> Snapshot:
+        with self.update_schema() as u:
+            u.set_options(options)
+        return self._require_snapshot()
+
+    def _require_snapshot(self) -> Snapshot:
+        snap = self._snapshot
+        if snap is None:
+            raise CommitConflict("internal error: no snapshot after a schema commit")
+        return snap
+
+    def _write_schema(self, update: SchemaUpdate) -> int:
+        """Store the updated schema under the first free id above its base."""
+        for schema_id in range(update.base.schema_id + 1, update.base.schema_id + 1000):
+            candidate = update.result(schema_id)
+            try:
+                self.store.put_if_absent(schema_key(schema_id), candidate.encode())
+            except PreconditionFailed:
+                continue
+            SCHEMAS.put(self.store, candidate)
+            return schema_id
+        raise CommitConflict("could not find a free schema id; the schema/ prefix is crowded")
+
     # ----------------------------------------------------------------- writing
 
     def writer(self, writer_id: str | None = None) -> Writer:
         """A writer; name it (``writer_id``) to resume exactly once with ``last_commit``."""
+        self.refresh()  # write against the newest schema
         return Writer(self, writer_id)
 
     def _commit_files(
@@ -266,6 +316,7 @@ class Table:
         metadata: dict[str, Any],
         assign_offset: bool = True,
         compactor: Callable[[Snapshot | None], CompactorLease | None] | None = None,
+        schema_update: SchemaUpdate | None = None,
     ) -> Snapshot:
         """Commit a change of the live file set through the conditional put, rebasing on
         conflicts. ``added`` files carry local sequence numbers and receive the parent's
@@ -294,6 +345,9 @@ class Table:
             if already_committed(base) is not None:
                 return None
             schema = self._schema(base.schema_id if base else 0)
+            schema_id = schema.schema_id
+            if schema_update is not None:
+                schema_id = self._write_schema(schema_update.replay_onto(schema))
             live = self.manifests.live_files(base, schema)
             if removed_paths:
                 live_paths = {f.path for f in live}
@@ -336,7 +390,7 @@ class Table:
             return Snapshot(
                 snapshot_id=snapshot_id,
                 parent_id=base.snapshot_id if base else None,
-                schema_id=base.schema_id if base else 0,
+                schema_id=schema_id,
                 timestamp_ms=max(time.time_ns() // 1_000_000, base.timestamp_ms if base else 0),
                 kind=kind,
                 manifests=tuple(manifests),
@@ -373,6 +427,35 @@ class Table:
     def __repr__(self) -> str:
         snap = self._snapshot
         return f"lsm3.Table({self.uri!r}, snapshot={snap.snapshot_id if snap else 0})"
+
+
+class _SchemaCommit:
+    """The context manager ``Table.update_schema`` returns."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.update: SchemaUpdate | None = None
+
+    def __enter__(self) -> SchemaUpdate:
+        self.table.refresh()
+        self.update = SchemaUpdate(self.table.table_schema)
+        return self.update
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None or self.update is None or not self.update.changed:
+            return
+        self.update.result(self.update.base.schema_id + 1)  # validate before writing anything
+        self.table._commit_files(
+            added=[],
+            removed=[],
+            seq_count=0,
+            kind="SCHEMA",
+            writer_id=None,
+            commit_id=uuid.uuid4().hex,
+            metadata={},
+            assign_offset=False,
+            schema_update=self.update,
+        )
 
 
 def create_table(
