@@ -19,12 +19,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from lsm3.changes import changes
 from lsm3.dataset import merged_dataset
 from lsm3.errors import (
     CommitConflict,
     InvalidInput,
     ObjectNotFound,
     PreconditionFailed,
+    SnapshotNotFound,
     TableAlreadyExists,
     TableNotFound,
 )
@@ -35,6 +37,7 @@ from lsm3.metadata import CompactorLease, DataFile, ManifestEntry, Snapshot, Wri
 from lsm3.scan import DEFAULT_SECTION_ROWS, lookup, make_request, scan_batches
 from lsm3.schema import TableSchema, new_schema
 from lsm3.storage import ObjectStore, StoreStats, open_store
+from lsm3.tags import check_tag_name, decode_tag, encode_tag, tag_key
 from lsm3.writer import Writer
 
 
@@ -114,10 +117,16 @@ class Table:
         """Every retained snapshot, oldest first."""
         return [self.log.load(i) for i in self.log.list_ids()]
 
-    def snapshot(self, snapshot_id: int | None = None, as_of: Any = None) -> Snapshot | None:
-        """Resolve ``snapshot_id`` / ``as_of`` (ms since epoch or a datetime) to a snapshot."""
-        if snapshot_id is not None and as_of is not None:
-            raise InvalidInput("pass snapshot_id or as_of, not both")
+    def snapshot(
+        self, snapshot_id: int | None = None, as_of: Any = None, tag: str | None = None
+    ) -> Snapshot | None:
+        """Resolve ``snapshot_id``, ``as_of`` (ms since epoch or a datetime) or ``tag``."""
+        if sum(x is not None for x in (snapshot_id, as_of, tag)) > 1:
+            raise InvalidInput("pass only one of snapshot_id, as_of and tag")
+        if tag is not None:
+            snapshot_id = self.tags().get(tag)
+            if snapshot_id is None:
+                raise SnapshotNotFound(f"no tag {tag!r} on {self.uri}")
         if snapshot_id is not None:
             if not isinstance(snapshot_id, int) or snapshot_id < 0:
                 raise InvalidInput(
@@ -136,9 +145,9 @@ class Table:
         schema = self._schema(snap.schema_id if snap else 0)
         return self.manifests.live_files(snap, schema)
 
-    def files(self, snapshot_id: int | None = None) -> list[FileInfo]:
+    def files(self, snapshot_id: int | None = None, tag: str | None = None) -> list[FileInfo]:
         """The live data files of a snapshot (default: the current one)."""
-        snap = self.snapshot(snapshot_id)
+        snap = self.snapshot(snapshot_id, tag=tag)
         return [
             FileInfo(
                 f.path,
@@ -181,9 +190,10 @@ class Table:
         snapshot_id: int | None = None,
         as_of: Any = None,
         section_rows: int = DEFAULT_SECTION_ROWS,
+        tag: str | None = None,
     ) -> pa.RecordBatchReader:
         """The merged rows as a stream of record batches, with bounded memory."""
-        snap = self.snapshot(snapshot_id, as_of)
+        snap = self.snapshot(snapshot_id, as_of, tag)
         schema = self._schema(snap.schema_id if snap else 0)
         request = make_request(schema, columns, filter)
         out_schema = pa.schema([schema.arrow.field(c).with_nullable(True) for c in request.columns])
@@ -201,35 +211,43 @@ class Table:
         filter: pc.Expression | None = None,
         snapshot_id: int | None = None,
         as_of: Any = None,
+        tag: str | None = None,
     ) -> pa.Table:
         """The merged rows (newest version per key, deletes hidden) as one Arrow table."""
-        return self.to_batches(columns, filter, snapshot_id, as_of).read_all()
+        return self.to_batches(columns, filter, snapshot_id, as_of, tag=tag).read_all()
 
-    def to_pyarrow_dataset(self, snapshot_id: int | None = None, as_of: Any = None) -> ds.Dataset:
+    def to_pyarrow_dataset(
+        self, snapshot_id: int | None = None, as_of: Any = None, tag: str | None = None
+    ) -> ds.Dataset:
         """A ``pyarrow.dataset.Dataset`` of the merged view at a snapshot.
 
         Buckets that compaction left clean (no overlapping files, no tombstones) are lazy
         Parquet fragments with filter and projection pushdown; the other buckets are merged
         now and held in memory. See ``lsm3/dataset.py`` for the details and limits.
         """
-        snap = self.snapshot(snapshot_id, as_of)
+        snap = self.snapshot(snapshot_id, as_of, tag)
         schema = self._schema(snap.schema_id if snap else 0)
         return merged_dataset(self.store, schema, self._files_of(snap))
 
     def get(
-        self, key: Any, snapshot_id: int | None = None, columns: Sequence[str] | None = None
+        self,
+        key: Any,
+        snapshot_id: int | None = None,
+        columns: Sequence[str] | None = None,
+        tag: str | None = None,
     ) -> dict[str, Any] | None:
         """The row with this primary key (a tuple for a composite key), or None."""
-        return self.get_many([key], snapshot_id=snapshot_id, columns=columns)[0]
+        return self.get_many([key], snapshot_id=snapshot_id, columns=columns, tag=tag)[0]
 
     def get_many(
         self,
         keys: Sequence[Any],
         snapshot_id: int | None = None,
         columns: Sequence[str] | None = None,
+        tag: str | None = None,
     ) -> list[dict[str, Any] | None]:
         """Rows for many keys at once (None where absent), in the order of ``keys``."""
-        snap = self.snapshot(snapshot_id)
+        snap = self.snapshot(snapshot_id, tag=tag)
         schema = self._schema(snap.schema_id if snap else 0)
         return lookup(self.store, schema, self._files_of(snap), list(keys), columns)
 
@@ -237,6 +255,50 @@ class Table:
         """Live rows (merges the key columns only)."""
         reader = self.to_batches(columns=list(self.primary_key), snapshot_id=snapshot_id)
         return sum(b.num_rows for b in reader)
+
+    def changes(
+        self,
+        from_snapshot_id: int,
+        to_snapshot_id: int | None = None,
+        include_update_before: bool = False,
+    ) -> pa.Table:
+        """The net change per key from one snapshot to another (default: the latest).
+
+        One row per changed key with a ``_row_kind`` column: ``+I`` (new key), ``+U`` (new
+        values of an existing key), ``-D`` (deleted key, with its old values) and, with
+        ``include_update_before``, ``-U`` rows with the old values before each ``+U``.
+        A consumer that remembers the last snapshot id it read sees every change exactly
+        once; compaction contributes nothing.
+        """
+        return changes(self, from_snapshot_id, to_snapshot_id, include_update_before)
+
+    # ----------------------------------------------------------------- tags
+
+    def tags(self) -> dict[str, int]:
+        """Tag name -> snapshot id."""
+        out = {}
+        for info in self.store.list("tag/"):
+            name = info.key[len("tag/") :].removesuffix(".json")
+            out[name] = decode_tag(self.store.get(info.key), info.key)
+        return out
+
+    def create_tag(self, name: str, snapshot_id: int | None = None) -> int:
+        """Name a snapshot (default: the current one); expiry never removes it."""
+        check_tag_name(name)
+        snap = self.snapshot(snapshot_id) if snapshot_id is not None else self.refresh()
+        if snap is None:
+            raise InvalidInput("the table has no snapshot to tag yet")
+        try:
+            self.store.put_if_absent(tag_key(name), encode_tag(snap.snapshot_id))
+        except PreconditionFailed:
+            raise InvalidInput(f"tag {name!r} already exists; delete it first") from None
+        return snap.snapshot_id
+
+    def delete_tag(self, name: str) -> None:
+        check_tag_name(name)
+        if self.store.head(tag_key(name)) is None:
+            raise SnapshotNotFound(f"no tag {name!r} on {self.uri}")
+        self.store.delete(tag_key(name))
 
     # ----------------------------------------------------------------- schema evolution
 
