@@ -220,26 +220,20 @@ _MIRROR: dict[type, type] = {
     ast.Gt: ast.Lt,
     ast.GtE: ast.LtE,
 }
-_OP_TEXT = {
-    ast.Eq: "==",
-    ast.NotEq: "!=",
-    ast.Lt: "<",
-    ast.LtE: "<=",
-    ast.Gt: ">",
-    ast.GtE: ">=",
-    ast.In: "in",
-    ast.NotIn: "not in",
-    ast.Is: "is",
-    ast.IsNot: "is not",
-}
 MAX_FILTER_LENGTH = 10_000
-FILTER_HELP = (
-    "a filter such as \"id > 5 and name == 'x'\": columns, literals (numbers, 'strings', "
-    "True, False, None), == != < <= > >=, in / not in [list], is None / is not None, "
-    "and / or / not, parentheses; timestamps and dates as strings ('2026-01-31 12:00')"
-)
 
 _FILTER_HINT = "see 'lsm3 scan --help' for the filter language"
+_FILTER_EPILOG = """
+Filter language (parsed with Python's ast module and translated, never evaluated):
+  columns and literals   id, name, 42, -1.5, 'text', True, False, None
+  comparisons            == != < <= > >=, also chained: 1 < id <= 10
+  membership             status in ['new', 'paid'], id not in (1, 2)
+  nulls                  note is None, note is not None
+  logic                  and, or, not, parentheses
+  timestamps and dates   updated_at >= '2026-01-31 12:00' (UTC unless an offset is given)
+A null never matches a comparison (as in SQL). Calls, attributes, subscripts and
+arithmetic are refused.
+"""
 
 
 class _Column:
@@ -882,7 +876,7 @@ def inspect_table(table: lsm3.Table, snapshot_id: int | None = None) -> dict[str
     snap = table.snapshot(snapshot_id)
     files = table.files(snapshot_id=snap.snapshot_id if snap else 0)
     live_rows = table.count(snapshot_id=snap.snapshot_id if snap else 0)
-    retained = table.log.list_ids()
+    retained = table.snapshot_ids()
     levels: dict[int, dict[str, int]] = {}
     groups: dict[tuple[str, int], dict[str, int]] = {}
     for f in files:
@@ -1139,9 +1133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  lsm3 scan ./orders --columns id,amount --filter 'amount >= 100 and id in [1, 2, 3]'\n"
         "  lsm3 scan ./orders --filter \"status != 'cancelled' and note is not None\"\n"
         "  lsm3 scan ./orders --filter \"updated_at >= '2026-01-01'\" --format jsonl\n"
-        "  lsm3 scan ./orders --snapshot 3 --output orders-v3.parquet\n"
-        "\n"
-        "Filter language: " + FILTER_HELP + ".\n",
+        "  lsm3 scan ./orders --snapshot 3 --output orders-v3.parquet\n" + _FILTER_EPILOG,
     )
     p.add_argument("--columns", metavar="COLS", help="columns to return, comma-separated")
     p.add_argument("--filter", metavar="EXPR", help="row filter, see below")

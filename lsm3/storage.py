@@ -483,7 +483,25 @@ _STORAGE_OPTION_KEYS = {
 }
 
 
+_CLIENTS: dict[str, Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
 def _s3_client(storage_options: dict[str, Any]) -> Any:
+    """A boto3 S3 client for these options, shared per distinct options (boto3 clients are
+    thread-safe and take a quarter of a second to build)."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    cache_key = repr((sorted(storage_options.items(), key=repr), sorted(env.items())))
+    with _CLIENTS_LOCK:
+        found = _CLIENTS.get(cache_key)
+    if found is not None:
+        return found
+    client = _new_s3_client(storage_options)
+    with _CLIENTS_LOCK:
+        return _CLIENTS.setdefault(cache_key, client)
+
+
+def _new_s3_client(storage_options: dict[str, Any]) -> Any:
     import boto3
     from botocore.config import Config
 
@@ -515,8 +533,14 @@ def _s3_client(storage_options: dict[str, Any]) -> Any:
         config_kwargs["s3"] = {"addressing_style": "path"}
         config_kwargs["request_checksum_calculation"] = "when_required"
         config_kwargs["response_checksum_validation"] = "when_required"
-    session = boto3.session.Session(profile_name=profile)
-    return session.client("s3", config=Config(**config_kwargs), **client_kwargs, **options)
+    try:
+        session = boto3.session.Session(profile_name=profile)
+        return session.client("s3", config=Config(**config_kwargs), **client_kwargs, **options)
+    except TypeError as exc:
+        raise InvalidInput(
+            f"unknown storage option(s) {sorted(options)} ({exc}); known: "
+            f"{sorted([*_STORAGE_OPTION_KEYS, 'profile'])}, other keys go to boto3.client()"
+        ) from None
 
 
 def _error_code(exc: Exception) -> tuple[str, int]:

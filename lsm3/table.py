@@ -113,9 +113,13 @@ class Table:
     def primary_key(self) -> tuple[str, ...]:
         return self.table_schema.primary_key
 
+    def snapshot_ids(self) -> list[int]:
+        """Ids of every retained snapshot, oldest first (one LIST request)."""
+        return self.log.list_ids()
+
     def snapshots(self) -> list[Snapshot]:
         """Every retained snapshot, oldest first."""
-        return [self.log.load(i) for i in self.log.list_ids()]
+        return [self.log.load(i) for i in self.snapshot_ids()]
 
     def snapshot(
         self, snapshot_id: int | None = None, as_of: Any = None, tag: str | None = None
