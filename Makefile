@@ -16,8 +16,8 @@ demo: $(STAMP)
 	$(PY) examples/quickstart.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check lsm3 tests examples bench
-	$(VENV)/bin/ruff format --check lsm3 tests examples
+	$(VENV)/bin/ruff check lsm3 catalog compactor tests examples bench
+	$(VENV)/bin/ruff format --check lsm3 catalog compactor tests examples
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -29,3 +29,8 @@ test: lint typecheck unit
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks against the pyarrow floor and peer formats (slow; not part of `make test`).
+# Extra options: make bench ARGS="--repeat 1 --skip slow"; see bench/README.md.
+bench: $(STAMP)
+	$(PY) -m bench $(ARGS)

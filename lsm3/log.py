@@ -1,10 +1,11 @@
-"""The snapshot log: finding the latest snapshot and committing the next one.
+"""Versioned logs on object storage: find the newest version, commit the next one.
 
-Snapshot N is the object ``snapshot/snapshot-<N as 20 digits>.json``. Committing N+1 is one
-put-if-absent of that object: the put is the single linearisation point between all writers
-and compactors, so a 412 means "someone else committed N+1": reload, rebuild on top of it
-(rebase) and retry. ``snapshot/LATEST`` is an advisory hint that only speeds up discovery; the
-snapshot objects are the truth.
+Version N of a log is the object ``<prefix><N as 20 digits>.json``. Committing N+1 is one
+put-if-absent of that object: the put is the single linearisation point between all
+processes, so a 412 means "someone else committed N+1": reload, rebuild on top of it (rebase)
+and retry. An advisory ``LATEST`` object only speeds up discovery; the versioned objects are
+the truth. The logic knows nothing of tables: table snapshots (:class:`SnapshotLog`) and the
+catalog's state both use it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from lsm3.errors import (
     CommitConflict,
@@ -29,87 +31,195 @@ from lsm3.storage import ObjectStore
 
 log = logging.getLogger("lsm3.log")
 
+V = TypeVar("V")
+
+
+class VersionLog(Generic[V]):
+    """Reads and appends one numbered sequence of immutable JSON objects, caching reads."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        prefix: str,
+        hint_key: str,
+        decode: Callable[[bytes, str], V],
+        version_of: Callable[[V], int],
+        encode: Callable[[V], bytes],
+        what: str,
+    ) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.hint_key = hint_key
+        self._decode = decode
+        self._version_of = version_of
+        self._encode = encode
+        self.what = what
+        self._pattern = re.compile("^" + re.escape(prefix) + r"(\d{20})\.json$")
+        self._cache: dict[int, V] = {}
+        self._lock = threading.Lock()
+
+    def key(self, version: int) -> str:
+        return f"{self.prefix}{version:020d}.json"
+
+    # ----------------------------------------------------------------- reading
+
+    def try_load(self, version: int) -> V | None:
+        """Version ``version``, or None if it does not exist (cached: versions never change)."""
+        with self._lock:
+            found = self._cache.get(version)
+        if found is not None:
+            return found
+        key = self.key(version)
+        try:
+            raw = self.store.get(key)
+        except ObjectNotFound:
+            return None
+        value = self._decode(raw, f"{self.what} {version} ({key})")
+        if self._version_of(value) != version:
+            raise CorruptMetadata(f"{key} holds {self.what} {self._version_of(value)}")
+        with self._lock:
+            self._cache[version] = value
+        return value
+
+    def _must_load(self, version: int) -> V:
+        found = self.try_load(version)
+        if found is None:
+            raise CorruptMetadata(f"{self.what} {version} was listed but cannot be read")
+        return found
+
+    def _hint(self) -> int:
+        try:
+            text = self.store.get(self.hint_key).decode("ascii", "replace").strip()
+        except ObjectNotFound:
+            return 0
+        return int(text) if text.isdigit() else 0
+
+    def list_ids(self, after: int | None = None) -> list[int]:
+        """Versions present (sorted), optionally only those after ``after``."""
+        start = self.key(after) if after is not None else None
+        ids = []
+        for info in self.store.list(self.prefix, start_after=start):
+            m = self._pattern.match(info.key)
+            if m:
+                ids.append(int(m.group(1)))
+        return sorted(ids)
+
+    def latest(self, known: V | None = None) -> V | None:
+        """The newest version, or None for an empty log.
+
+        From a known version the common "nothing new" answer costs one GET (a 404 on the next
+        id); a cold start adds one GET of the hint (or a LIST without one).
+        """
+        base = known
+        if base is None:
+            hint = self._hint()
+            if hint > 0:
+                base = self.try_load(hint)
+            if base is None:
+                ids = self.list_ids()
+                return self._must_load(ids[-1]) if ids else None
+        following = self.try_load(self._version_of(base) + 1)
+        if following is None:
+            return base
+        newer = self.list_ids(after=self._version_of(following))
+        return self._must_load(newer[-1]) if newer else following
+
+    # ----------------------------------------------------------------- committing
+
+    def commit(
+        self,
+        build: Callable[[V | None], V | None],
+        *,
+        retries: int,
+        is_mine: Callable[[V], bool],
+        hint_interval: int = 1,
+        known: V | None = None,
+    ) -> V | None:
+        """Append the version ``build(latest)`` returns, rebuilding it on every conflict.
+
+        ``build`` gets the current latest version and returns the next one (numbered
+        latest+1), or None to commit nothing (for example when the commit is already there);
+        it may raise to refuse. ``is_mine`` recognises our own version after an ambiguous
+        failure, and every version committed since the first attempt is checked with it
+        before each retry, so a commit whose response was lost is applied at most once.
+        """
+        base = self.latest(known)
+        checked = self._version_of(base) if base is not None else 0
+        for attempt in range(retries + 1):
+            candidate = build(base)
+            if candidate is None:
+                return base
+            number = self._version_of(candidate)
+            expected = (self._version_of(base) if base is not None else 0) + 1
+            if number != expected:
+                raise CommitConflict(f"internal error: built {self.what} {number}, not {expected}")
+            try:
+                self.store.put_if_absent(self.key(number), self._encode(candidate))
+            except PreconditionFailed:
+                log.debug("%s %d taken, rebasing (attempt %d)", self.what, number, attempt + 1)
+            except StorageError as exc:  # ambiguous: the put may have landed
+                log.warning("commit of %s %d failed (%s); retrying", self.what, number, exc)
+            else:
+                with self._lock:
+                    self._cache[number] = candidate
+                return self._committed(candidate, hint_interval)
+            _backoff(attempt)
+            base = self.latest(base)
+            newest = self._version_of(base) if base is not None else 0
+            for version in range(checked + 1, newest + 1):
+                existing = self._must_load(version)
+                if is_mine(existing):
+                    return self._committed(existing, hint_interval)
+            checked = newest
+        raise CommitConflict(
+            f"gave up after {retries + 1} attempts: other commits kept winning the race for the "
+            f"next {self.what}; retry later or raise the retry limit"
+        )
+
+    def _committed(self, value: V, hint_interval: int) -> V:
+        if self._version_of(value) % hint_interval == 0:
+            try:
+                self.store.put(self.hint_key, str(self._version_of(value)).encode())
+            except StorageError as exc:  # advisory only
+                log.warning("could not update %s: %s", self.hint_key, exc)
+        return value
+
+
+def _backoff(attempt: int) -> None:
+    cap = min(1.0, 0.005 * (2 ** min(attempt, 10)))
+    time.sleep(random.uniform(0, cap))
+
+
+# --------------------------------------------------------------------------- table snapshots
+
 SNAPSHOT_PREFIX = "snapshot/snapshot-"
 LATEST_HINT = "snapshot/LATEST"
-_SNAPSHOT_KEY = re.compile(r"^snapshot/snapshot-(\d{20})\.json$")
 
 
 def snapshot_key(snapshot_id: int) -> str:
     return f"{SNAPSHOT_PREFIX}{snapshot_id:020d}.json"
 
 
-class SnapshotLog:
-    """Reads and appends the snapshot sequence of one table; caches what it has read."""
+class SnapshotLog(VersionLog[Snapshot]):
+    """A table's snapshots: ``snapshot/snapshot-<id>.json`` (docs/FORMAT.md, section 6)."""
 
     def __init__(self, store: ObjectStore) -> None:
-        self.store = store
-        self._cache: dict[int, Snapshot] = {}
-        self._lock = threading.Lock()
-
-    # ----------------------------------------------------------------- reading
+        super().__init__(
+            store,
+            SNAPSHOT_PREFIX,
+            LATEST_HINT,
+            Snapshot.decode,
+            lambda s: s.snapshot_id,
+            lambda s: s.encode(),
+            "snapshot",
+        )
 
     def load(self, snapshot_id: int) -> Snapshot:
-        """Snapshot ``snapshot_id`` (cached forever: snapshots are immutable)."""
-        with self._lock:
-            found = self._cache.get(snapshot_id)
-        if found is not None:
-            return found
-        key = snapshot_key(snapshot_id)
-        try:
-            raw = self.store.get(key)
-        except ObjectNotFound:
-            raise SnapshotNotFound(
-                f"snapshot {snapshot_id} does not exist (or was expired)"
-            ) from None
-        snap = Snapshot.decode(raw, f"snapshot {snapshot_id} ({key})")
-        if snap.snapshot_id != snapshot_id:
-            raise CorruptMetadata(f"{key} holds snapshot id {snap.snapshot_id}")
-        with self._lock:
-            self._cache[snapshot_id] = snap
-        return snap
-
-    def _try_load(self, snapshot_id: int) -> Snapshot | None:
-        try:
-            return self.load(snapshot_id)
-        except SnapshotNotFound:
-            return None
-
-    def _hint(self) -> int:
-        try:
-            text = self.store.get(LATEST_HINT).decode("ascii", "replace").strip()
-        except ObjectNotFound:
-            return 0
-        return int(text) if text.isdigit() else 0
-
-    def list_ids(self, after: int | None = None) -> list[int]:
-        """Ids of the snapshot objects present (sorted), optionally only those after ``after``."""
-        start = snapshot_key(after) if after is not None else None
-        ids = []
-        for info in self.store.list(SNAPSHOT_PREFIX, start_after=start):
-            m = _SNAPSHOT_KEY.match(info.key)
-            if m:
-                ids.append(int(m.group(1)))
-        return ids
-
-    def latest(self, known: Snapshot | None = None) -> Snapshot | None:
-        """The newest snapshot, or None for a table with no commit yet.
-
-        With a known snapshot the common "nothing new" answer costs one GET (a 404 on the
-        next id); a cold start adds one GET of the hint.
-        """
-        base = known
-        if base is None:
-            hint = self._hint()
-            if hint > 0:
-                base = self._try_load(hint)
-            if base is None:
-                ids = self.list_ids()
-                return self.load(ids[-1]) if ids else None
-        following = self._try_load(base.snapshot_id + 1)
-        if following is None:
-            return base
-        newer = self.list_ids(after=following.snapshot_id)
-        return self.load(newer[-1]) if newer else following
+        """Snapshot ``snapshot_id``; SnapshotNotFound if it does not exist (or was expired)."""
+        found = self.try_load(snapshot_id)
+        if found is None:
+            raise SnapshotNotFound(f"snapshot {snapshot_id} does not exist (or was expired)")
+        return found
 
     def as_of(self, timestamp_ms: int) -> Snapshot:
         """The newest snapshot committed at or before ``timestamp_ms``."""
@@ -123,68 +233,3 @@ class SnapshotLog:
         if chosen is None:
             raise SnapshotNotFound(f"no snapshot was committed at or before {timestamp_ms} ms")
         return chosen
-
-    # ----------------------------------------------------------------- committing
-
-    def commit(
-        self,
-        build: Callable[[Snapshot | None], Snapshot | None],
-        *,
-        retries: int,
-        is_mine: Callable[[Snapshot], bool],
-        hint_interval: int = 1,
-        known: Snapshot | None = None,
-    ) -> Snapshot | None:
-        """Append the snapshot ``build(latest)`` returns, rebuilding it on every conflict.
-
-        ``build`` is called with the current latest snapshot and returns the next one (its id
-        must be latest+1), or None to commit nothing (for example when the commit is already
-        there). ``is_mine`` recognises our own snapshot after an ambiguous failure, so a commit
-        whose response was lost is applied at most once.
-        """
-        base = self.latest(known)
-        for attempt in range(retries + 1):
-            candidate = build(base)
-            if candidate is None:
-                return base
-            expected = (base.snapshot_id if base else 0) + 1
-            if candidate.snapshot_id != expected:
-                raise CommitConflict(
-                    f"internal error: built snapshot {candidate.snapshot_id}, expected {expected}"
-                )
-            try:
-                self.store.put_if_absent(snapshot_key(candidate.snapshot_id), candidate.encode())
-            except PreconditionFailed:
-                existing = self._try_load(candidate.snapshot_id)
-                if existing is not None and is_mine(existing):
-                    return self._committed(existing, hint_interval)
-                log.debug("snapshot %d taken, rebasing (attempt %d)", expected, attempt + 1)
-            except StorageError as exc:
-                # Ambiguous: the put may have landed. Look before retrying.
-                existing = self._try_load(candidate.snapshot_id)
-                if existing is not None and is_mine(existing):
-                    return self._committed(existing, hint_interval)
-                log.warning("commit of snapshot %d failed (%s); retrying", expected, exc)
-            else:
-                with self._lock:
-                    self._cache[candidate.snapshot_id] = candidate
-                return self._committed(candidate, hint_interval)
-            _backoff(attempt)
-            base = self.latest(base)
-        raise CommitConflict(
-            f"gave up after {retries + 1} attempts: other commits kept winning the race for the "
-            "next snapshot; retry later or raise the table option commit_retries"
-        )
-
-    def _committed(self, snap: Snapshot, hint_interval: int) -> Snapshot:
-        if snap.snapshot_id % hint_interval == 0:
-            try:
-                self.store.put(LATEST_HINT, str(snap.snapshot_id).encode())
-            except StorageError as exc:  # advisory only
-                log.warning("could not update the LATEST hint: %s", exc)
-        return snap
-
-
-def _backoff(attempt: int) -> None:
-    cap = min(1.0, 0.005 * (2 ** min(attempt, 10)))
-    time.sleep(random.uniform(0, cap))

@@ -381,8 +381,17 @@ class LocalStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         self.stats.record("DELETE")
+        path = self._path(key)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path(key))
+            os.unlink(path)
+        # Like S3, a "directory" exists only while it holds objects.
+        parent = os.path.dirname(path)
+        while parent != self.root and parent.startswith(self.root):
+            try:
+                os.rmdir(parent)
+            except OSError:
+                break
+            parent = os.path.dirname(parent)
 
 
 # --------------------------------------------------------------------------- memory
@@ -719,7 +728,11 @@ def open_store(uri: str, storage_options: dict[str, Any] | None = None) -> Objec
     if scheme == "file":
         return LocalStore(parsed.path)
     if scheme == "memory":
-        return MemoryStore((parsed.netloc + parsed.path).strip("/"))
+        # The first component names the space; the rest is a prefix inside it, so a table's
+        # URI below a memory:// warehouse opens the same objects the warehouse holds.
+        store: ObjectStore = MemoryStore(parsed.netloc)
+        path = parsed.path.strip("/")
+        return store.child(path) if path else store
     if scheme == "" or len(scheme) == 1:  # a plain path (or a Windows drive letter)
         return LocalStore(uri)
     raise InvalidInput(

@@ -390,21 +390,14 @@ class Table:
         its effective sequence numbers). ``removed`` files must all still be live.
         ``compactor`` computes the new snapshot's compactor lease from its parent (and may
         raise to fence a stale compactor); by default the parent's lease is carried over."""
-        first_base = self._snapshot
-        first_id = first_base.snapshot_id if first_base else 0
         removed_paths = {f.path for f in removed}
 
         def already_committed(base: Snapshot | None) -> Snapshot | None:
-            if base is None:
-                return None
-            if writer_id is not None:
-                rec = base.writers.get(writer_id)
-                if rec is not None and rec.commit_id == commit_id:
-                    return self.log.load(rec.snapshot_id)
-            for sid in range(first_id + 1, base.snapshot_id + 1):
-                snap = self.log.load(sid)
-                if snap.commit_id == commit_id and snap.writer_id == writer_id:
-                    return snap
+            """A named writer's commit that landed before (a retry across calls or
+            processes); retries inside this call are recognised by the log itself."""
+            rec = base.writers.get(writer_id) if base is not None and writer_id else None
+            if rec is not None and rec.commit_id == commit_id:
+                return self.log.load(rec.snapshot_id)
             return None
 
         def build(base: Snapshot | None) -> Snapshot | None:
@@ -525,7 +518,7 @@ class _SchemaCommit:
 
 
 def create_table(
-    uri: str,
+    uri: str | ObjectStore,
     schema: pa.Schema,
     primary_key: Sequence[str] | str,
     partition_by: Sequence[str] | str | None = None,
@@ -533,7 +526,8 @@ def create_table(
     options: Mapping[str, Any] | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> Table:
-    """Create a table at ``uri``; fails with TableAlreadyExists if one is there."""
+    """Create a table at ``uri`` (or in an already opened ``ObjectStore``); fails with
+    TableAlreadyExists if one is there."""
     table_schema = new_schema(
         schema,
         list(primary_key) if not isinstance(primary_key, str) else [primary_key],
@@ -541,7 +535,7 @@ def create_table(
         buckets,
         options,
     )
-    store = open_store(uri, dict(storage_options) if storage_options else None)
+    store = _store(uri, storage_options)
     try:
         store.put_if_absent(schema_key(0), table_schema.encode())
     except PreconditionFailed:
@@ -551,9 +545,9 @@ def create_table(
     return Table(store, table_schema)
 
 
-def open_table(uri: str, storage_options: Mapping[str, Any] | None = None) -> Table:
-    """Open the table at ``uri``; raises TableNotFound if there is none."""
-    store = open_store(uri, dict(storage_options) if storage_options else None)
+def open_table(uri: str | ObjectStore, storage_options: Mapping[str, Any] | None = None) -> Table:
+    """Open the table at ``uri`` (or in an ``ObjectStore``); TableNotFound if there is none."""
+    store = _store(uri, storage_options)
     try:
         raw = store.get(schema_key(0))
     except ObjectNotFound:
@@ -561,3 +555,11 @@ def open_table(uri: str, storage_options: Mapping[str, Any] | None = None) -> Ta
             f"no lsm3 table at {store.url} (no {schema_key(0)}); create one with lsm3.create_table"
         ) from None
     return Table(store, TableSchema.decode(raw, f"schema 0 of {store.url}"))
+
+
+def _store(uri: str | ObjectStore, storage_options: Mapping[str, Any] | None) -> ObjectStore:
+    if isinstance(uri, ObjectStore):
+        if storage_options:
+            raise InvalidInput("storage_options apply to URIs, not to an opened ObjectStore")
+        return uri
+    return open_store(uri, dict(storage_options) if storage_options else None)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +47,20 @@ def assert_one_line_error(err: str, contains: str = "") -> None:
 
 
 SCHEMA = "id:int64,name:string,amount:float64,ts:timestamp[us,UTC]"
+COMMANDS = [
+    "create",
+    "write",
+    "scan",
+    "get",
+    "changes",
+    "snapshots",
+    "tag",
+    "untag",
+    "tags",
+    "schema",
+    "alter",
+    "inspect",
+]
 
 
 @pytest.fixture
@@ -77,13 +93,13 @@ def test_python_m_lsm3_help_subprocess() -> None:
         [sys.executable, "-m", "lsm3", "--help"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    for command in ("create", "write", "scan", "get", "snapshots", "inspect"):
+    for command in COMMANDS:
         assert command in result.stdout
     assert "examples:" in result.stdout
     assert "AWS_ENDPOINT_URL" in result.stdout
 
 
-@pytest.mark.parametrize("command", ["create", "write", "scan", "get", "snapshots", "inspect"])
+@pytest.mark.parametrize("command", COMMANDS)
 def test_subcommand_help_has_examples(capsys: pytest.CaptureFixture[str], command: str) -> None:
     code, out, _ = run(capsys, command, "--help")
     assert code == 0
@@ -386,6 +402,290 @@ def test_get_composite_key_and_partitions(
     assert "partition" in out and "acme" in out and "zeta" in out
 
 
+# --------------------------------------------------------------------------- changes
+
+
+def write_cdc(uri: str, path: Path, lines: list[str]) -> None:
+    path.write_text("".join(line + "\n" for line in lines))
+    assert main(["write", uri, str(path), "--cdc"]) == 0
+
+
+def test_changes(capsys: pytest.CaptureFixture[str], table_with_rows: str, tmp_path: Path) -> None:
+    uri = table_with_rows
+    write_cdc(
+        uri,
+        tmp_path / "cdc.jsonl",
+        [
+            '{"op": "u", "id": 1, "name": "one", "amount": 100.0, "ts": null}',
+            '{"op": "d", "id": 2}',
+            '{"op": "c", "id": 11, "name": "n11", "amount": 16.5, "ts": null}',
+        ],
+    )  # snapshot 2
+    capsys.readouterr()
+    code, out, err = run(capsys, "changes", uri, "--from", "1", "--format", "jsonl")
+    assert code == 0, err
+    got = [(r["id"], r["_row_kind"], r["name"]) for r in jsonl(out)]
+    assert got == [(1, "+U", "one"), (2, "-D", "n2"), (11, "+I", "n11")]
+
+    code, out, _ = run(
+        capsys, "changes", uri, "--from", "1", "--include-update-before", "--format", "jsonl"
+    )
+    got = [(r["id"], r["_row_kind"], r["name"]) for r in jsonl(out)]
+    assert got[:2] == [(1, "-U", "n1"), (1, "+U", "one")]
+
+    # --from 0: every live row as an insert; --to bounds the range
+    code, out, _ = run(capsys, "changes", uri, "--from", "0", "--format", "jsonl")
+    assert {r["_row_kind"] for r in jsonl(out)} == {"+I"} and len(jsonl(out)) == 10
+    code, out, _ = run(capsys, "changes", uri, "--from", "0", "--to", "1", "--format", "jsonl")
+    assert sorted(r["id"] for r in jsonl(out)) == list(range(1, 11))
+    code, out, _ = run(capsys, "changes", uri, "--from", "2", "--format", "jsonl")
+    assert code == 0 and out == ""
+
+    code, out, _ = run(capsys, "changes", uri, "--from", "1")
+    assert out.splitlines()[0].split() == ["id", "name", "amount", "ts", "_row_kind"]
+    assert out.strip().endswith("(3 rows)")
+    code, out, _ = run(capsys, "changes", uri, "--from", "1", "--format", "csv")
+    csv_rows = pacsv.read_csv(io.BytesIO(out.encode()))
+    assert csv_rows.column("_row_kind").to_pylist() == ["+U", "-D", "+I"]
+    target = tmp_path / "changes.parquet"
+    code, _, err = run(capsys, "changes", uri, "--from", "1", "--output", str(target))
+    assert code == 0, err
+    assert "wrote 3 row(s)" in err
+    assert pq.read_table(target).column("_row_kind").to_pylist() == ["+U", "-D", "+I"]
+
+    for argv, status, message in (
+        (["--from", "-1"], 2, "--from"),
+        (["--from", "2", "--to", "1"], 2, "before --from"),
+        (["--from", "1", "--output", "x.txt"], 2, ".parquet"),
+        ([], 2, "--from"),
+        (["--from", "7"], 1, "after snapshot 2"),
+        (["--from", "0", "--to", "9"], 1, "snapshot 9"),
+    ):
+        code, _, err = run(capsys, "changes", uri, *argv)
+        assert code == status, argv
+        assert_one_line_error(err, message)
+
+
+# --------------------------------------------------------------------------- tags
+
+
+def test_tags(capsys: pytest.CaptureFixture[str], table_with_rows: str, tmp_path: Path) -> None:
+    uri = table_with_rows
+    code, out, err = run(capsys, "tag", uri, "v1")
+    assert code == 0, err
+    assert "tagged snapshot 1" in out
+    (tmp_path / "gone.csv").write_text("id\n3\n")
+    assert main(["write", uri, str(tmp_path / "gone.csv"), "--delete"]) == 0  # snapshot 2
+    capsys.readouterr()
+    code, out, err = run(capsys, "tag", uri, "before-delete", "--snapshot", "1")
+    assert code == 0, err
+    code, _, _ = run(capsys, "tag", uri, "now")
+    assert lsm3.open_table(uri).tags() == {"v1": 1, "before-delete": 1, "now": 2}
+
+    code, out, err = run(capsys, "tags", uri)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["tag", "snapshot", "time"]
+    assert [line.split()[:2] for line in lines[2:5]] == [
+        ["before-delete", "1"],
+        ["v1", "1"],
+        ["now", "2"],
+    ]
+    assert lines[-1] == "(3 tags)"
+    code, out, _ = run(capsys, "tags", uri, "--format", "jsonl")
+    docs = jsonl(out)
+    assert [(d["name"], d["snapshot_id"]) for d in docs] == [
+        ("before-delete", 1),
+        ("v1", 1),
+        ("now", 2),
+    ]
+    assert all(d["time"].endswith("Z") for d in docs)
+
+    # scan and get read a tagged snapshot
+    code, out, err = run(capsys, "scan", uri, "--tag", "v1", "--format", "jsonl")
+    assert code == 0, err
+    assert len(jsonl(out)) == 10
+    code, out, _ = run(capsys, "scan", uri, "--tag", "now", "--format", "jsonl")
+    assert len(jsonl(out)) == 9
+    code, out, err = run(capsys, "get", uri, "3", "--tag", "v1")
+    assert code == 0, err
+    assert jsonl(out)[0]["name"] == "n3"
+    code, out, _ = run(capsys, "get", uri, "3", "--tag", "now")
+    assert code == 3 and jsonl(out) == [None]
+
+    code, out, err = run(capsys, "untag", uri, "v1")
+    assert code == 0, err
+    assert "deleted tag 'v1'" in out
+    assert "v1" not in lsm3.open_table(uri).tags()
+
+    for argv, status, message in (
+        (["tag", uri, "now"], 1, "already exists"),
+        (["tag", uri, "x", "--snapshot", "99"], 1, "snapshot 99"),
+        (["tag", uri, "bad/name"], 2, "invalid tag name"),
+        (["untag", uri, "v1"], 1, "no tag 'v1'"),
+        (["untag", uri, "../x"], 2, "invalid tag name"),
+        (["scan", uri, "--tag", "v1"], 1, "no tag 'v1'"),
+        (["scan", uri, "--tag", "now", "--snapshot", "1"], 2, "only one of"),
+        (["scan", uri, "--tag", "now", "--as-of", "0"], 2, "only one of"),
+        (["get", uri, "1", "--tag", "now", "--snapshot", "1"], 2, "only one of"),
+    ):
+        code, _, err = run(capsys, *argv)
+        assert code == status, argv
+        assert_one_line_error(err, message)
+
+
+def test_tag_needs_a_snapshot(capsys: pytest.CaptureFixture[str], local_uri: Location) -> None:
+    uri = local_uri[0]
+    assert main(["create", uri, "--schema", SCHEMA, "--primary-key", "id"]) == 0
+    code, out, err = run(capsys, "tags", uri)
+    assert code == 0, err
+    assert "(0 tags)" in out
+    code, _, err = run(capsys, "tag", uri, "v1")
+    assert code == 1
+    assert_one_line_error(err, "no snapshot to tag")
+
+
+# --------------------------------------------------------------------------- schema, alter
+
+
+def test_schema(capsys: pytest.CaptureFixture[str], local_uri: Location) -> None:
+    uri = local_uri[0]
+    argv = ["create", uri, "--schema", "tenant:string,id:int64,lsn:int64,note:string!"]
+    argv += ["--primary-key", "tenant,id", "--partition-by", "tenant", "--buckets", "4"]
+    assert main([*argv, "--option", "sequence_field=lsn"]) == 0
+    capsys.readouterr()
+    code, out, err = run(capsys, "schema", uri)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[:5] == [
+        "schema        0",
+        "primary key   tenant,id",
+        "partition by  tenant",
+        "buckets       4",
+        "options       sequence_field=lsn",
+    ]
+    fields = [line.split(None, 4) for line in lines[8:]]
+    assert fields == [
+        ["1", "tenant", "string", "no", "primary key, partition"],
+        ["2", "id", "int64", "no", "primary key"],
+        ["3", "lsn", "int64", "yes", "sequence field"],
+        ["4", "note", "string", "no"],
+    ]
+    code, out, _ = run(capsys, "schema", uri, "--json")
+    assert json.loads(out) == lsm3.open_table(uri).table_schema.to_json()
+    code, out, _ = run(capsys, "schema", uri, "--history", "--json")
+    assert [doc["schema_id"] for doc in json.loads(out)] == [0]
+
+
+def test_alter(capsys: pytest.CaptureFixture[str], table_with_rows: str) -> None:
+    uri = table_with_rows
+    code, out, err = run(
+        capsys,
+        "alter",
+        uri,
+        "--add-column",
+        "qty:int32",
+        "--widen-column",
+        "qty:int64",  # in the order given: widens the column added just before
+        "--rename-column",
+        "name:label",
+        "--drop-column",
+        "amount",
+        "--set-option",
+        "row_group_rows=1000",
+    )
+    assert code == 0, err
+    assert out.startswith("committed schema 1 (snapshot 2) to ")
+    assert "added qty:int32; widened qty to int64; renamed name -> label; dropped amount" in out
+    t = lsm3.open_table(uri)
+    assert t.schema.names == ["id", "label", "ts", "qty"]
+    assert t.schema.field("qty").type == pa.int64()
+    assert t.table_schema.option("row_group_rows") == 1000
+    assert [s.kind for s in t.snapshots()] == ["APPEND", "SCHEMA"]
+    code, out, _ = run(capsys, "get", uri, "3")
+    assert jsonl(out) == [{"id": 3, "label": "n3", "ts": "2026-01-04T00:00:00+00:00", "qty": None}]
+
+    code, out, err = run(capsys, "schema", uri, "--history")
+    assert code == 0, err
+    blocks = re.split(r"\n\n(?=schema )", out)
+    assert len(blocks) == 2
+    assert "changes       created" in blocks[0]
+    assert (
+        "changes       renamed name -> label; dropped amount; added qty:int64; "
+        "set row_group_rows=1000" in blocks[1]
+    )
+    code, out, _ = run(capsys, "schema", uri, "--history", "--json")
+    assert [doc["schema_id"] for doc in json.loads(out)] == [0, 1]
+
+    code, out, err = run(capsys, "alter", uri, "--set-option", "row_group_rows=1000")
+    assert code == 0, err
+    assert "nothing to commit" in out
+    assert len(lsm3.open_table(uri).snapshots()) == 2
+
+
+def test_alter_errors_commit_nothing(
+    capsys: pytest.CaptureFixture[str], table_with_rows: str
+) -> None:
+    uri = table_with_rows
+    for argv, status, message in (
+        ([], 2, "nothing to alter"),
+        (["--add-column", "x"], 2, "NAME:TYPE"),
+        (["--add-column", "x:int99"], 2, "unknown type"),
+        (["--rename-column", "name"], 2, "OLD:NEW"),
+        (["--widen-column", "amount"], 2, "NAME:TYPE"),
+        (["--drop-column", " "], 2, "column name"),
+        (["--set-option", "oops"], 2, "KEY=VALUE"),
+        (["--add-column", "ok:string", "--drop-column", "id"], 1, "cannot drop 'id'"),
+        (["--add-column", "x:int64!"], 1, "must be nullable"),
+        (["--widen-column", "amount:float32"], 1, "only widening"),
+        (["--drop-column", "nope"], 1, "no column 'nope'"),
+        (["--set-option", "bogus=1"], 1, "unknown table option"),
+    ):
+        code, _, err = run(capsys, "alter", uri, *argv)
+        assert code == status, argv
+        assert_one_line_error(err, message)
+    t = lsm3.open_table(uri)
+    assert len(t.snapshots()) == 1
+    assert t.schema.names == ["id", "name", "amount", "ts"]
+
+
+# --------------------------------------------------------------------------- README
+
+
+def test_readme_command_line_block_runs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every command of the README's "Command line" block succeeds, in order."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Command line", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block is not None
+    commands = [
+        shlex.split(c, comments=True) for c in block.group(1).replace("\\\n", " ").splitlines()
+    ]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "orders.csv").write_text(
+        "id,customer,amount,status\n1,ann,10.0,new\n2,bob,75.5,paid\n3,cy,99.0,cancelled\n"
+    )
+    (tmp_path / "changes.jsonl").write_text(
+        '{"op": "u", "id": 1, "customer": "ann", "amount": 60.0, "status": "paid"}\n'
+        '{"op": "c", "id": 4, "customer": "dee", "amount": 5.0, "status": "new"}\n'
+    )
+    (tmp_path / "gone.csv").write_text("id\n3\n")
+    assert len(commands) >= 10
+    for argv in commands:
+        assert argv[0] == "lsm3", argv
+        code, _, err = run(capsys, *argv[1:])
+        assert code == 0, (argv, err)
+    assert lsm3.open_table("orders").schema.names == [
+        "id",
+        "customer",
+        "total",
+        "status",
+        "note",
+    ]
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -398,6 +698,12 @@ def test_errors_are_one_line_with_exit_1(
         ["get", missing, "1"],
         ["snapshots", missing],
         ["inspect", missing],
+        ["changes", missing, "--from", "0"],
+        ["tag", missing, "v1"],
+        ["untag", missing, "v1"],
+        ["tags", missing],
+        ["schema", missing],
+        ["alter", missing, "--drop-column", "name"],
     ):
         code, out, err = run(capsys, *argv)
         assert code == 1, argv
