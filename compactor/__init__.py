@@ -8,6 +8,13 @@ second compactor but never a writer.
 from compactor.compact import CompactionResult, compact
 from compactor.executor import TaskResult
 from compactor.lease import Fenced, LeaseHeld
+from compactor.maintenance import (
+    ConcurrentMaintenance,
+    ExpireResult,
+    OrphanResult,
+    expire_snapshots,
+    remove_orphan_files,
+)
 from compactor.policy import (
     PolicyOptions,
     SortedRun,
@@ -21,16 +28,21 @@ from compactor.policy import (
 
 __all__ = [
     "CompactionResult",
+    "ConcurrentMaintenance",
+    "ExpireResult",
     "Fenced",
     "LeaseHeld",
+    "OrphanResult",
     "PolicyOptions",
     "SortedRun",
     "Task",
     "TaskResult",
     "compact",
+    "expire_snapshots",
     "full",
     "leveled",
     "plan",
+    "remove_orphan_files",
     "sorted_runs",
     "universal",
 ]

@@ -1,0 +1,493 @@
+"""Maintenance: expire old snapshots and delete the objects no retained snapshot references.
+
+Objects are only ever deleted here (DESIGN invariant 5), in two steps:
+
+* :func:`expire_snapshots` deletes the oldest snapshots that are both past ``retain_last`` and
+  older than ``older_than``, oldest first, so a crash leaves a contiguous suffix of snapshots;
+  it never deletes the newest one. Like Iceberg it then deletes the manifests and data files
+  that only expired snapshots referenced: those were committed, so no live writer can still
+  be about to commit them, and no later commit can refer to them again (writers only add new
+  files, and a compaction only removes files live in the newest snapshot).
+* :func:`remove_orphan_files` lists ``data/`` and ``manifest/`` and deletes what no retained
+  snapshot references and what is older than a grace period (default one day, like Paimon):
+  uploads of a live writer or compactor are not referenced until their commit, and the grace
+  period is what keeps them alive. It never touches ``schema/`` or ``snapshot/``.
+
+Both take a ``Table`` (or a URI), go through the table's object store (which counts every
+request), report what they removed in objects and bytes, and with ``dry_run`` only report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import lsm3
+from lsm3.errors import CorruptMetadata, InvalidInput, Lsm3Error, SnapshotNotFound
+from lsm3.log import LATEST_HINT, SNAPSHOT_PREFIX, snapshot_key
+from lsm3.metadata import Snapshot
+from lsm3.storage import ObjectInfo
+from lsm3.table import Table
+
+log = logging.getLogger("compactor.maintenance")
+
+#: Defaults of Paimon: ``snapshot.num-retained.min`` = 10, ``snapshot.time-retained`` = 1 h,
+#: orphan files older than one day.
+DEFAULT_RETAIN_LAST = 10
+DEFAULT_SNAPSHOT_AGE = dt.timedelta(hours=1)
+DEFAULT_ORPHAN_GRACE = dt.timedelta(days=1)
+
+#: Parallel requests for loading metadata and deleting objects (deletes are independent).
+_IO_THREADS = 8
+#: Snapshots loaded per round while looking for the first one too young to expire.
+_LOAD_BATCH = 32
+
+#: An age (``timedelta``, or milliseconds as a number) or an absolute cutoff (``datetime``).
+Age = dt.timedelta | dt.datetime | int | float
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+class ConcurrentMaintenance(Lsm3Error):
+    """Another process expired snapshots of the same table while this one was computing."""
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class _Report:
+    uri: str
+    dry_run: bool
+    requests: int = 0
+    seconds: float = 0.0
+
+    def _finish(self, table: Table, requests_before: int, started: float) -> None:
+        self.requests = table.store.stats.total_requests() - requests_before
+        self.seconds = time.perf_counter() - started
+
+
+@dataclass
+class ExpireResult(_Report):
+    """What :func:`expire_snapshots` removed (or, with ``dry_run``, would remove)."""
+
+    expired: list[int] = field(default_factory=list)
+    detached: list[int] = field(default_factory=list)
+    retained: int = 0
+    oldest_retained: int | None = None
+    manifests: list[str] = field(default_factory=list)
+    data_files: list[str] = field(default_factory=list)
+    snapshot_bytes: int = 0
+    manifest_bytes: int = 0
+    data_bytes: int = 0
+
+    @property
+    def files(self) -> int:
+        """Objects removed: snapshot objects, manifests and data files."""
+        return len(self.expired) + len(self.detached) + len(self.manifests) + len(self.data_files)
+
+    @property
+    def bytes(self) -> int:
+        return self.snapshot_bytes + self.manifest_bytes + self.data_bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "uri": self.uri,
+            "dry_run": self.dry_run,
+            "expired_snapshots": self.expired,
+            "detached_snapshots": self.detached,
+            "retained_snapshots": self.retained,
+            "oldest_retained": self.oldest_retained,
+            "manifests": len(self.manifests),
+            "data_files": len(self.data_files),
+            "files": self.files,
+            "bytes": self.bytes,
+            "data_bytes": self.data_bytes,
+            "requests": self.requests,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class OrphanResult(_Report):
+    """What :func:`remove_orphan_files` removed (or, with ``dry_run``, would remove)."""
+
+    removed: list[str] = field(default_factory=list)
+    bytes: int = 0
+    scanned: int = 0
+    referenced: int = 0
+    young: int = 0
+    young_bytes: int = 0
+
+    @property
+    def files(self) -> int:
+        return len(self.removed)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "uri": self.uri,
+            "dry_run": self.dry_run,
+            "files": self.files,
+            "bytes": self.bytes,
+            "scanned": self.scanned,
+            "referenced": self.referenced,
+            "young": self.young,
+            "young_bytes": self.young_bytes,
+            "requests": self.requests,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+# --------------------------------------------------------------------------- expiry
+
+
+def expire_snapshots(
+    table_or_uri: Table | str,
+    retain_last: int = DEFAULT_RETAIN_LAST,
+    older_than: Age = DEFAULT_SNAPSHOT_AGE,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    delete_files: bool = True,
+    dry_run: bool = False,
+) -> ExpireResult:
+    """Delete snapshots that are older than ``older_than`` and not among the newest
+    ``retain_last`` (at least 1: the newest snapshot is never expired), oldest first; then
+    the manifests and data files that only the expired snapshots referenced (unless
+    ``delete_files`` is false: then :func:`remove_orphan_files` finds them later).
+
+    ``older_than`` is an age (a ``timedelta``, or milliseconds) or a ``datetime``: snapshots
+    committed at or before it may expire. Snapshot ids below a gap in the id sequence are not
+    part of the table's history (see ``detached`` in the result) and are expired whatever
+    their age. Readers of an expired snapshot get ``SnapshotNotFound``; a reader still
+    scanning one may find its files gone, which is what ``older_than`` guards against.
+    """
+    started = time.perf_counter()
+    table = _open(table_or_uri, storage_options)
+    if isinstance(retain_last, bool) or not isinstance(retain_last, int) or retain_last < 1:
+        raise InvalidInput(
+            f"retain_last must be an integer >= 1 (the newest snapshot is always kept), "
+            f"got {retain_last!r}"
+        )
+    cutoff = cutoff_ms(older_than, "older_than")
+    store = table.store
+    requests_before = store.stats.total_requests()
+    result = ExpireResult(uri=table.uri, dry_run=dry_run)
+
+    listed = _snapshot_objects(table)
+    if listed:
+        history, detached = _history(sorted(listed))
+        expired, consumed = _expirable(table, history[: max(0, len(history) - retain_last)], cutoff)
+        dead = [s for s in _load_snapshots(table, detached) if s is not None]
+        result.expired = [s.snapshot_id for s in expired]
+        result.detached = [s.snapshot_id for s in dead]
+        result.retained = len(history) - consumed
+        result.oldest_retained = history[consumed]
+        result.snapshot_bytes = sum(listed[i].size for i in result.expired + result.detached)
+        if dead:
+            log.warning(
+                "%s: snapshot(s) %s lie below a gap in the snapshot ids: a process committed "
+                "them after older snapshots were expired, so they are not part of the table's "
+                "history; expiring them",
+                table.uri,
+                result.detached,
+            )
+        if (expired or dead) and delete_files:
+            manifests, files = _only_referenced_by(table, [*dead, *expired], history[consumed])
+            result.manifests = sorted(manifests)
+            result.data_files = sorted(files)
+            result.data_bytes = sum(files.values())
+            if manifests:
+                sizes = {i.key: i.size for i in store.list("manifest/")}
+                result.manifest_bytes = sum(sizes.get(m, 0) for m in manifests)
+        if (expired or dead) and not dry_run:
+            gone = [*result.detached, *result.expired]
+            # Oldest first and one at a time: a crash leaves a contiguous suffix of
+            # snapshots, which is what readers and the next expiry rely on.
+            for sid in gone:
+                store.delete(snapshot_key(sid))
+            _forget(table, gone, result.manifests)
+            _fix_latest_hint(table, max(gone), history[-1])
+            # Snapshots before what they reference: never a snapshot with missing files.
+            _delete_all(table, result.manifests)
+            _delete_all(table, result.data_files)
+    result._finish(table, requests_before, started)
+    return result
+
+
+def _expirable(table: Table, candidates: Sequence[int], cutoff: int) -> tuple[list[Snapshot], int]:
+    """The oldest candidates committed at or before ``cutoff`` (timestamps never decrease
+    along the history, so they are a prefix), and how many ids that prefix spans. Loads in
+    small parallel batches, so a table with many young snapshots costs few requests."""
+    expired: list[Snapshot] = []
+    for start in range(0, len(candidates), _LOAD_BATCH):
+        batch = candidates[start : start + _LOAD_BATCH]
+        for offset, snap in enumerate(_load_snapshots(table, batch)):
+            if snap is None:  # expired meanwhile by another process
+                continue
+            if snap.timestamp_ms > cutoff:
+                return expired, start + offset
+            expired.append(snap)
+    return expired, len(candidates)
+
+
+def _history(ids: list[int]) -> tuple[list[int], list[int]]:
+    """Split sorted snapshot ids into the table's history (the run of consecutive ids that
+    ends with the newest) and the ids below a gap (detached)."""
+    start = len(ids) - 1
+    while start > 0 and ids[start - 1] == ids[start] - 1:
+        start -= 1
+    return ids[start:], ids[:start]
+
+
+def _only_referenced_by(
+    table: Table, gone: Sequence[Snapshot], first_retained: int
+) -> tuple[set[str], dict[str, int]]:
+    """Manifests and data files (path -> size) referenced by ``gone`` and by no retained
+    snapshot.
+
+    Only the oldest retained snapshot needs to be read: every commit lists its parent's
+    manifests plus a new one (or one merged manifest of its live files), and a file, once
+    removed, never comes back. So whatever an expired snapshot shares with any retained
+    snapshot, it shares with the oldest retained one.
+    """
+    try:
+        keep = table.log.load(first_retained)
+    except SnapshotNotFound:
+        raise ConcurrentMaintenance(
+            f"snapshot {first_retained} of {table.uri} was expired by another process while "
+            "this one was expiring; run one maintenance job per table"
+        ) from None
+    kept_manifests = set(keep.manifests)
+    kept_files: set[str] = set()
+    for path in keep.manifests:
+        try:
+            entries = table.manifests.entries(path, table._schema(keep.schema_id))
+        except CorruptMetadata:
+            if table.store.head(snapshot_key(first_retained)) is None:
+                raise ConcurrentMaintenance(
+                    f"snapshot {first_retained} of {table.uri} was expired by another process "
+                    "while this one was expiring; run one maintenance job per table"
+                ) from None
+            raise
+        kept_files.update(e.file.path for e in entries)
+    manifests: set[str] = set()
+    files: dict[str, int] = {}
+    for snap in gone:
+        for path in snap.manifests:
+            if path in kept_manifests or path in manifests:
+                continue
+            manifests.add(path)
+            try:
+                entries = table.manifests.entries(path, table._schema(snap.schema_id))
+            except CorruptMetadata:  # already deleted (an earlier, interrupted expiry)
+                continue
+            for e in entries:
+                if e.file.path not in kept_files:
+                    files[e.file.path] = e.file.size
+    return manifests, files
+
+
+def _fix_latest_hint(table: Table, newest_expired: int, newest: int) -> None:
+    """Point ``snapshot/LATEST`` at a retained snapshot if it named an expired one, so cold
+    readers do not fall back to listing ``snapshot/`` on every open."""
+    try:
+        text = table.store.get(LATEST_HINT).decode("ascii", "replace").strip()
+    except lsm3.StorageError:
+        return
+    if text.isdigit() and int(text) > newest_expired:
+        return
+    with contextlib.suppress(lsm3.StorageError):  # advisory only
+        table.store.put(LATEST_HINT, str(newest).encode())
+
+
+def _forget(table: Table, snapshot_ids: Iterable[int], manifests: Iterable[str]) -> None:
+    """Drop expired snapshots and manifests from this Table's caches, so reading them through
+    it raises SnapshotNotFound like a fresh reader would."""
+    # SnapshotLog and ManifestReader have no public way to evict an entry yet.
+    snapshot_ids = list(snapshot_ids)
+    with table.log._lock:
+        for sid in snapshot_ids:
+            table.log._cache.pop(sid, None)
+    reader = table.manifests
+    with reader._lock:
+        for path in manifests:
+            reader._cache.pop(path, None)
+        for sid in snapshot_ids:
+            reader._live_cache.pop(sid, None)
+
+
+# --------------------------------------------------------------------------- orphans
+
+
+def remove_orphan_files(
+    table_or_uri: Table | str,
+    older_than: Age = DEFAULT_ORPHAN_GRACE,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    dry_run: bool = False,
+) -> OrphanResult:
+    """Delete objects under ``data/`` and ``manifest/`` that no snapshot present references
+    (in any ``add`` or ``remove`` entry of any manifest it lists) and that are older than
+    the grace period ``older_than`` (a ``timedelta``, milliseconds, or a ``datetime``).
+
+    The grace period must exceed the longest time a writer or compactor takes from uploading
+    a file to committing it: an upload older than that, still uncommitted, is deleted, and
+    its later commit would reference a missing file. One day (the default) is generous.
+    Object ages come from the store's last-modified times, so clock skew between this host
+    and the store shortens or lengthens the grace period by that skew.
+    """
+    started = time.perf_counter()
+    table = _open(table_or_uri, storage_options)
+    cutoff = cutoff_ms(older_than, "older_than")
+    store = table.store
+    requests_before = store.stats.total_requests()
+    result = OrphanResult(uri=table.uri, dry_run=dry_run)
+
+    # List the objects before the snapshots: a file committed in between is then seen as
+    # referenced, whatever its age.
+    objects = [*store.list("data/"), *store.list("manifest/")]
+    result.scanned = len(objects)
+    seen: set[int] = set()
+    referenced: set[str] = set()
+    ids = table.log.list_ids()
+    _collect_references(table, ids, set(_history(ids)[1]) if ids else set(), referenced, seen)
+    # Commits that landed while we were reading: one more LIST, and their references too.
+    newer = table.log.list_ids(after=max(ids) if ids else None)
+    _collect_references(table, newer, set(), referenced, seen)
+
+    orphans: list[ObjectInfo] = []
+    for info in objects:
+        if info.key in referenced:
+            result.referenced += 1
+        elif info.last_modified_ms > cutoff:
+            result.young += 1
+            result.young_bytes += info.size
+        else:
+            orphans.append(info)
+    result.removed = [o.key for o in orphans]
+    result.bytes = sum(o.size for o in orphans)
+    if not dry_run:
+        _delete_all(table, result.removed)
+    result._finish(table, requests_before, started)
+    return result
+
+
+def _collect_references(
+    table: Table,
+    ids: Sequence[int],
+    detached: set[int],
+    referenced: set[str],
+    seen: set[int],
+) -> None:
+    """Add every manifest listed by the snapshots ``ids`` and every file those manifests
+    name to ``referenced``. Snapshots expired meanwhile are skipped, and so are the missing
+    manifests of ``detached`` snapshots (see :func:`expire_snapshots`); a manifest missing
+    under any other snapshot is corruption and stops everything: we could no longer tell
+    which files are referenced."""
+    todo = [i for i in ids if i not in seen]
+    seen.update(todo)
+    manifests: dict[str, Snapshot] = {}
+    for snap in _load_snapshots(table, todo):
+        if snap is not None:
+            for path in snap.manifests:
+                manifests.setdefault(path, snap)
+    referenced.update(manifests)
+
+    def files_of(item: tuple[str, Snapshot]) -> list[str]:
+        path, snap = item
+        try:
+            entries = table.manifests.entries(path, table._schema(snap.schema_id))
+        except CorruptMetadata:
+            if snap.snapshot_id in detached:
+                return []
+            if table.store.head(snapshot_key(snap.snapshot_id)) is None:
+                return []  # its snapshot was expired meanwhile
+            raise
+        return [e.file.path for e in entries]
+
+    for paths in _parallel(files_of, list(manifests.items())):
+        referenced.update(paths)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def cutoff_ms(older_than: Age, what: str, now_ms: int | None = None) -> int:
+    """The cutoff time (ms since the epoch) for an age or an absolute ``datetime``."""
+    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    if isinstance(older_than, dt.datetime):
+        return int(older_than.timestamp() * 1000)
+    if isinstance(older_than, dt.timedelta):
+        age_ms = older_than.total_seconds() * 1000
+    elif isinstance(older_than, (int, float)) and not isinstance(older_than, bool):
+        age_ms = float(older_than)
+    else:
+        raise InvalidInput(
+            f"{what} must be a timedelta, a number of milliseconds or a datetime, "
+            f"got {older_than!r}"
+        )
+    if age_ms < 0 or age_ms != age_ms:
+        raise InvalidInput(f"{what} must not be negative, got {older_than!r}")
+    return now - int(age_ms)
+
+
+def _open(table_or_uri: Table | str, storage_options: Mapping[str, Any] | None) -> Table:
+    if isinstance(table_or_uri, Table):
+        table_or_uri.refresh()
+        return table_or_uri
+    return lsm3.open_table(table_or_uri, storage_options)
+
+
+def _snapshot_objects(table: Table) -> dict[int, ObjectInfo]:
+    """The snapshot objects present, by id (the listing also gives their sizes)."""
+    out: dict[int, ObjectInfo] = {}
+    for info in table.store.list(SNAPSHOT_PREFIX):
+        digits = info.key[len(SNAPSHOT_PREFIX) : -len(".json")]
+        if digits.isdigit() and snapshot_key(int(digits)) == info.key:
+            out[int(digits)] = info
+    return out
+
+
+def _load_snapshots(table: Table, ids: Sequence[int]) -> list[Snapshot | None]:
+    """Snapshots in the order of ``ids`` (None for one that no longer exists)."""
+
+    def load(sid: int) -> Snapshot | None:
+        try:
+            return table.log.load(sid)
+        except SnapshotNotFound:
+            return None
+
+    return _parallel(load, ids)
+
+
+def _parallel(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(
+        max_workers=min(_IO_THREADS, len(items)), thread_name_prefix="lsm3-maintenance"
+    ) as pool:
+        return list(pool.map(fn, items))
+
+
+def _delete_all(table: Table, keys: Sequence[str]) -> None:
+    _parallel(table.store.delete, keys)
+
+
+__all__ = [
+    "DEFAULT_ORPHAN_GRACE",
+    "DEFAULT_RETAIN_LAST",
+    "DEFAULT_SNAPSHOT_AGE",
+    "ConcurrentMaintenance",
+    "ExpireResult",
+    "OrphanResult",
+    "cutoff_ms",
+    "expire_snapshots",
+    "remove_orphan_files",
+]
