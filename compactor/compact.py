@@ -71,7 +71,8 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _options(table: Table, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+def resolve_options(table: Table, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The table's compaction options with ``overrides`` applied (unknown names refused)."""
     schema = table.table_schema
     names = set(PolicyOptions.__dataclass_fields__) | {"compaction_policy"}
     values = {n: schema.option(n) for n in names}
@@ -105,7 +106,7 @@ def compact(
         else lsm3.open_table(table_or_uri, storage_options)
     )
     table.refresh()
-    values = _options(table, options)
+    values = resolve_options(table, options)
     chosen = policy or values.pop("compaction_policy")
     values.pop("compaction_policy", None)
     if chosen not in POLICIES:
@@ -178,7 +179,11 @@ def _acquire(
         except LeaseHeld:
             if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
                 raise
-            time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
+            delay = min(5.0, max(0.1, deadline - time.monotonic()))
+            if stop is not None:
+                stop.wait(delay)
+            else:
+                time.sleep(delay)
 
 
 def _over_budget(

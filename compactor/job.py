@@ -33,7 +33,7 @@ from types import FrameType
 from typing import IO, Any, NoReturn
 
 import lsm3
-from compactor.compact import CompactionResult, _options, compact
+from compactor.compact import CompactionResult, compact, resolve_options
 from compactor.executor import TaskResult
 from compactor.lease import Fenced, LeaseHeld
 from compactor.maintenance import (
@@ -580,7 +580,7 @@ class TerminalReporter(Reporter):
 def _planned_bytes(table: Table, config: JobConfig) -> int:
     """Input bytes of the tasks due now: the progress bar's 100% (later rounds may add)."""
     try:
-        values = _options(table, config.options)
+        values = resolve_options(table, config.options)
         policy = config.policy or values.pop("compaction_policy")
         values.pop("compaction_policy", None)
         tasks = plan(table._files_of(table.current_snapshot()), policy, PolicyOptions(**values))

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import lsm3
 from lsm3.errors import CorruptMetadata, InvalidInput, Lsm3Error, SnapshotNotFound
 from lsm3.log import LATEST_HINT, SNAPSHOT_PREFIX, snapshot_key
-from lsm3.metadata import Snapshot
+from lsm3.metadata import ManifestEntry, Snapshot
 from lsm3.storage import ObjectInfo
 from lsm3.table import Table
 
@@ -199,7 +199,10 @@ def expire_snapshots(
                 result.detached,
             )
         if (expired or dead) and delete_files:
-            manifests, files = _only_referenced_by(table, [*dead, *expired], history[consumed])
+            manifests, files = _only_referenced_by(table, dead, expired, history[consumed])
+            tagged = _tag_references(table)  # tagged snapshots keep what they read
+            manifests -= tagged
+            files = {p: size for p, size in files.items() if p not in tagged}
             result.manifests = sorted(manifests)
             result.data_files = sorted(files)
             result.data_bytes = sum(files.values())
@@ -247,15 +250,23 @@ def _history(ids: list[int]) -> tuple[list[int], list[int]]:
 
 
 def _only_referenced_by(
-    table: Table, gone: Sequence[Snapshot], first_retained: int
+    table: Table, dead: Sequence[Snapshot], expired: Sequence[Snapshot], first_retained: int
 ) -> tuple[set[str], dict[str, int]]:
-    """Manifests and data files (path -> size) referenced by ``gone`` and by no retained
-    snapshot.
+    """Manifests no retained snapshot needs, and data files (path -> size) no retained
+    snapshot can read, given the snapshots being expired.
 
-    Only the oldest retained snapshot needs to be read: every commit lists its parent's
-    manifests plus a new one (or one merged manifest of its live files), and a file, once
-    removed, never comes back. So whatever an expired snapshot shares with any retained
-    snapshot, it shares with the oldest retained one.
+    Manifests: a retained snapshot needs its manifest list and its delta manifest, and every
+    commit lists its parent's manifests plus a new one (or one merged manifest), so what an
+    expired snapshot shares with any retained one it shares with the oldest retained one.
+
+    Detached snapshots (below a gap in the ids) were never part of the history: the files
+    their delta added go too, unless live in the oldest retained snapshot.
+
+    Data files: a file leaves the live set only by a ``remove`` entry, which sits in the
+    delta manifest of the snapshot that removed it. A file removed by an expired snapshot, or
+    by the oldest retained one, is live in no retained snapshot and no incremental read of
+    retained snapshots adds it, so it can go, even while manifests of retained snapshots
+    still name it.
     """
     try:
         keep = table.log.load(first_retained)
@@ -264,34 +275,48 @@ def _only_referenced_by(
             f"snapshot {first_retained} of {table.uri} was expired by another process while "
             "this one was expiring; run one maintenance job per table"
         ) from None
-    kept_manifests = set(keep.manifests)
-    kept_files: set[str] = set()
-    for path in keep.manifests:
-        try:
-            entries = table.manifests.entries(path, table._schema(keep.schema_id))
-        except CorruptMetadata:
-            if table.store.head(snapshot_key(first_retained)) is None:
-                raise ConcurrentMaintenance(
-                    f"snapshot {first_retained} of {table.uri} was expired by another process "
-                    "while this one was expiring; run one maintenance job per table"
-                ) from None
-            raise
-        kept_files.update(e.file.path for e in entries)
+    gone = [*dead, *expired]
+    kept_manifests = set(keep.referenced_manifests)
     manifests: set[str] = set()
-    files: dict[str, int] = {}
     for snap in gone:
-        for path in snap.manifests:
-            if path in kept_manifests or path in manifests:
-                continue
-            manifests.add(path)
-            try:
-                entries = table.manifests.entries(path, table._schema(snap.schema_id))
-            except CorruptMetadata:  # already deleted (an earlier, interrupted expiry)
-                continue
-            for e in entries:
-                if e.file.path not in kept_files:
+        manifests.update(p for p in snap.referenced_manifests if p not in kept_manifests)
+    # Files removed by the oldest retained snapshot were live only in its (expired) parent.
+    # The oldest expired snapshot's removals were freed by the run that expired its parent
+    # (or there are none: the first snapshot removes nothing).
+    files: dict[str, int] = {}
+    if dead:  # detached snapshots were never history: what they added goes too
+        live = {f.path for f in table._files_of(keep)}
+        for snap in dead:
+            for e in _named_entries(table, snap):
+                if e.op == "add" and e.file.path not in live:
                     files[e.file.path] = e.file.size
+    # With nothing expired now, the oldest retained snapshot's removals were freed before.
+    for snap in [*expired[1:], keep] if expired else []:
+        files.update(
+            (e.file.path, e.file.size) for e in _delta_entries(table, snap) if e.op == "remove"
+        )
     return manifests, files
+
+
+def _delta_entries(table: Table, snap: Snapshot) -> list[ManifestEntry]:
+    """The entries of the snapshot's own commit ([] if it has none, or it was deleted by an
+    earlier, interrupted expiry)."""
+    if snap.delta_manifest is None:
+        return []
+    try:
+        return table.manifests.entries(snap.delta_manifest, table._schema(snap.schema_id))
+    except CorruptMetadata:
+        return []
+
+
+def _tag_references(table: Table) -> set[str]:
+    """Every manifest and live data file of a tagged snapshot (tags embed their snapshot, so
+    it outlives the expiry of ``snapshot/`` objects; its files must too)."""
+    out: set[str] = set()
+    for snap in table.tagged_snapshots().values():
+        out.update(snap.referenced_manifests)
+        out.update(f.path for f in table._files_of(snap))
+    return out
 
 
 def _fix_latest_hint(table: Table, newest_expired: int, newest: int) -> None:
@@ -310,17 +335,9 @@ def _fix_latest_hint(table: Table, newest_expired: int, newest: int) -> None:
 def _forget(table: Table, snapshot_ids: Iterable[int], manifests: Iterable[str]) -> None:
     """Drop expired snapshots and manifests from this Table's caches, so reading them through
     it raises SnapshotNotFound like a fresh reader would."""
-    # SnapshotLog and ManifestReader have no public way to evict an entry yet.
     snapshot_ids = list(snapshot_ids)
-    with table.log._lock:
-        for sid in snapshot_ids:
-            table.log._cache.pop(sid, None)
-    reader = table.manifests
-    with reader._lock:
-        for path in manifests:
-            reader._cache.pop(path, None)
-        for sid in snapshot_ids:
-            reader._live_cache.pop(sid, None)
+    table.log.forget(snapshot_ids)
+    table.manifests.forget(list(manifests), snapshot_ids)
 
 
 # --------------------------------------------------------------------------- orphans
@@ -333,9 +350,10 @@ def remove_orphan_files(
     storage_options: Mapping[str, Any] | None = None,
     dry_run: bool = False,
 ) -> OrphanResult:
-    """Delete objects under ``data/`` and ``manifest/`` that no snapshot present references
-    (in any ``add`` or ``remove`` entry of any manifest it lists) and that are older than
-    the grace period ``older_than`` (a ``timedelta``, milliseconds, or a ``datetime``).
+    """Delete objects under ``data/`` and ``manifest/`` that no snapshot present or tagged
+    needs (a manifest it lists or its delta manifest; a data file live in it) and that are
+    older than the grace period ``older_than`` (a ``timedelta``, milliseconds, or a
+    ``datetime``).
 
     The grace period must exceed the longest time a writer or compactor takes from uploading
     a file to committing it: an upload older than that, still uncommitted, is deleted, and
@@ -361,6 +379,7 @@ def remove_orphan_files(
     # Commits that landed while we were reading: one more LIST, and their references too.
     newer = table.log.list_ids(after=max(ids) if ids else None)
     _collect_references(table, newer, set(), referenced, seen)
+    referenced |= _tag_references(table)
 
     orphans: list[ObjectInfo] = []
     for info in objects:
@@ -386,34 +405,43 @@ def _collect_references(
     referenced: set[str],
     seen: set[int],
 ) -> None:
-    """Add every manifest listed by the snapshots ``ids`` and every file those manifests
-    name to ``referenced``. Snapshots expired meanwhile are skipped, and so are the missing
-    manifests of ``detached`` snapshots (see :func:`expire_snapshots`); a manifest missing
-    under any other snapshot is corruption and stops everything: we could no longer tell
-    which files are referenced."""
+    """Add to ``referenced`` every manifest the snapshots ``ids`` need and every data file
+    live in one of them (a file only named by a ``remove`` entry is read by nobody).
+    Snapshots expired meanwhile are skipped, and so are the missing manifests of
+    ``detached`` snapshots (see :func:`expire_snapshots`); a manifest missing under any
+    other snapshot is corruption and stops everything: we could no longer tell which files
+    are referenced."""
     todo = [i for i in ids if i not in seen]
     seen.update(todo)
-    manifests: dict[str, Snapshot] = {}
-    for snap in _load_snapshots(table, todo):
-        if snap is not None:
-            for path in snap.manifests:
-                manifests.setdefault(path, snap)
-    referenced.update(manifests)
+    snapshots = [snap for snap in _load_snapshots(table, todo) if snap is not None]
+    for snap in snapshots:
+        referenced.update(snap.referenced_manifests)
 
-    def files_of(item: tuple[str, Snapshot]) -> list[str]:
-        path, snap = item
+    def live_files(snap: Snapshot) -> list[str]:
         try:
-            entries = table.manifests.entries(path, table._schema(snap.schema_id))
+            return [f.path for f in table._files_of(snap)]
         except CorruptMetadata:
             if snap.snapshot_id in detached:
-                return []
+                # keep what it names until expiry removes it
+                return [e.file.path for e in _named_entries(table, snap)]
             if table.store.head(snapshot_key(snap.snapshot_id)) is None:
                 return []  # its snapshot was expired meanwhile
             raise
-        return [e.file.path for e in entries]
 
-    for paths in _parallel(files_of, list(manifests.items())):
+    for paths in _parallel(live_files, snapshots):
         referenced.update(paths)
+
+
+def _named_entries(table: Table, snap: Snapshot) -> list[ManifestEntry]:
+    """Entries of the manifests of ``snap`` that still exist (a detached snapshot's older
+    manifests may be gone)."""
+    out: list[ManifestEntry] = []
+    for path in snap.referenced_manifests:
+        try:
+            out.extend(table.manifests.entries(path, table._schema(snap.schema_id)))
+        except CorruptMetadata:
+            continue
+    return out
 
 
 # --------------------------------------------------------------------------- helpers
@@ -477,7 +505,7 @@ def _parallel(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
 
 
 def _delete_all(table: Table, keys: Sequence[str]) -> None:
-    _parallel(table.store.delete, keys)
+    table.store.delete_many(list(keys))
 
 
 __all__ = [

@@ -61,6 +61,12 @@ class VersionLog(Generic[V]):
     def key(self, version: int) -> str:
         return f"{self.prefix}{version:020d}.json"
 
+    def forget(self, versions: list[int]) -> None:
+        """Drop versions from the cache (after maintenance deleted them)."""
+        with self._lock:
+            for v in versions:
+                self._cache.pop(v, None)
+
     # ----------------------------------------------------------------- reading
 
     def try_load(self, version: int) -> V | None:
@@ -107,8 +113,10 @@ class VersionLog(Generic[V]):
     def latest(self, known: V | None = None) -> V | None:
         """The newest version, or None for an empty log.
 
-        From a known version the common "nothing new" answer costs one GET (a 404 on the next
-        id); a cold start adds one GET of the hint (or a LIST without one).
+        From a known version the common "nothing new" answer costs a GET (a 404 on the next
+        id) and a HEAD proving the known version still exists: versions are expired oldest
+        first, so while it exists its successor was never committed. A cold start reads the
+        hint (or lists) first.
         """
         base = known
         if base is None:
@@ -120,6 +128,11 @@ class VersionLog(Generic[V]):
                 return self._must_load(ids[-1]) if ids else None
         following = self.try_load(self._version_of(base) + 1)
         if following is None:
+            if known is not None and self.store.head(self.key(self._version_of(base))) is None:
+                # The known version was expired since we read it, so the next one may have
+                # been committed and expired too: only a listing can tell what is newest.
+                ids = self.list_ids()
+                return self._must_load(ids[-1]) if ids else None
             return base
         newer = self.list_ids(after=self._version_of(following))
         return self._must_load(newer[-1]) if newer else following
@@ -225,7 +238,9 @@ class SnapshotLog(VersionLog[Snapshot]):
         """The newest snapshot committed at or before ``timestamp_ms``."""
         chosen: Snapshot | None = None
         for sid in self.list_ids():
-            snap = self.load(sid)
+            snap = self.try_load(sid)
+            if snap is None:  # expired while we read
+                continue
             if snap.timestamp_ms <= timestamp_ms:
                 chosen = snap
             else:

@@ -31,6 +31,14 @@ class ManifestReader:
         self._capacity = capacity
         self._live_cache: OrderedDict[int, list[DataFile]] = OrderedDict()
 
+    def forget(self, paths: list[str], snapshot_ids: list[int]) -> None:
+        """Drop deleted manifests and expired snapshots' file lists from the caches."""
+        with self._lock:
+            for path in paths:
+                self._cache.pop(path, None)
+            for sid in snapshot_ids:
+                self._live_cache.pop(sid, None)
+
     def entries(self, path: str, schema: TableSchema) -> list[ManifestEntry]:
         with self._lock:
             found = self._cache.get(path)

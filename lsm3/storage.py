@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -121,6 +121,11 @@ class ObjectStore(ABC):
     def get_buffer(self, key: str) -> pa.Buffer:
         """The whole object as an Arrow buffer (zero-copy where the backend allows)."""
         return pa.py_buffer(self.get(key))
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove many objects (S3 batches them: one request per 1000 keys)."""
+        for key in keys:
+            self.delete(key)
 
     def open_ranged(self, key: str, size: int) -> pa.NativeFile:
         """A random-access file whose reads become ranged GETs (for Parquet footers, row groups)."""
@@ -242,6 +247,9 @@ class _PrefixedStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         self._parent.delete(self._k(key))
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        self._parent.delete_many([self._k(k) for k in keys])
 
 
 # --------------------------------------------------------------------------- local directory
@@ -704,6 +712,25 @@ class S3Store(ObjectStore):
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
             kwargs.pop("StartAfter", None)
         return out
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            self.stats.record("DELETE")
+            try:
+                response = self._client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": self._k(k)} for k in chunk], "Quiet": True},
+                )
+            except Exception as exc:
+                raise self._fail(exc, "DELETE", chunk[0]) from exc
+            errors = response.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise StorageError(
+                    f"deleting {len(errors)} object(s) under s3://{self.bucket}/{self.prefix} "
+                    f"failed, e.g. {first.get('Key')}: {first.get('Code')} {first.get('Message')}"
+                )
 
     def delete(self, key: str) -> None:
         self.stats.record("DELETE")

@@ -119,7 +119,8 @@ class Table:
 
     def snapshots(self) -> list[Snapshot]:
         """Every retained snapshot, oldest first."""
-        return [self.log.load(i) for i in self.snapshot_ids()]
+        found = (self.log.try_load(i) for i in self.snapshot_ids())
+        return [s for s in found if s is not None]  # skip any expired while we read
 
     def snapshot(
         self, snapshot_id: int | None = None, as_of: Any = None, tag: str | None = None
@@ -128,9 +129,12 @@ class Table:
         if sum(x is not None for x in (snapshot_id, as_of, tag)) > 1:
             raise InvalidInput("pass only one of snapshot_id, as_of and tag")
         if tag is not None:
-            snapshot_id = self.tags().get(tag)
-            if snapshot_id is None:
-                raise SnapshotNotFound(f"no tag {tag!r} on {self.uri}")
+            check_tag_name(tag)
+            try:
+                raw = self.store.get(tag_key(tag))
+            except ObjectNotFound:
+                raise SnapshotNotFound(f"no tag {tag!r} on {self.uri}") from None
+            return decode_tag(raw, f"tag {tag} of {self.uri}")
         if snapshot_id is not None:
             if not isinstance(snapshot_id, int) or snapshot_id < 0:
                 raise InvalidInput(
@@ -280,10 +284,14 @@ class Table:
 
     def tags(self) -> dict[str, int]:
         """Tag name -> snapshot id."""
+        return {name: snap.snapshot_id for name, snap in self.tagged_snapshots().items()}
+
+    def tagged_snapshots(self) -> dict[str, Snapshot]:
+        """Tag name -> the tagged snapshot (embedded in the tag, so never expired)."""
         out = {}
         for info in self.store.list("tag/"):
             name = info.key[len("tag/") :].removesuffix(".json")
-            out[name] = decode_tag(self.store.get(info.key), info.key)
+            out[name] = decode_tag(self.store.get(info.key), f"tag {name} of {self.uri}")
         return out
 
     def create_tag(self, name: str, snapshot_id: int | None = None) -> int:
@@ -293,7 +301,7 @@ class Table:
         if snap is None:
             raise InvalidInput("the table has no snapshot to tag yet")
         try:
-            self.store.put_if_absent(tag_key(name), encode_tag(snap.snapshot_id))
+            self.store.put_if_absent(tag_key(name), encode_tag(snap))
         except PreconditionFailed:
             raise InvalidInput(f"tag {name!r} already exists; delete it first") from None
         return snap.snapshot_id

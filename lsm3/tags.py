@@ -1,7 +1,10 @@
 """Tags: names for snapshots, as small immutable objects ``tag/<name>.json``.
 
 A tag is created with put-if-absent (so two processes never both create one name) and removed
-by deleting its object. Snapshot expiry keeps every tagged snapshot and its files.
+by deleting its object. It embeds the whole snapshot document, so a tagged snapshot stays
+readable after ``snapshot/`` objects are expired (the snapshot log stays contiguous, which
+discovery of the latest snapshot relies on); expiry and orphan removal keep every manifest
+and data file a tagged snapshot needs.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import re
 import time
 
 from lsm3.errors import CorruptMetadata, InvalidInput
+from lsm3.metadata import Snapshot
 
 _TAG_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
@@ -27,24 +31,29 @@ def tag_key(name: str) -> str:
     return f"tag/{name}.json"
 
 
-def encode_tag(snapshot_id: int) -> bytes:
+def encode_tag(snapshot: Snapshot) -> bytes:
     doc = {
         "format": "lsm3-tag",
         "format_version": 1,
-        "snapshot_id": snapshot_id,
+        "snapshot_id": snapshot.snapshot_id,
         "created_ms": time.time_ns() // 1_000_000,
+        "snapshot": snapshot.to_json(),
     }
     return json.dumps(doc).encode()
 
 
-def decode_tag(raw: bytes, what: str) -> int:
+def decode_tag(raw: bytes, what: str) -> Snapshot:
+    """The tagged snapshot, as embedded in the tag object."""
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise CorruptMetadata(f"{what} is not valid JSON") from None
     if not isinstance(doc, dict) or doc.get("format") != "lsm3-tag":
         raise CorruptMetadata(f"{what} is not an lsm3 tag")
     snapshot_id = doc.get("snapshot_id")
     if not isinstance(snapshot_id, int) or isinstance(snapshot_id, bool) or snapshot_id < 1:
         raise CorruptMetadata(f"{what} has no valid snapshot_id")
-    return snapshot_id
+    snapshot = Snapshot.decode(json.dumps(doc.get("snapshot")).encode(), what)
+    if snapshot.snapshot_id != snapshot_id:
+        raise CorruptMetadata(f"{what} embeds snapshot {snapshot.snapshot_id}, not {snapshot_id}")
+    return snapshot

@@ -63,13 +63,8 @@ def storage_args(location: Location) -> list[str]:
 
 
 def referenced_files(t: lsm3.Table) -> set[str]:
-    """Data files named (added or removed) by the manifests of every snapshot present."""
-    return {
-        e.file.path
-        for s in t.snapshots()
-        for m in s.manifests
-        for e in t.manifests.entries(m, t.table_schema)
-    }
+    """Data files live in some snapshot present (what time travel can still read)."""
+    return {f.path for s in t.snapshots() for f in t.files(s.snapshot_id)}
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
