@@ -186,9 +186,13 @@ def dictionary_columns(rows: pa.Table, schema: TableSchema) -> list[str]:
         if name in schema.primary_key or name.startswith("_lsm3_"):
             continue
         col = sample.column(name)
-        if pa.types.is_nested(col.type):
+        if pa.types.is_nested(col.type) or pa.types.is_null(col.type):
             continue
-        if n and pc.count_distinct(col).as_py() <= n // 4:
+        try:
+            distinct = pc.count_distinct(col).as_py()
+        except pa.ArrowNotImplementedError:
+            continue
+        if n and distinct <= n // 4:
             chosen.append(name)
     return chosen
 
@@ -375,13 +379,21 @@ def _load_index(store: ObjectStore, f: DataFile, key_column: str) -> RunIndex:
     col = md.schema.names.index(key_column)
     # Temporal keys compare as their int64 storage value (the raw statistic); others logically.
     raw = pa.types.is_temporal(md.schema.to_arrow_schema().field(key_column).type)
-    mins, maxs = [], []
+    mins: list[Any] = []
+    maxs: list[Any] = []
     for i in range(md.num_row_groups):
         stats = md.row_group(i).column(col).statistics
-        if stats is None or not stats.has_min_max:
-            raise CorruptDataFile(f"data file {f.path} lacks key statistics in row group {i}")
-        mins.append(stats.min_raw if raw else stats.min)
-        maxs.append(stats.max_raw if raw else stats.max)
+        known = stats is not None and stats.has_min_max
+        mins.append((stats.min_raw if raw else stats.min) if known else None)
+        maxs.append((stats.max_raw if raw else stats.max) if known else None)
+    # Parquet omits statistics for long values (over 4 KiB): bound such row groups by their
+    # neighbours (rows are sorted), falling back to the file's key range.
+    for i in range(len(mins)):
+        if mins[i] is None:
+            mins[i] = maxs[i - 1] if i else f.min_key[0]
+    for i in reversed(range(len(maxs))):
+        if maxs[i] is None:
+            maxs[i] = mins[i + 1] if i + 1 < len(mins) else f.max_key[0]
     return RunIndex(md, np.array(mins, dtype=object), np.array(maxs, dtype=object))
 
 

@@ -97,8 +97,12 @@ def _partition_matches(
     arrays = {}
     for name, value in zip(schema.partition_by, partition, strict=True):
         t = schema.arrow.field(name).type
-        arr = pa.array([value], type=pa.int64() if pa.types.is_temporal(t) else t)
-        arrays[name] = arr if not pa.types.is_temporal(t) else arr.cast(t)
+        if pa.types.is_date32(t):  # partition values are storage values (section 7)
+            arrays[name] = pa.array([value], pa.int32()).view(t)
+        elif pa.types.is_timestamp(t):
+            arrays[name] = pa.array([value], pa.int64()).view(t)
+        else:
+            arrays[name] = pa.array([value], type=t)
     return pa.table(arrays).filter(expr).num_rows > 0
 
 

@@ -105,8 +105,6 @@ class Writer:
         valid = pc.is_in(ops, value_set=known)
         if ops.null_count or not pc.all(valid).as_py():
             bad = pc.unique(pc.filter(ops, pc.invert(pc.fill_null(valid, False)))).to_pylist()
-            if ops.null_count:
-                bad.append(None)
             raise InvalidInput(
                 f"unknown CDC op(s) {bad[:5]} in column {op_column!r}; expected one of "
                 f"{[*UPSERT_OPS, *DELETE_OPS, *IGNORED_OPS]}"
