@@ -1,9 +1,14 @@
 """The ``lsm3`` command line: the entry point, the top-level parser and error handling.
 
-Every subcommand takes a table URI (``s3://bucket/path``, ``file:///path``, a plain path or
-``memory://name``) and the common options ``--storage-option KEY=VALUE`` (repeatable) and
-``--debug``. S3 credentials and endpoint come from ``--storage-option`` or, as with boto3, from
-the standard AWS environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
+Every table command takes a TABLE argument (``s3://bucket/path``, ``file:///path``, a plain
+path or ``memory://name``) and the common options ``--storage-option KEY=VALUE`` (repeatable)
+and ``--debug``. S3 credentials and endpoint come from ``--storage-option`` or, as with boto3,
+from the standard AWS environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
+
+Plugins (:mod:`lsm3.cli_plugins`, entry-point group ``lsm3.cli``) add global options,
+commands and resolvers of TABLE arguments; the warehouse catalog's plugin
+(``catalog.cli:plugin``) adds ``--warehouse`` and ``namespace.table`` names that way, so this
+package never imports ``catalog``.
 
 Errors are printed as one line, ``lsm3: error: <message>``, with exit status 1 (2 for a usage
 error such as a malformed ``--schema`` or ``--filter``); ``--debug`` shows the traceback.
@@ -38,6 +43,15 @@ from lsm3.cli_args import (
 )
 from lsm3.cli_filter import parse_filter
 from lsm3.cli_io import format_rows, format_table, human_bytes, to_json_line
+from lsm3.cli_plugins import (
+    PLUGIN_GROUP,
+    CliExtension,
+    Plugin,
+    PluginFailed,
+    discover_plugins,
+    install_plugin,
+    warn_plugin,
+)
 from lsm3.errors import Lsm3Error
 
 # Helpers that examples, the compactor CLI and the tests import from here.
@@ -81,13 +95,12 @@ examples:
   lsm3 alter s3://bucket/orders --add-column note:string && lsm3 schema s3://bucket/orders
   lsm3 inspect s3://bucket/orders --json
 
-Table URIs: s3://bucket/path, file:///path, a local path, memory://name.
+Tables: s3://bucket/path, file:///path, a local path, memory://name.
 S3 settings come from the AWS environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_PROFILE) or --storage-option KEY=VALUE with the keys
 endpoint_url, region, access_key_id, secret_access_key, session_token, profile.
-
-Exit status: 0 success, 1 error, 2 usage error, 3 'get' found not every key.
 """
+_EXIT_STATUS = "Exit status: 0 success, 1 error, 2 usage error, 3 'get' found not every key.\n"
 
 _COMMON_HELP = "see 'lsm3 --help' for table URIs and S3 settings"
 
@@ -111,12 +124,32 @@ def _common(debug_default: Any) -> _Parser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+_TABLE_HELP = "the table: s3://bucket/path, file:///path, a local path or memory://name"
+
+
+def build_parser(plugins: Sequence[Plugin] | None = None) -> argparse.ArgumentParser:
+    """The parser of ``lsm3``, extended by ``plugins`` (default: the installed ones)."""
+    return _build(plugins)[0]
+
+
+def _build(plugins: Sequence[Plugin] | None) -> tuple[argparse.ArgumentParser, CliExtension]:
+    """The parser and what the plugins added; a plugin that raises is left out, with a warning
+    on stderr, and the parser built again without it (it may have half-extended the first)."""
+    usable = list(discover_plugins(sys.stderr) if plugins is None else plugins)
+    while True:
+        try:
+            return _build_with(usable)
+        except PluginFailed as failed:
+            cause = failed.__cause__ or failed
+            warn_plugin(sys.stderr, f"{failed.plugin.name} ({failed.plugin.source})", cause)
+            usable.remove(failed.plugin)
+
+
+def _build_with(plugins: Sequence[Plugin]) -> tuple[argparse.ArgumentParser, CliExtension]:
     parser = _Parser(
         prog=PROG,
         description="Create, load, query, evolve and inspect lsm3 tables (LSM-tree tables of "
         "sorted Parquet runs on S3-compatible storage or a local directory).",
-        epilog=_MAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lsm3 {lsm3.__version__}")
@@ -124,8 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common(argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name: str, help: str, epilog: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(
+    def command(name: str, help: str, epilog: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
             name,
             help=help,
             description=help[0].upper() + help[1:] + ".",
@@ -133,13 +166,25 @@ def build_parser() -> argparse.ArgumentParser:
             parents=[common],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        p.add_argument("uri", metavar="URI", help="the table: s3://bucket/path, a path, ...")
+
+    extension = CliExtension(parser, command)
+    table_args: list[argparse.Action] = []
+
+    def table_command(name: str, help: str, epilog: str) -> argparse.ArgumentParser:
+        p = extension.register(command(name, help, epilog))
+        table_args.append(p.add_argument("uri", metavar="TABLE", help=_TABLE_HELP))
         return p
 
-    cli_schema.add_commands(add)
-    cli_rows.add_commands(add)
-    cli_snapshots.add_commands(add)
-    return parser
+    cli_schema.add_commands(table_command)
+    cli_rows.add_commands(table_command)
+    cli_snapshots.add_commands(table_command)
+    for plugin in plugins:
+        install_plugin(plugin, extension)
+    for action in table_args:
+        action.help = "; ".join([_TABLE_HELP, *(r.table_help for r in extension.resolvers)])
+    parser.epilog = "\n".join([_MAIN_EPILOG, *extension.help_sections, _EXIT_STATUS])
+    parser.set_defaults(table_resolvers=tuple(extension.resolvers))
+    return parser, extension
 
 
 # --------------------------------------------------------------------------- main
@@ -147,8 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (``lsm3`` and ``python -m lsm3`` exit with it)."""
-    parser = build_parser()
+    parser, extension = _build(None)
     args_list = list(sys.argv[1:] if argv is None else argv)
+    missing = _missing_plugin(args_list, extension)
+    if missing:
+        print(f"{PROG}: error: {missing}", file=sys.stderr)
+        return 2
     try:
         args = parser.parse_args(args_list)
     except SystemExit as exc:  # --help, --version and usage errors
@@ -169,6 +218,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as exc:  # an unexpected failure: still one line, unless --debug
         return _fail(exc, 1, debug, unexpected=True)
+
+
+#: Global options of the plugins that ship with lsm3 (and the environment variable standing
+#: for each), so that naming one whose plugin is not loaded says why, rather than argparse's
+#: "unrecognized arguments". The core knows their names only, never their code.
+_SHIPPED_PLUGIN_OPTIONS = {
+    "--warehouse": ("LSM3_WAREHOUSE", "the warehouse catalog plugin (catalog.cli:plugin)"),
+}
+
+
+def _missing_plugin(args_list: Sequence[str], extension: CliExtension) -> str | None:
+    """The error for a shipped plugin's option given while the plugin is not loaded (and a
+    warning when only its environment variable is set)."""
+    for flag, (env, what) in _SHIPPED_PLUGIN_OPTIONS.items():
+        if extension.has_option(flag):
+            continue
+        if any(a == flag or a.startswith(flag + "=") for a in args_list):
+            return (
+                f"{flag} needs {what}, which is not loaded (no usable entry point in the group "
+                f"'{PLUGIN_GROUP}'); reinstall lsm3 with its catalog package, e.g. "
+                "'pip install -e .' in a checkout"
+            )
+        if os.environ.get(env):
+            print(
+                f"{PROG}: warning: {env} is set but {what} is not loaded; "
+                "TABLE arguments are read as URIs",
+                file=sys.stderr,
+            )
+    return None
 
 
 def _fail(exc: BaseException, code: int, debug: bool, unexpected: bool = False) -> int:

@@ -13,16 +13,20 @@ import datetime as dt
 import json
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 import lsm3
 
+if TYPE_CHECKING:
+    from lsm3.cli_plugins import TableResolver
+
 PROG = "lsm3"
 
-#: ``add(name, help, examples)``: declares a subcommand taking a table URI and the common
-#: options; the command modules receive it to declare their own subcommands.
+#: ``add(name, help, examples)``: declares a subcommand taking the common options (and, for a
+#: table command, the TABLE argument as ``args.uri``); the command modules receive it to
+#: declare their own subcommands, plugins through :class:`lsm3.cli_plugins.CliExtension`.
 AddCommand = Callable[[str, str, str], argparse.ArgumentParser]
 
 
@@ -246,6 +250,41 @@ def storage_options(args: argparse.Namespace) -> dict[str, Any] | None:
     return options or None
 
 
+def table_resolvers(args: argparse.Namespace) -> Sequence[TableResolver]:
+    """The plugins' resolvers of TABLE arguments (see :mod:`lsm3.cli_plugins`), in order."""
+    resolvers: Sequence[TableResolver] = getattr(args, "table_resolvers", ())
+    return resolvers
+
+
 def open_table(args: argparse.Namespace) -> lsm3.Table:
-    """The table named by ``args.uri``, opened with ``--storage-option`` settings."""
+    """The table ``args.uri`` names: what a plugin's resolver makes of it (``sales.orders``
+    with ``--warehouse``), else the URI, opened with the ``--storage-option`` settings."""
+    for resolver in table_resolvers(args):
+        table = resolver.open_table(args, args.uri)
+        if table is not None:
+            return table
     return lsm3.open_table(args.uri, storage_options=storage_options(args))
+
+
+def create_table(
+    args: argparse.Namespace,
+    schema: pa.Schema,
+    *,
+    primary_key: Sequence[str],
+    partition_by: Sequence[str] | None,
+    buckets: int,
+    options: dict[str, Any] | None,
+) -> tuple[lsm3.Table, str]:
+    """Create the table ``args.uri`` names (through a resolver, else at the URI); returns it
+    and how messages should name it."""
+    definition: dict[str, Any] = dict(
+        primary_key=primary_key, partition_by=partition_by, buckets=buckets, options=options
+    )
+    for resolver in table_resolvers(args):
+        table = resolver.create_table(args, args.uri, schema, **definition)
+        if table is not None:
+            return table, f"{args.uri} at {table.uri}"
+    table = lsm3.create_table(
+        args.uri, schema, storage_options=storage_options(args), **definition
+    )
+    return table, table.uri

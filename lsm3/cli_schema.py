@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import IO, Any
 
-import lsm3
 from lsm3.cli_args import (
     SCHEMA_HELP,
     AddCommand,
     UsageError,
+    create_table,
     format_type,
     open_table,
     parse_column,
@@ -26,7 +26,6 @@ from lsm3.cli_args import (
     parse_names,
     parse_schema,
     parse_type,
-    storage_options,
 )
 from lsm3.cli_io import format_rows
 from lsm3.evolution import SchemaUpdate
@@ -35,8 +34,8 @@ from lsm3.schema import TableSchema
 
 def cmd_create(args: argparse.Namespace, out: IO[str]) -> int:
     schema = parse_schema(args.schema)
-    table = lsm3.create_table(
-        args.uri,
+    table, name = create_table(
+        args,
         schema,
         primary_key=parse_names(args.primary_key, "--primary-key"),
         partition_by=parse_names(args.partition_by, "--partition-by")
@@ -44,10 +43,9 @@ def cmd_create(args: argparse.Namespace, out: IO[str]) -> int:
         else None,
         buckets=args.buckets,
         options=parse_key_values(args.option, "--option", typed=True) or None,
-        storage_options=storage_options(args),
     )
     key = ",".join(table.primary_key)
-    print(f"created table {table.uri} (primary key {key}, {args.buckets} bucket(s))", file=out)
+    print(f"created table {name} (primary key {key}, {args.buckets} bucket(s))", file=out)
     return 0
 
 

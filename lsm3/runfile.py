@@ -486,7 +486,19 @@ def lookup_rows(
             i += 1
     if not wanted:
         return None
+    # Cached key blocks answer most probes (a run that lacks the key) with no I/O at all.
     hits: list[tuple[int, pa.Array]] = []
+    missing: list[int] = []
+    for rg in sorted(wanted):
+        block = KEY_BLOCKS.get(store, f.path, rg)
+        if block is None:
+            missing.append(rg)
+            continue
+        mask = block.match(key0_values)
+        if mask is not None:
+            hits.append((rg, mask))
+    if not hits and not missing:
+        return None
     with contextlib.ExitStack() as stack:
         pf: pq.ParquetFile | None = None
 
@@ -503,15 +515,14 @@ def lookup_rows(
             return pf
 
         try:
-            for rg in sorted(wanted):
-                block = KEY_BLOCKS.get(store, f.path, rg)
-                if block is None:
-                    keys = parquet().read_row_group(rg, columns=[key0], use_threads=False)
-                    block = KeyBlock(storage_values(keys.column(0)).combine_chunks())
-                    KEY_BLOCKS.put(store, f.path, rg, block)
+            for rg in missing:
+                keys = parquet().read_row_group(rg, columns=[key0], use_threads=False)
+                block = KeyBlock(storage_values(keys.column(0)).combine_chunks())
+                KEY_BLOCKS.put(store, f.path, rg, block)
                 mask = block.match(key0_values)
                 if mask is not None:
                     hits.append((rg, mask))
+            hits.sort(key=lambda h: h[0])
             file_schema = (
                 schema if f.schema_id == schema.schema_id else SCHEMAS.get(store, f.schema_id)
             )
