@@ -31,6 +31,18 @@ class ManifestReader:
         self._capacity = capacity
         self._live_cache: OrderedDict[int, list[DataFile]] = OrderedDict()
 
+    def write(self, entries: Sequence[ManifestEntry], schema: TableSchema) -> str:
+        """Upload a new manifest and keep its entries cached (no GET to read it back)."""
+        path = write_manifest(self.store, entries, schema)
+        with self._lock:
+            self._cache[path] = list(entries)
+        return path
+
+    def remember_live(self, snapshot_id: int, files: list[DataFile]) -> None:
+        """Seed the live-file cache for a snapshot this process just committed."""
+        with self._lock:
+            self._live_cache[snapshot_id] = files
+
     def forget(self, paths: list[str], snapshot_ids: list[int]) -> None:
         """Drop deleted manifests and expired snapshots' file lists from the caches."""
         with self._lock:

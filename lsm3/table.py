@@ -32,7 +32,7 @@ from lsm3.errors import (
 )
 from lsm3.evolution import SCHEMAS, SchemaUpdate, schema_key
 from lsm3.log import SnapshotLog
-from lsm3.manifests import ManifestReader, write_manifest
+from lsm3.manifests import ManifestReader
 from lsm3.metadata import CompactorLease, DataFile, ManifestEntry, Snapshot, WriterRecord
 from lsm3.scan import DEFAULT_SECTION_ROWS, lookup, make_request, scan_batches
 from lsm3.schema import TableSchema, new_schema
@@ -399,6 +399,7 @@ class Table:
         ``compactor`` computes the new snapshot's compactor lease from its parent (and may
         raise to fence a stale compactor); by default the parent's lease is carried over."""
         removed_paths = {f.path for f in removed}
+        built_live: dict[int, list[DataFile]] = {}
 
         def already_committed(base: Snapshot | None) -> Snapshot | None:
             """A named writer's commit that landed before (a retry across calls or
@@ -431,7 +432,7 @@ class Table:
             ]
             entries += [ManifestEntry("remove", f) for f in removed]
             manifests = list(base.manifests) if base else []
-            delta = write_manifest(self.store, entries, schema) if entries else None
+            delta = self.manifests.write(entries, schema) if entries else None
             if delta is not None:
                 manifests.append(delta)
             new_live = [f for f in live if f.path not in removed_paths] + [
@@ -439,7 +440,7 @@ class Table:
             ]
             if len(manifests) > schema.option("manifest_merge_threshold"):
                 merged = [ManifestEntry("add", f) for f in new_live]
-                manifests = [write_manifest(self.store, merged, schema)]
+                manifests = [self.manifests.write(merged, schema)]
             writers = dict(base.writers) if base else {}
             snapshot_id = (base.snapshot_id if base else 0) + 1
             if writer_id is not None:
@@ -454,6 +455,7 @@ class Table:
                 "total_rows": sum(f.rows for f in new_live),
                 "total_bytes": sum(f.size for f in new_live),
             }
+            built_live[snapshot_id] = new_live
             return Snapshot(
                 snapshot_id=snapshot_id,
                 parent_id=base.snapshot_id if base else None,
@@ -486,6 +488,8 @@ class Table:
         mine = result if result is not None and is_mine(result) else already_committed(result)
         if mine is None:
             raise CommitConflict("internal error: commit finished without a snapshot")
+        if mine.snapshot_id in built_live and mine.commit_id == commit_id:
+            self.manifests.remember_live(mine.snapshot_id, built_live[mine.snapshot_id])
         with self._lock:
             if self._snapshot is None or mine.snapshot_id > self._snapshot.snapshot_id:
                 self._snapshot = mine
