@@ -15,8 +15,9 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import lsm3
@@ -24,6 +25,7 @@ from compactor.executor import TaskResult, run_task
 from compactor.lease import Fenced, Lease, LeaseHeld
 from compactor.policy import POLICIES, PolicyOptions, Task, drops_tombstones, plan
 from lsm3.errors import CommitConflict, InvalidInput
+from lsm3.schema import validate_schema
 from lsm3.table import Table
 
 log = logging.getLogger("compactor")
@@ -68,19 +70,21 @@ class CompactionResult:
 
 
 def default_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Unique per call, so two compactions in one process never share a lease by accident."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def resolve_options(table: Table, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     """The table's compaction options with ``overrides`` applied (unknown names refused)."""
     schema = table.table_schema
     names = set(PolicyOptions.__dataclass_fields__) | {"compaction_policy"}
-    values = {n: schema.option(n) for n in names}
-    for k, v in (overrides or {}).items():
+    for k in overrides or {}:
         if k not in names:
             raise InvalidInput(f"unknown compaction option {k!r}; known: {sorted(names)}")
-        values[k] = v
-    return values
+    # Overrides obey the same rules as table options.
+    checked = replace(schema, options={**schema.options, **(overrides or {})})
+    validate_schema(checked)
+    return {n: checked.option(n) for n in names}
 
 
 def compact(
@@ -196,7 +200,8 @@ def _over_budget(
 ) -> str | None:
     if max_bytes is not None and result.tasks and result.bytes_read + task.input_bytes > max_bytes:
         return "max_bytes"
+    # Like max_bytes, the request budget always lets one task run, so a run makes progress.
     used = table.store.stats.total_requests() - requests_before
-    if max_requests is not None and used >= max_requests:
+    if max_requests is not None and result.tasks and used >= max_requests:
         return "max_requests"
     return None

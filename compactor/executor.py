@@ -23,8 +23,6 @@ from lsm3.runfile import RunWriter
 from lsm3.scan import merge_group
 from lsm3.table import Table
 
-_CHUNK_ROWS = 65536
-
 
 @dataclass
 class TaskResult:
@@ -70,6 +68,7 @@ def write_outputs(table: Table, task: Task, drop_tombstones: bool) -> list[DataF
     schema = table.table_schema
     target = schema.option("target_file_bytes")
     columns = schema.file_schema().names
+    chunk_rows = schema.option("row_group_rows")
     uploads: list[Future[DataFile]] = []
     writer: RunWriter | None = None
 
@@ -82,7 +81,8 @@ def write_outputs(table: Table, task: Task, drop_tombstones: bool) -> list[DataF
         for section in merge_group(
             table.store, schema, task.inputs, columns, drop_deletes=drop_tombstones
         ):
-            for start in range(0, section.num_rows, _CHUNK_ROWS):
+            # Row-group sized slices: the size check after each keeps files near the target.
+            for start in range(0, section.num_rows, chunk_rows):
                 if writer is None:
                     writer = RunWriter(
                         schema,
@@ -90,7 +90,7 @@ def write_outputs(table: Table, task: Task, drop_tombstones: bool) -> list[DataF
                         partition=task.partition,
                         bucket=task.bucket,
                     )
-                writer.write(section.slice(start, _CHUNK_ROWS))
+                writer.write(section.slice(start, chunk_rows))
                 if writer.size >= target:
                     uploads.append(pool.submit(upload, writer))
                     writer = None

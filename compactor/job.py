@@ -1,15 +1,18 @@
 """The compactor as a program: ``python -m compactor`` and the ``lsm3-compactor`` script.
 
-One *pass* visits every table: compact it within the budgets, then (if asked) expire
-snapshots and remove orphan files. ``--once`` runs one pass (cron, Kubernetes CronJobs);
-``--interval`` repeats passes until SIGTERM or SIGINT, which let the current task finish
-(a second signal abandons it) and exit 0. Each table gets a fresh ``Table`` per pass, so no
-cached view of the snapshot log outlives a pass.
+One *pass* visits every table: the URIs given and, with ``--warehouse``, every table of the
+warehouse's catalog (or of its ``--namespace``), listed afresh at each pass so tables created
+since the last one are picked up. Each table is compacted within the budgets, then (if asked)
+its snapshots expired and its orphan files removed. ``--once`` runs one pass (cron,
+Kubernetes CronJobs); ``--interval`` repeats passes until SIGTERM or SIGINT, which let the
+current task finish (a second signal abandons it) and exit 0. Each table gets a fresh
+``Table`` per pass, so no cached view of the snapshot log outlives a pass.
 
 Output: on a terminal (stderr is a TTY) a progress bar and one line per table; otherwise,
 or with ``--json``, JSON lines on stdout: one per task (``"event": "task"``) and one per
-table and pass (``"event": "table"``). Errors are one line on stderr; ``--debug`` adds the
-traceback.
+table and pass (``"event": "table"``), each naming the table (``"table"``: its URI or
+``namespace.table``) and where it lives (``"uri"``). Errors are one line on stderr;
+``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from types import FrameType
 from typing import IO, Any, NoReturn
 
 import lsm3
+from catalog import Catalog, InvalidIdentifier, TableNotFound, connect
+from catalog.identifiers import check_namespace
 from compactor.compact import CompactionResult, compact, resolve_options
 from compactor.executor import TaskResult
 from compactor.lease import Fenced, LeaseHeld
@@ -70,10 +75,16 @@ log = logging.getLogger("compactor.job")
 
 @dataclass(frozen=True)
 class Target:
-    """One table the job works on."""
+    """One table the job works on: a URI, or a ``namespace.table`` name in a catalog."""
 
-    uri: str
-    storage_options: dict[str, Any] | None
+    name: str  # how the output names the table: its URI, or namespace.table
+    storage_options: dict[str, Any] | None = None
+    catalog: Catalog | None = None  # set for a table of a warehouse
+
+    def open(self) -> Table:
+        if self.catalog is not None:
+            return self.catalog.load_table(self.name)
+        return lsm3.open_table(self.name, self.storage_options)
 
 
 @dataclass(frozen=True)
@@ -81,7 +92,7 @@ class JobConfig:
     """The parsed command line."""
 
     uris: tuple[str, ...]
-    storage_options: dict[str, Any] | None
+    storage_options: dict[str, Any] | None  # for the URIs and the warehouse
     interval: float | None  # None: one pass (--once)
     policy: str | None
     max_bytes: int | None
@@ -96,12 +107,32 @@ class JobConfig:
     orphan_grace: dt.timedelta
     json: bool
     debug: bool
+    warehouse: str | None = None
+    namespaces: tuple[str, ...] = ()  # of the warehouse; () for all of them
 
 
 def targets(config: JobConfig) -> list[Target]:
-    """The tables of one pass. Every source of tables (today the URIs on the command line)
-    resolves here, once per pass, so tables that appear between passes are picked up."""
+    """The tables of one pass: the URIs on the command line, then the warehouse's tables.
+    Every source of tables resolves here, once per pass, so tables that appear between
+    passes are picked up; raises if the warehouse cannot be listed."""
+    return uri_targets(config) + warehouse_targets(config)
+
+
+def uri_targets(config: JobConfig) -> list[Target]:
     return [Target(uri, config.storage_options) for uri in config.uris]
+
+
+def warehouse_targets(config: JobConfig) -> list[Target]:
+    """Every table of the warehouse (of ``config.namespaces`` if any), by name, sharing one
+    catalog connection for the pass."""
+    if config.warehouse is None:
+        return []
+    cat = connect(config.warehouse, config.storage_options)
+    if not config.namespaces:
+        names = cat.list_tables()
+    else:
+        names = [name for ns in config.namespaces for name in cat.list_tables(ns)]
+    return [Target(name, catalog=cat) for name in names]
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i?))?(b?)\s*$", re.IGNORECASE)
@@ -154,6 +185,8 @@ _EPILOG = f"""\
 examples:
   {PROG} --once s3://bucket/orders s3://bucket/events
   {PROG} --interval 60 --expire --remove-orphans s3://bucket/orders
+  {PROG} --interval 300 --warehouse s3://bucket/wh        # every table of the warehouse
+  {PROG} --once --warehouse s3://bucket/wh --namespace sales --namespace billing
   {PROG} --once --max-bytes 20GiB --max-requests 50000 --owner nightly ./orders
   python -m compactor --once --option num_sorted_run_trigger=3 --json ./orders
 
@@ -173,10 +206,16 @@ expire (table option compactor_lease_seconds).
 Output: a progress bar on a terminal; otherwise (or with --json) one JSON line per task
 (inputs, outputs, bytes read and written, requests, seconds) and one per table and pass.
 
-Table URIs: s3://bucket/path, file:///path, a local path. S3 settings come from the AWS
-environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
-AWS_PROFILE) or --storage-option KEY=VALUE (endpoint_url, region, access_key_id,
-secret_access_key, session_token, profile).
+With --warehouse, each pass lists the warehouse's catalog (or the --namespace ones) and
+works on every table in it, after the URIs given, if any; output names those tables
+NAMESPACE.TABLE. A table dropped during the pass is skipped (status "dropped"). If the
+catalog cannot be listed, the pass reports the error (exit status 1 with --once) and works
+on the URIs; --interval tries the listing again next pass.
+
+Table URIs and warehouses: s3://bucket/path, file:///path, a local path. S3 settings come
+from the AWS environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_REGION, AWS_PROFILE) or --storage-option KEY=VALUE (endpoint_url, region,
+access_key_id, secret_access_key, session_token, profile), for the tables and the warehouse.
 
 exit status:
   0    success (also after SIGTERM/SIGINT: the current task finished, then the job stopped)
@@ -204,7 +243,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("uris", nargs="+", metavar="URI", help="tables to compact")
+    p.add_argument("uris", nargs="*", metavar="URI", help="tables to compact")
+    p.add_argument(
+        "--warehouse",
+        metavar="URI",
+        help="also compact every table of this warehouse's catalog, listed at each pass",
+    )
+    p.add_argument(
+        "--namespace",
+        action="append",
+        metavar="NAME",
+        help="with --warehouse: only the tables of this namespace (repeatable)",
+    )
     when = p.add_mutually_exclusive_group()
     when.add_argument("--once", action="store_true", help="run one pass and exit (default)")
     when.add_argument(
@@ -298,6 +348,8 @@ def parse_args(argv: Sequence[str]) -> JobConfig:
     if args.interval is not None and args.interval <= 0:
         raise UsageError("--interval must be more than 0 seconds")
     return JobConfig(
+        warehouse=args.warehouse or None,
+        namespaces=_namespaces(args),
         uris=tuple(args.uris),
         storage_options=storage or None,
         interval=args.interval,
@@ -317,6 +369,17 @@ def parse_args(argv: Sequence[str]) -> JobConfig:
     )
 
 
+def _namespaces(args: argparse.Namespace) -> tuple[str, ...]:
+    if not args.uris and not args.warehouse:
+        raise UsageError("nothing to compact: pass table URIs, --warehouse URI, or both")
+    if args.namespace and not args.warehouse:
+        raise UsageError("--namespace selects tables of a warehouse: pass --warehouse too")
+    try:
+        return tuple(dict.fromkeys(check_namespace(ns) for ns in args.namespace or ()))
+    except InvalidIdentifier as exc:
+        raise UsageError(f"--namespace: {exc}") from None
+
+
 # --------------------------------------------------------------------------- one table
 
 
@@ -324,9 +387,10 @@ def parse_args(argv: Sequence[str]) -> JobConfig:
 class TableOutcome:
     """What one pass did to one table."""
 
-    uri: str
+    table: str  # the target's name: its URI, or namespace.table
     pass_number: int
-    status: str = "ok"  # ok | stopped | lease-held | fenced | error
+    uri: str | None = None  # the URI given, or where a catalog's table lives once opened
+    status: str = "ok"  # ok | stopped | dropped | lease-held | fenced | error
     exit_code: int = EXIT_OK
     compaction: CompactionResult | None = None
     expire: ExpireResult | None = None
@@ -339,6 +403,7 @@ class TableOutcome:
         return {
             "event": "table",
             "time": _now_iso(),
+            "table": self.table,
             "uri": self.uri,
             "pass": self.pass_number,
             "status": self.status,
@@ -360,10 +425,12 @@ def run_table(
 ) -> TableOutcome:
     """Compact one table, then run the maintenance asked for; never raises an Exception."""
     started = time.perf_counter()
-    outcome = TableOutcome(uri=target.uri, pass_number=pass_number)
+    by_uri = target.catalog is None
+    outcome = TableOutcome(target.name, pass_number, uri=target.name if by_uri else None)
     try:
-        table = lsm3.open_table(target.uri, target.storage_options)
-        reporter.table_started(target.uri, table, config)
+        table = target.open()
+        outcome.uri = outcome.uri or table.uri
+        reporter.table_started(outcome, table, config)
         outcome.compaction = compact(
             table,
             policy=config.policy,
@@ -373,7 +440,7 @@ def run_table(
             wait_for_lease=config.wait_for_lease,
             options=config.options,
             stop=stop,
-            on_task=lambda task: reporter.task(target.uri, pass_number, task),
+            on_task=lambda task: reporter.task(outcome, task),
         )
         if config.expire and not stop.is_set():
             outcome.expire = expire_snapshots(
@@ -390,6 +457,11 @@ def run_table(
             _failed(outcome, "lease-held", EXIT_LEASE_HELD, exc, config.debug)
     except Fenced as exc:
         _failed(outcome, "fenced", EXIT_FENCED, exc, config.debug)
+    except TableNotFound as exc:
+        if target.catalog is not None and not _still_listed(target):
+            outcome.status = "dropped"  # dropped from the catalog since the pass listed it
+        else:
+            _failed(outcome, "error", EXIT_ERROR, exc, config.debug)
     except Lsm3Error as exc:
         _failed(outcome, "error", EXIT_ERROR, exc, config.debug)
     except Exception as exc:  # a bug or an unexpected failure: still one line
@@ -397,6 +469,14 @@ def run_table(
     outcome.seconds = time.perf_counter() - started
     reporter.table_finished(outcome)
     return outcome
+
+
+def _still_listed(target: Target) -> bool:
+    assert target.catalog is not None
+    try:
+        return target.catalog.table_exists(target.name)
+    except Lsm3Error:
+        return True  # cannot tell: report the original error
 
 
 def _failed(
@@ -407,14 +487,18 @@ def _failed(
     debug: bool,
     unexpected: bool = False,
 ) -> None:
+    outcome.status = status
+    outcome.exit_code = code
+    outcome.error = _message(exc, unexpected)
+    if debug:
+        outcome.traceback = traceback.format_exc()
+
+
+def _message(exc: BaseException, unexpected: bool) -> str:
     message = " ".join(str(exc).split()) or type(exc).__name__
     if unexpected:
         message = f"{type(exc).__name__}: {message} (run with --debug for the traceback)"
-    outcome.status = status
-    outcome.exit_code = code
-    outcome.error = message
-    if debug:
-        outcome.traceback = traceback.format_exc()
+    return message
 
 
 # --------------------------------------------------------------------------- passes
@@ -426,8 +510,9 @@ def run(config: JobConfig, stop: threading.Event, reporter: Reporter) -> int:
     while True:
         pass_number += 1
         started = time.monotonic()
-        codes = []
-        for target in targets(config):
+        pass_targets, code = _pass_targets(config, reporter, pass_number)
+        codes = [code]
+        for target in pass_targets:
             if stop.is_set():
                 break
             codes.append(run_table(target, config, stop, reporter, pass_number).exit_code)
@@ -437,6 +522,21 @@ def run(config: JobConfig, stop: threading.Event, reporter: Reporter) -> int:
         # this one overran).
         if stop.wait(max(0.0, started + config.interval - time.monotonic())):
             return EXIT_OK
+
+
+def _pass_targets(
+    config: JobConfig, reporter: Reporter, pass_number: int
+) -> tuple[list[Target], int]:
+    """The pass's tables and its exit status so far: when the warehouse cannot be listed,
+    the error is reported and the pass works on the URIs alone."""
+    try:
+        return targets(config), EXIT_OK
+    except Exception as exc:
+        unexpected = not isinstance(exc, Lsm3Error)
+        message = _message(exc, unexpected)
+        trace = traceback.format_exc() if config.debug else None
+        reporter.warehouse_failed(str(config.warehouse), pass_number, message, trace)
+        return uri_targets(config), EXIT_ERROR
 
 
 @contextlib.contextmanager
@@ -489,18 +589,26 @@ class Reporter:
         self.err = err
         self.debug = debug
 
-    def table_started(self, uri: str, table: Table, config: JobConfig) -> None:
+    def table_started(self, outcome: TableOutcome, table: Table, config: JobConfig) -> None:
         pass
 
-    def task(self, uri: str, pass_number: int, task: TaskResult) -> None:
+    def task(self, outcome: TableOutcome, task: TaskResult) -> None:
         pass
 
     def table_finished(self, outcome: TableOutcome) -> None:
         if outcome.error is not None:
-            if outcome.traceback:
-                self.err.write(outcome.traceback)
-            self.err.write(f"{PROG}: error: {outcome.uri}: {outcome.error}\n")
-            self.err.flush()
+            self._error(outcome.table, outcome.error, outcome.traceback)
+
+    def warehouse_failed(
+        self, warehouse: str, pass_number: int, error: str, trace: str | None
+    ) -> None:
+        self._error(f"warehouse {warehouse}", error, trace)
+
+    def _error(self, what: str, error: str, trace: str | None) -> None:
+        if trace:
+            self.err.write(trace)
+        self.err.write(f"{PROG}: error: {what}: {error}\n")
+        self.err.flush()
 
     def stopped(self, signals: Sequence[str]) -> None:
         pass
@@ -513,13 +621,20 @@ class JsonReporter(Reporter):
         self.out.write(to_json_line(doc) + "\n")  # partition values may be bytes or dates
         self.out.flush()
 
-    def task(self, uri: str, pass_number: int, task: TaskResult) -> None:
-        doc = {"event": "task", "time": _now_iso(), "uri": uri, "pass": pass_number}
-        self._line({**doc, **task.to_json()})
+    def task(self, outcome: TableOutcome, task: TaskResult) -> None:
+        doc = {"event": "task", "time": _now_iso(), "table": outcome.table, "uri": outcome.uri}
+        self._line({**doc, "pass": outcome.pass_number, **task.to_json()})
 
     def table_finished(self, outcome: TableOutcome) -> None:
         self._line(outcome.to_json())
         super().table_finished(outcome)
+
+    def warehouse_failed(
+        self, warehouse: str, pass_number: int, error: str, trace: str | None
+    ) -> None:
+        doc = {"event": "warehouse", "time": _now_iso(), "warehouse": warehouse}
+        self._line({**doc, "pass": pass_number, "status": "error", "error": error})
+        super().warehouse_failed(warehouse, pass_number, error, trace)
 
     def stopped(self, signals: Sequence[str]) -> None:
         self._line({"event": "stopped", "time": _now_iso(), "signals": list(signals)})
@@ -530,14 +645,14 @@ class TerminalReporter(Reporter):
 
     def __init__(self, out: IO[str], err: IO[str], debug: bool) -> None:
         super().__init__(out, err, debug)
-        self._uri = ""
+        self._name = ""
         self._total = 0
         self._done = 0
         self._tasks = 0
         self._drawn = False
 
-    def table_started(self, uri: str, table: Table, config: JobConfig) -> None:
-        self._uri = uri
+    def table_started(self, outcome: TableOutcome, table: Table, config: JobConfig) -> None:
+        self._name = outcome.table
         self._total = _planned_bytes(table, config)
         self._done = 0
         self._tasks = 0
@@ -545,7 +660,7 @@ class TerminalReporter(Reporter):
         if self._total:
             self._draw()
 
-    def task(self, uri: str, pass_number: int, task: TaskResult) -> None:
+    def task(self, outcome: TableOutcome, task: TaskResult) -> None:
         self._done += task.bytes_read
         self._tasks += 1
         self._total = max(self._total, self._done)
@@ -557,7 +672,7 @@ class TerminalReporter(Reporter):
         filled = int(share * width)
         bar = "#" * filled + "." * (width - filled)
         line = (
-            f"\r{self._uri} [{bar}] {share:4.0%} {self._tasks} task(s), "
+            f"\r{self._name} [{bar}] {share:4.0%} {self._tasks} task(s), "
             f"{human_bytes(self._done)} of {human_bytes(self._total)}"
         )
         self.err.write(line + "\x1b[K")
@@ -616,7 +731,7 @@ def summary_text(outcome: TableOutcome) -> str:
         parts.append(f"removed {o.files} orphan(s), {human_bytes(o.bytes)}")
     if outcome.status == "stopped":
         parts.append("stopped")
-    return f"{outcome.uri}: {'; '.join(parts) or outcome.status} in {outcome.seconds:.1f} s"
+    return f"{outcome.table}: {'; '.join(parts) or outcome.status} in {outcome.seconds:.1f} s"
 
 
 def _now_iso() -> str:
