@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--warehouse",
         metavar="URI",
-        help="also compact every table of this warehouse's catalog, listed at each pass",
+        help="compact every table of this warehouse's catalog too (listed anew at each pass)",
     )
     p.add_argument(
         "--namespace",

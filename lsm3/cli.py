@@ -32,6 +32,7 @@ from typing import Any, NoReturn
 import lsm3
 from lsm3 import cli_rows, cli_schema, cli_snapshots
 from lsm3.cli_args import (
+    COMMON_OPTIONS,
     PROG,
     CliError,
     UsageError,
@@ -107,7 +108,7 @@ _COMMON_HELP = "see 'lsm3 --help' for table URIs and S3 settings"
 
 def _common(debug_default: Any) -> _Parser:
     common = _Parser(add_help=False)
-    group = common.add_argument_group("common options")
+    group = common.add_argument_group(COMMON_OPTIONS)
     group.add_argument(
         "--storage-option",
         action="append",
@@ -158,6 +159,8 @@ def _build_with(plugins: Sequence[Plugin]) -> tuple[argparse.ArgumentParser, Cli
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, help: str, epilog: str) -> argparse.ArgumentParser:
+        if name in sub.choices:  # argparse before 3.11 would silently replace it
+            raise ValueError(f"there is a command {name!r} already")
         return sub.add_parser(
             name,
             help=help,

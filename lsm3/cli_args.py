@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from lsm3.cli_plugins import TableResolver
 
 PROG = "lsm3"
+#: The title of the option group every command shares (``--storage-option``, ``--debug``).
+COMMON_OPTIONS = "common options"
 
 #: ``add(name, help, examples)``: declares a subcommand taking the common options (and, for a
 #: table command, the TABLE argument as ``args.uri``); the command modules receive it to
@@ -284,7 +286,5 @@ def create_table(
         table = resolver.create_table(args, args.uri, schema, **definition)
         if table is not None:
             return table, f"{args.uri} at {table.uri}"
-    table = lsm3.create_table(
-        args.uri, schema, storage_options=storage_options(args), **definition
-    )
+    table = lsm3.create_table(args.uri, schema, storage_options=storage_options(args), **definition)
     return table, table.uri

@@ -27,7 +27,7 @@ from typing import IO, Any, Protocol
 import pyarrow as pa
 
 import lsm3
-from lsm3.cli_args import PROG, AddCommand
+from lsm3.cli_args import COMMON_OPTIONS, PROG, AddCommand
 
 PLUGIN_GROUP = "lsm3.cli"
 
@@ -92,6 +92,13 @@ class CliExtension:
 
     def add_resolver(self, resolver: TableResolver) -> None:
         """Ask ``resolver`` first about every TABLE argument."""
+        missing = [
+            name
+            for name in ("table_help", "open_table", "create_table")
+            if not hasattr(resolver, name)
+        ]
+        if missing:
+            raise TypeError(f"{resolver!r} is not a TableResolver: no {', '.join(missing)}")
         self.resolvers.append(resolver)
 
     def add_help(self, text: str) -> None:
@@ -103,8 +110,11 @@ class CliExtension:
 
 
 def _add_global(command: argparse.ArgumentParser, flags: tuple[str, ...], kwargs: Any) -> None:
+    # Listed with --storage-option and --debug when the command has that group.
+    groups = getattr(command, "_action_groups", [])
+    group = next((g for g in groups if g.title == COMMON_OPTIONS), command)
     # SUPPRESS: a command that was not given the option keeps the value parsed before it.
-    command.add_argument(*flags, **{**kwargs, "default": argparse.SUPPRESS})
+    group.add_argument(*flags, **{**kwargs, "default": argparse.SUPPRESS})
 
 
 # --------------------------------------------------------------------------- discovery

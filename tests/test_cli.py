@@ -63,6 +63,12 @@ COMMANDS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _no_warehouse_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With LSM3_WAREHOUSE set, names without '/' would be read as namespace.table."""
+    monkeypatch.delenv("LSM3_WAREHOUSE", raising=False)
+
+
 @pytest.fixture
 def table_with_rows(local_uri: Location, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
     """A local table with ids 1..10 (name n<i>, amount i*1.5, one null name) in 1 snapshot."""

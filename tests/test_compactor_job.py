@@ -25,9 +25,20 @@ import pyarrow.compute as pc
 import pytest
 from helpers import data_files, model_rows, sorted_rows
 
+import catalog
 import lsm3
 from compactor import Fenced
-from compactor.job import main, parse_duration, parse_size, stop_on_signals
+from compactor.job import (
+    Reporter,
+    TableOutcome,
+    main,
+    parse_args,
+    parse_duration,
+    parse_size,
+    run,
+    stop_on_signals,
+    targets,
+)
 from compactor.lease import Lease
 
 Location = tuple[str, dict[str, str] | None]
@@ -41,6 +52,11 @@ def build(
     """A table of ``commits`` overlapping upsert commits (and a few deletes) and its model."""
     uri, options = location
     t = lsm3.create_table(uri, SCHEMA, primary_key="id", buckets=buckets, storage_options=options)
+    return t, fill(t, commits, rows, step)
+
+
+def fill(t: lsm3.Table, commits: int = 8, rows: int = 40, step: int = 10) -> dict[int, dict]:
+    """Commit ``commits`` overlapping upserts (and a few deletes) to ``t``; the model."""
     model: dict[int, dict] = {}
     for i in range(commits):
         ids = list(range(i * step, i * step + rows))
@@ -50,7 +66,7 @@ def build(
             if i % 3 == 1:
                 w.delete([i * step])
                 model.pop(i * step, None)
-    return t, model
+    return model
 
 
 def rows_of(location: Location, snapshot_id: int | None = None) -> list[dict]:
@@ -202,6 +218,9 @@ def test_the_most_severe_status_wins(
         ["--max-bytes", "lots", "t"],
         ["--orphan-grace", "-1d", "t"],
         ["--retain-last", "0", "t"],
+        ["--namespace", "sales", "t"],
+        ["--warehouse", "wh", "--namespace", "bad-name"],
+        ["--warehouse", "wh", "--namespace", "catalog"],
     ],
 )
 def test_usage_errors_are_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -226,6 +245,122 @@ def test_sizes_and_durations() -> None:
     assert parse_duration("15m").total_seconds() == 900
     assert parse_duration("1d").total_seconds() == 86400
     assert parse_duration("250ms").total_seconds() == 0.25
+
+
+# --------------------------------------------------------------------------- warehouse
+
+
+def warehouse_with(location: Location, *names: str) -> tuple[catalog.Catalog, dict[str, dict]]:
+    """A warehouse at ``location`` holding the tables ``names`` (namespace.table), each of
+    several overlapping commits; the catalog and each table's model."""
+    cat = catalog.connect(*location)
+    models = {}
+    for name in names:
+        ns = name.split(".")[0]
+        if not cat.namespace_exists(ns):
+            cat.create_namespace(ns)
+        models[name] = fill(cat.create_table(name, SCHEMA, primary_key="id", buckets=2))
+    return cat, models
+
+
+def catalog_rows(cat: catalog.Catalog, name: str) -> list[dict]:
+    return sorted_rows(cat.load_table(name).to_arrow(), ["id"])
+
+
+def test_warehouse_compacts_every_table_of_every_namespace(
+    table_location: Location, capsys: pytest.CaptureFixture[str]
+) -> None:
+    names = ("billing.invoices", "sales.orders")
+    cat, models = warehouse_with(table_location, *names)
+    files = {name: len(cat.load_table(name).files()) for name in names}
+
+    argv = ["--once", "--owner", "test", "--warehouse", table_location[0]]
+    code = main([*argv, *storage_args(table_location)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    lines = json_lines(out)
+    summaries = {d["table"]: d for d in lines if d["event"] == "table"}
+    assert sorted(summaries) == list(names)
+    for name in names:
+        d = summaries[name]
+        assert d["status"] == "ok" and d["uri"] == cat.describe_table(name).uri
+        assert d["compaction"]["files_before"] == files[name]
+        assert d["compaction"]["files_after"] == len(cat.load_table(name).files()) < files[name]
+        assert catalog_rows(cat, name) == model_rows(models[name])
+    assert {d["table"] for d in lines if d["event"] == "task"} == set(names)
+
+
+def test_warehouse_namespaces_and_uris_together(
+    tmp_path: Path, local_uri: Location, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wh = str(tmp_path / "wh")
+    cat, _ = warehouse_with((wh, None), "sales.orders", "billing.invoices")
+    build(local_uri)
+    untouched = len(cat.load_table("billing.invoices").files())
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    argv = ["--once", "--warehouse", wh, "--namespace", "sales", "--namespace", "sales"]
+    assert main([*argv, local_uri[0]]) == 0
+    lines = [ln.split("\r")[-1].replace("\x1b[K", "") for ln in terminal.getvalue().splitlines()]
+    summaries = [line for line in lines if ": compacted" in line]
+    assert [line.split(": ")[0] for line in summaries] == [local_uri[0], "sales.orders"]
+    assert len(cat.load_table("billing.invoices").files()) == untouched
+
+
+def test_warehouse_tables_are_listed_at_every_pass(tmp_path: Path) -> None:
+    wh = str(tmp_path / "wh")
+    cat, _ = warehouse_with((wh, None), "sales.a")
+    config = parse_args(["--interval", "0.05", "--warehouse", wh, "--owner", "test"])
+    assert [t.name for t in targets(config)] == ["sales.a"]
+    stop = threading.Event()
+    seen: list[tuple[int, str, str]] = []
+
+    class Watch(Reporter):
+        def table_finished(self, outcome: TableOutcome) -> None:
+            seen.append((outcome.pass_number, outcome.table, outcome.status))
+            if outcome.pass_number == 1:
+                fill(cat.create_table("sales.b", SCHEMA, primary_key="id"))
+            if outcome.table == "sales.b":
+                stop.set()
+
+    assert run(config, stop, Watch(io.StringIO(), io.StringIO(), False)) == 0
+    assert seen == [(1, "sales.a", "ok"), (2, "sales.a", "ok"), (2, "sales.b", "ok")]
+    assert len(cat.load_table("sales.b").files()) == 1
+
+
+def test_a_table_dropped_during_the_pass_is_skipped(tmp_path: Path) -> None:
+    wh = str(tmp_path / "wh")
+    cat, models = warehouse_with((wh, None), "sales.a", "sales.b")
+    seen: list[tuple[str, str, str | None]] = []
+
+    class Watch(Reporter):
+        def table_finished(self, outcome: TableOutcome) -> None:
+            seen.append((outcome.table, outcome.status, outcome.error))
+            if outcome.table == "sales.a":
+                cat.drop_table("sales.b", purge=True)
+
+    config = parse_args(["--once", "--warehouse", wh])
+    assert run(config, threading.Event(), Watch(io.StringIO(), io.StringIO(), False)) == 0
+    assert seen == [("sales.a", "ok", None), ("sales.b", "dropped", None)]
+    assert catalog_rows(cat, "sales.a") == model_rows(models["sales.a"])
+
+
+def test_a_warehouse_that_cannot_be_listed_is_exit_1_and_the_uris_still_run(
+    tmp_path: Path, local_uri: Location, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wh = str(tmp_path / "wh")
+    warehouse_with((wh, None), "sales.a")
+    build(local_uri)
+    assert main(["--once", "--warehouse", wh, "--namespace", "nowhere", local_uri[0]]) == 1
+    out, err = capsys.readouterr()
+    lines = json_lines(out)
+    assert [(d["event"], d["status"]) for d in lines if d["event"] != "task"] == [
+        ("warehouse", "error"),
+        ("table", "ok"),
+    ]
+    assert lines[-1]["table"] == local_uri[0] and lines[-1]["compaction"]["tasks"] >= 1
+    assert err.count("\n") == 1
+    assert err.startswith(f"lsm3-compactor: error: warehouse {wh}: namespace 'nowhere'")
 
 
 class _Terminal(io.StringIO):
