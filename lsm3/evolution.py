@@ -80,13 +80,17 @@ class Projection:
             return table
         n = table.num_rows
         arrays = []
-        for _name, source, target in self.outputs:
+        fields = []
+        for name, source, target in self.outputs:
             if source is None:
                 arrays.append(pa.nulls(n, target))
+                fields.append(pa.field(name, target))
                 continue
             col = table.column(source)
             arrays.append(col if col.type == target else pc.cast(col, target))
-        return pa.Table.from_arrays(arrays, names=[o[0] for o in self.outputs])
+            # Same nullability as an unprojected read: user columns nullable, hidden ones not.
+            fields.append(pa.field(name, target, nullable=table.schema.field(source).nullable))
+        return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
 def projection(
@@ -143,7 +147,7 @@ class SchemaUpdate:
         self.base = base
         self._fields: list[pa.Field] = list(base.arrow)
         self._ids: list[int] = list(base.field_ids)
-        self._next_id = max(base.field_ids, default=0) + 1
+        self._next_id = base.last_field_id + 1  # never reuse the id of a dropped column
         self._options: dict[str, Any] = dict(base.options)
 
     def _index(self, name: str) -> int:
@@ -224,6 +228,7 @@ class SchemaUpdate:
             arrow=pa.schema(self._fields),
             field_ids=tuple(self._ids),
             options=dict(self._options),
+            last_field_id=self._next_id - 1,
         )
         validate_schema(schema)
         return schema

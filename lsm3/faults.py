@@ -181,6 +181,9 @@ class FaultyStore(ObjectStore):
         self.calls: list[tuple[str, str]] = []
         self.injected: list[Injection] = []
         self.requests = 0
+        #: Called with every injection, before the error is raised (a test can script the
+        #: next fault from here: "then fail the read that would have found it").
+        self.on_inject: Callable[[Injection], None] | None = None
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
 
@@ -274,8 +277,11 @@ class FaultyStore(ObjectStore):
                 applied = op in _MUTATING
             except StorageError:  # the server's answer is lost along with the response
                 pass
+        injection = Injection(seq, op, key, fault, applied)
         with self._lock:
-            self.injected.append(Injection(seq, op, key, fault, applied))
+            self.injected.append(injection)
+        if self.on_inject is not None:
+            self.on_inject(injection)
         raise self._error(fault, op, key, applied)
 
     def _error(self, fault: str, op: str, key: str, applied: bool) -> InjectedFault:

@@ -185,6 +185,7 @@ class TableSchema:
     buckets: int = 1
     options: dict[str, Any] = field(default_factory=dict)
     field_ids: tuple[int, ...] = ()
+    last_field_id: int = 0  # the largest field id ever assigned: ids are never reused
 
     def option(self, name: str) -> Any:
         return self.options.get(name, DEFAULT_OPTIONS[name])
@@ -221,6 +222,7 @@ class TableSchema:
             "partition_by": list(self.partition_by),
             "buckets": self.buckets,
             "options": dict(self.options),
+            "last_field_id": self.last_field_id,
         }
 
     def encode(self) -> bytes:
@@ -254,6 +256,7 @@ class TableSchema:
                 buckets=int(j.get("buckets", 1)),
                 options=dict(j.get("options", {})),
                 field_ids=ids,
+                last_field_id=int(j["last_field_id"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptMetadata(f"{what} is malformed: {exc!r}") from None
@@ -289,6 +292,7 @@ def new_schema(
         buckets=buckets,
         options=dict(options or {}),
         field_ids=tuple(range(1, len(fields) + 1)),
+        last_field_id=len(fields),
     )
     validate_schema(schema)
     return schema
@@ -299,6 +303,10 @@ def validate_schema(s: TableSchema) -> None:
     names = s.arrow.names
     if len(set(names)) != len(names):
         raise InvalidInput(f"duplicate column names in schema: {names}")
+    if len(s.field_ids) != len(names) or len(set(s.field_ids)) != len(s.field_ids):
+        raise InvalidInput("every column needs its own field id")
+    if any(i < 1 or i > s.last_field_id for i in s.field_ids):
+        raise InvalidInput(f"field ids must lie in 1..last_field_id ({s.last_field_id})")
     for name in names:
         if name.startswith(RESERVED_PREFIX):
             raise InvalidInput(
