@@ -18,6 +18,7 @@ from typing import Any
 
 from compactor.lease import Lease
 from compactor.policy import Task
+from lsm3.commit import commit_files
 from lsm3.metadata import DataFile, Snapshot
 from lsm3.runfile import RunWriter
 from lsm3.scan import merge_group
@@ -104,7 +105,8 @@ def run_task(table: Table, task: Task, lease: Lease, drop_tombstones: bool) -> T
     started = time.perf_counter()
     requests_before = table.store.stats.total_requests()
     outputs = write_outputs(table, task, drop_tombstones)
-    snapshot: Snapshot = table._commit_files(
+    snapshot: Snapshot = commit_files(
+        table,
         added=outputs,
         removed=list(task.inputs),
         seq_count=0,

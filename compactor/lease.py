@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from lsm3.commit import commit_files
 from lsm3.errors import Lsm3Error
 from lsm3.metadata import CompactorLease, Snapshot
 from lsm3.table import Table
@@ -102,7 +103,8 @@ class Lease:
         self.epoch = None
 
     def _commit(self, rule: Callable[[Snapshot | None], CompactorLease], meta: dict) -> Snapshot:
-        return self.table._commit_files(
+        return commit_files(
+            self.table,
             added=[],
             removed=[],
             seq_count=0,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lsm3.commit import commit_files
 from lsm3.errors import InvalidInput, SchemaMismatch, WriteStalled
 from lsm3.memtable import Memtable, split_runs
 from lsm3.metadata import DataFile, Snapshot
@@ -237,7 +238,8 @@ class Writer:
         meta = dict(metadata or {})
         _check_json(meta)
         self._apply_write_stall()
-        snapshot = self.table._commit_files(
+        snapshot = commit_files(
+            self.table,
             added=self._pending,
             removed=[],
             seq_count=self._memtable.next_seq,
