@@ -70,6 +70,7 @@ def write_outputs(table: Table, task: Task, drop_tombstones: bool) -> list[DataF
     target = schema.option("target_file_bytes")
     columns = schema.file_schema().names
     chunk_rows = schema.option("row_group_rows")
+    run_id = uuid.uuid4().hex  # the outputs of a task form one sorted run
     uploads: list[Future[DataFile]] = []
     writer: RunWriter | None = None
 
@@ -90,6 +91,7 @@ def write_outputs(table: Table, task: Task, drop_tombstones: bool) -> list[DataF
                         level=task.output_level,
                         partition=task.partition,
                         bucket=task.bucket,
+                        run_id=run_id,
                     )
                 writer.write(section.slice(start, chunk_rows))
                 if writer.size >= target:

@@ -4,7 +4,7 @@ No storage here: a policy sees the live files of one (partition, bucket), groupe
 runs, and returns what to merge and into which level. That keeps policies testable with plain
 lists, and lets the executor re-plan on any snapshot.
 
-Sorted runs, newest first: every level-0 file is a run of its own (writers flush them), then
+Sorted runs, newest first: the level-0 files of one flush (one ``run_id``) form a run, then
 each level >= 1 is one run made of key-disjoint files, newer levels before older ones.
 """
 
@@ -73,10 +73,12 @@ class Task:
 
 def sorted_runs(files: Sequence[DataFile]) -> list[SortedRun]:
     """The bucket's sorted runs, newest first."""
-    level0 = sorted(
-        (f for f in files if f.level == 0), key=lambda f: f.effective_max_seq, reverse=True
-    )
-    runs = [SortedRun(0, (f,)) for f in level0]
+    by_run: dict[str, list[DataFile]] = {}
+    for f in files:
+        if f.level == 0:
+            by_run.setdefault(f.run, []).append(f)
+    level0 = [SortedRun(0, tuple(sorted(fs, key=lambda f: f.min_key))) for fs in by_run.values()]
+    runs = sorted(level0, key=lambda r: r.max_seq, reverse=True)
     for level in sorted({f.level for f in files if f.level > 0}):
         in_level = sorted((f for f in files if f.level == level), key=lambda f: f.min_key)
         runs.append(SortedRun(level, tuple(in_level)))
@@ -173,7 +175,7 @@ def leveled(files: Sequence[DataFile], opts: PolicyOptions) -> list[Task]:
     for f in files:
         if f.level > 0:
             by_level.setdefault(f.level, []).append(f)
-    if len(level0) >= opts.l0_file_trigger:
+    if len({f.run for f in level0}) >= opts.l0_file_trigger:
         lo = min(f.min_key for f in level0)
         hi = max(f.max_key for f in level0)
         overlap = [f for f in by_level.get(1, []) if f.max_key >= lo and f.min_key <= hi]

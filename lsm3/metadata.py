@@ -58,6 +58,12 @@ class DataFile:
     footer_checksum: str
     schema_id: int
     created_ms: int
+    run_id: str = ""  # files sharing a run id form one key-disjoint sorted run
+
+    @property
+    def run(self) -> str:
+        """The sorted run this file belongs to (its own path when it has no run id)."""
+        return self.run_id or self.path
 
     @property
     def effective_min_seq(self) -> int:
@@ -88,6 +94,7 @@ class DataFile:
             "footer_checksum": self.footer_checksum,
             "schema_id": self.schema_id,
             "created_ms": self.created_ms,
+            "run_id": self.run_id,
         }
 
     @staticmethod
@@ -114,6 +121,7 @@ class DataFile:
                 footer_checksum=_str(j["footer_checksum"]),
                 schema_id=_int(j["schema_id"]),
                 created_ms=_int(j["created_ms"]),
+                run_id=_str(j.get("run_id", "")),
             )
         except KeyError as exc:
             raise CorruptMetadata(f"manifest entry is missing field {exc}") from None

@@ -73,8 +73,10 @@ class RunWriter:
         partition: tuple[Any, ...],
         bucket: int,
         path: str | None = None,
+        run_id: str = "",
     ) -> None:
         self.schema = schema
+        self.run_id = run_id
         self.level = level
         self.partition = partition
         self.bucket = bucket
@@ -151,6 +153,7 @@ class RunWriter:
             footer_checksum=footer_checksum_of(body),
             schema_id=self.schema.schema_id,
             created_ms=time.time_ns() // 1_000_000,
+            run_id=self.run_id,
         )
         return EncodedRun(body, file)
 
@@ -163,9 +166,12 @@ def encode_run(
     partition: tuple[Any, ...],
     bucket: int,
     path: str | None = None,
+    run_id: str = "",
 ) -> EncodedRun:
     """Serialise ``rows`` (sorted by key, one row per key, file-schema columns) as a run."""
-    writer = RunWriter(schema, level=level, partition=partition, bucket=bucket, path=path)
+    writer = RunWriter(
+        schema, level=level, partition=partition, bucket=bucket, path=path, run_id=run_id
+    )
     writer.write(rows)
     return writer.finish()
 

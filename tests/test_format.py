@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -131,3 +133,27 @@ def test_latest_hint_is_advisory(tmp_path: os.PathLike[str]) -> None:
     assert lsm3.open_table(root).current_snapshot().snapshot_id == 5
     os.unlink(hint)
     assert lsm3.open_table(root).to_arrow().num_rows == 5
+
+
+def test_a_large_flush_is_one_run_of_key_disjoint_pieces(
+    tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Big flushes are cut into pieces encoded in parallel; they share a run id, so the
+    compactor and the write-stall count see one sorted run, and reads are unchanged."""
+    import lsm3.writer
+    from compactor.policy import sorted_runs
+
+    monkeypatch.setattr(lsm3.writer, "_PIECE_ROWS", 100)
+    monkeypatch.setattr(lsm3.writer.os, "cpu_count", lambda: 3)
+    t = lsm3.create_table(os.path.join(str(tmp_path), "t"), pa.schema([("id", pa.int64())]), "id")
+    with t.writer() as w:
+        w.upsert({"id": list(range(1000, 0, -1))})
+    with t.writer() as w:
+        w.upsert({"id": [5, 2000]})
+    files = t._files_of(t.current_snapshot())
+    first = [f for f in files if f.rows > 2]
+    assert len(first) == 3 and len({f.run_id for f in first}) == 1 and first[0].run_id
+    spans = sorted((f.min_key, f.max_key) for f in first)
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))
+    assert [r.level for r in sorted_runs(files)] == [0, 0]
+    assert t.count() == 1001 and t.get(5) == {"id": 5} and t.get(999) == {"id": 999}
