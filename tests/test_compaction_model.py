@@ -27,6 +27,7 @@ from hypothesis.stateful import (
 
 import compactor
 import lsm3
+from compactor.maintenance import expire_snapshots, remove_orphan_files
 
 VALUES = st.sampled_from([None, "", "x", "y", "zz"])
 NUMBERS = st.none() | st.integers(-3, 3)
@@ -263,6 +264,17 @@ class CompactionMachine(RuleBasedStateMachine):
     def read_old_snapshot(self, data: st.DataObject) -> None:
         sid = data.draw(st.sampled_from(sorted(self.history)))
         self.check_snapshot(sid, lookups=True)
+
+    @precondition(lambda self: not self.pending)
+    @rule(retain=st.integers(1, 4))
+    def expire_and_remove_orphans(self, retain: int) -> None:
+        """Maintenance between commits: every retained snapshot must still read as before."""
+        result = expire_snapshots(self.table, retain_last=retain, older_than=0)
+        remove_orphan_files(self.table, older_than=0)
+        for sid in [*result.expired, *result.detached]:
+            self.history.pop(sid, None)
+        for sid in sorted(self.history):
+            self.check_snapshot(sid, lookups=False)
 
     @precondition(lambda self: not self.pending)
     @rule()
