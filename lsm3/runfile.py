@@ -3,28 +3,23 @@
 A run holds at most one row per key, sorted by the primary key, with two hidden columns: the
 sequence number (``_lsm3_seq``) and the row kind (``_lsm3_kind``: 0 upsert, 1 delete). Its
 manifest entry carries size and CRC-32 so a reader never returns data from a damaged or swapped
-file. Footers are cached per file: files are immutable, so the cache never goes stale.
+file. The cached index of runs that lookups use lives in ``lsm3.runindex``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import threading
 import time
 import uuid
 import zlib
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lsm3.errors import CorruptDataFile, ObjectNotFound, SizeMismatch, StorageError
+from lsm3.errors import CorruptDataFile, ObjectNotFound
 from lsm3.evolution import SCHEMAS, projection
 from lsm3.keys import storage_values
 from lsm3.metadata import DataFile
@@ -272,279 +267,8 @@ def with_effective_seq(t: pa.Table, seq_offset: int) -> pa.Table:
     )
 
 
-# --------------------------------------------------------------------------- footers & lookups
-
-
-@dataclass(frozen=True)
-class RunIndex:
-    """A run's footer and the first-key-column range of each row group, for lookups."""
-
-    metadata: pq.FileMetaData
-    rg_min: np.ndarray
-    rg_max: np.ndarray
-
-
-class FooterCache:
-    """LRU cache of run footers by (store URL, path); immutable files never go stale."""
-
-    def __init__(self, capacity: int = 4096) -> None:
-        self._items: OrderedDict[tuple[str, str], RunIndex] = OrderedDict()
-        self._lock = threading.Lock()
-        self._capacity = capacity
-
-    def get(self, store: ObjectStore, f: DataFile, key_column: str) -> RunIndex:
-        k = (store.url, f.path)
-        with self._lock:
-            found = self._items.get(k)
-            if found is not None:
-                self._items.move_to_end(k)
-                return found
-        index = _load_index(store, f, key_column)
-        with self._lock:
-            self._items[k] = index
-            while len(self._items) > self._capacity:
-                self._items.popitem(last=False)
-        return index
-
-
-_FOOTER_READ = 64 * 1024
-
-
 def footer_checksum_of(body: bytes | pa.Buffer | memoryview) -> str:
     """CRC-32 of a Parquet file's footer: the metadata, its 4-byte length and ``PAR1``."""
     view = memoryview(body)
     length = int.from_bytes(view[-8:-4], "little")
     return checksum_of(view[-(8 + length) :])
-
-
-class _TailFile(io.RawIOBase):
-    """A file of ``size`` bytes of which only the verified tail is present (for the footer)."""
-
-    def __init__(self, size: int, tail: bytes) -> None:
-        super().__init__()
-        self._size = size
-        self._tail = tail
-        self._start = size - len(tail)
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = base + offset
-        return self._pos
-
-    def read(self, size: int = -1) -> bytes:
-        end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
-        if self._pos < self._start:
-            raise OSError("read outside the verified footer")
-        data = self._tail[self._pos - self._start : end - self._start]
-        self._pos += len(data)
-        return data
-
-
-def _read_verified_footer(store: ObjectStore, f: DataFile) -> pq.FileMetaData:
-    """The footer of ``f`` from one ranged GET (two if it is large), size and CRC checked."""
-    n = min(f.size, _FOOTER_READ)
-    tail = store.get_range(f.path, f.size - n, n, expected_size=f.size)
-    if len(tail) < 8 or tail[-4:] != b"PAR1":
-        raise CorruptDataFile(f"data file {f.path} does not end like a Parquet file")
-    length = int.from_bytes(tail[-8:-4], "little")
-    if length + 8 > f.size:
-        raise CorruptDataFile(f"data file {f.path} declares an impossible footer length")
-    if length + 8 > len(tail):
-        more = length + 8 - len(tail)
-        tail = store.get_range(f.path, f.size - len(tail) - more, more, f.size) + tail
-    if f.footer_checksum and checksum_of(tail[-(length + 8) :]) != f.footer_checksum:
-        raise CorruptDataFile(
-            f"data file {f.path} has a footer whose checksum disagrees with its manifest entry; "
-            "refusing to read it"
-        )
-    return pq.ParquetFile(pa.PythonFile(_TailFile(f.size, tail), mode="r")).metadata
-
-
-def _load_index(store: ObjectStore, f: DataFile, key_column: str) -> RunIndex:
-    try:
-        md = _read_verified_footer(store, f)
-    except ObjectNotFound:
-        raise CorruptDataFile(f"data file {f.path} listed in the manifest is missing") from None
-    except SizeMismatch as exc:
-        raise CorruptDataFile(
-            f"data file {f.path} does not have the size its manifest entry says ({exc}); "
-            "refusing to read it"
-        ) from None
-    except (pa.ArrowInvalid, OSError, StorageError) as exc:
-        raise CorruptDataFile(f"data file {f.path} has an unreadable footer: {exc}") from None
-    col = md.schema.names.index(key_column)
-    # Temporal keys compare as their int64 storage value (the raw statistic); others logically.
-    raw = pa.types.is_temporal(md.schema.to_arrow_schema().field(key_column).type)
-    mins: list[Any] = []
-    maxs: list[Any] = []
-    for i in range(md.num_row_groups):
-        stats = md.row_group(i).column(col).statistics
-        known = stats is not None and stats.has_min_max
-        mins.append((stats.min_raw if raw else stats.min) if known else None)
-        maxs.append((stats.max_raw if raw else stats.max) if known else None)
-    # Parquet omits statistics for long values (over 4 KiB): bound such row groups by their
-    # neighbours (rows are sorted), falling back to the file's key range.
-    for i in range(len(mins)):
-        if mins[i] is None:
-            mins[i] = maxs[i - 1] if i else f.min_key[0]
-    for i in reversed(range(len(maxs))):
-        if maxs[i] is None:
-            maxs[i] = mins[i + 1] if i + 1 < len(mins) else f.max_key[0]
-    return RunIndex(md, np.array(mins, dtype=object), np.array(maxs, dtype=object))
-
-
-FOOTERS = FooterCache()
-
-
-class KeyBlock:
-    """The sorted first-key column of one row group, searchable without Arrow overhead."""
-
-    def __init__(self, keys: pa.Array) -> None:
-        self.keys = keys
-        self.numeric = pa.types.is_integer(keys.type)
-        self.values = keys.to_numpy() if self.numeric else None
-        self.nbytes = keys.nbytes
-
-    def match(self, wanted: list[Any]) -> pa.Array | None:
-        """A boolean mask of rows whose key is in ``wanted``, or None if there are none."""
-        if self.values is not None:
-            probe = np.asarray(wanted, dtype=self.values.dtype)
-            lo = np.searchsorted(self.values, probe, side="left")
-            hi = np.searchsorted(self.values, probe, side="right")
-            if not np.any(hi > lo):
-                return None
-            mask = np.zeros(len(self.values), dtype=bool)
-            for a, b in zip(lo.tolist(), hi.tolist(), strict=True):
-                mask[a:b] = True
-            return pa.array(mask)
-        mask = pc.is_in(self.keys, value_set=pa.array(wanted, self.keys.type))
-        return mask if pc.any(mask).as_py() else None
-
-
-class KeyBlockCache:
-    """LRU cache of decoded first-key-column blocks (one per row group), bounded in bytes.
-
-    Point lookups probe many runs; with the key block cached, a run that lacks the key costs
-    no request and a few microseconds. This is the index half of a block cache.
-    """
-
-    def __init__(self, capacity_bytes: int = 256 * 1024 * 1024) -> None:
-        self._items: OrderedDict[tuple[str, str, int], KeyBlock] = OrderedDict()
-        self._lock = threading.Lock()
-        self._bytes = 0
-        self.capacity_bytes = capacity_bytes
-
-    def get(self, store: ObjectStore, path: str, rg: int) -> KeyBlock | None:
-        k = (store.url, path, rg)
-        with self._lock:
-            found = self._items.get(k)
-            if found is not None:
-                self._items.move_to_end(k)
-            return found
-
-    def put(self, store: ObjectStore, path: str, rg: int, keys: KeyBlock) -> None:
-        k = (store.url, path, rg)
-        with self._lock:
-            if k in self._items:
-                return
-            self._items[k] = keys
-            self._bytes += keys.nbytes
-            while self._bytes > self.capacity_bytes and self._items:
-                _, evicted = self._items.popitem(last=False)
-                self._bytes -= evicted.nbytes
-
-
-KEY_BLOCKS = KeyBlockCache()
-
-
-def lookup_rows(
-    store: ObjectStore,
-    f: DataFile,
-    schema: TableSchema,
-    key0_values: list[Any],
-    columns: list[str],
-) -> pa.Table | None:
-    """Rows of run ``f`` whose first key column is in ``key0_values`` (None: no such rows).
-
-    Row-group statistics pick the candidate row groups; their key column is read first (small)
-    and only row groups that really hold a wanted key are read in full. Once the footer is
-    cached that is one ranged GET for a miss and two for a hit.
-    """
-    key0 = schema.primary_key[0]
-    index = FOOTERS.get(store, f, key0)
-    wanted: set[int] = set()
-    for v in key0_values:
-        # Row groups are sorted by key, so the first whose max >= v is the only candidate
-        # (with a composite key the next ones may share v as their first column: scan on).
-        i = int(np.searchsorted(index.rg_max, v, side="left")) if len(index.rg_max) else 0
-        while i < len(index.rg_min) and index.rg_min[i] <= v:
-            wanted.add(i)
-            i += 1
-    if not wanted:
-        return None
-    # Cached key blocks answer most probes (a run that lacks the key) with no I/O at all.
-    hits: list[tuple[int, pa.Array]] = []
-    missing: list[int] = []
-    for rg in sorted(wanted):
-        block = KEY_BLOCKS.get(store, f.path, rg)
-        if block is None:
-            missing.append(rg)
-            continue
-        mask = block.match(key0_values)
-        if mask is not None:
-            hits.append((rg, mask))
-    if not hits and not missing:
-        return None
-    with contextlib.ExitStack() as stack:
-        pf: pq.ParquetFile | None = None
-
-        def parquet() -> pq.ParquetFile:
-            nonlocal pf
-            if pf is None:
-                source = stack.enter_context(store.open_ranged(f.path, f.size))
-                pf = pq.ParquetFile(
-                    source,
-                    metadata=index.metadata,
-                    pre_buffer=True,
-                    page_checksum_verification=True,
-                )
-            return pf
-
-        try:
-            for rg in missing:
-                keys = parquet().read_row_group(rg, columns=[key0], use_threads=False)
-                block = KeyBlock(storage_values(keys.column(0)).combine_chunks())
-                KEY_BLOCKS.put(store, f.path, rg, block)
-                mask = block.match(key0_values)
-                if mask is not None:
-                    hits.append((rg, mask))
-            hits.sort(key=lambda h: h[0])
-            file_schema = (
-                schema if f.schema_id == schema.schema_id else SCHEMAS.get(store, f.schema_id)
-            )
-            proj = projection(file_schema, schema, columns)
-            pieces = [
-                proj.apply(
-                    parquet().read_row_group(rg, columns=list(proj.sources), use_threads=False)
-                ).filter(mask)
-                for rg, mask in hits
-            ]
-        except SizeMismatch as exc:
-            raise CorruptDataFile(
-                f"data file {f.path} does not have the size its manifest entry says ({exc})"
-            ) from None
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise CorruptDataFile(f"data file {f.path} cannot be decoded: {exc}") from None
-    if not pieces:
-        return None
-    return with_effective_seq(pa.concat_tables(pieces), f.seq_offset)

@@ -23,10 +23,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lsm3.errors import InvalidInput
-from lsm3.keys import bucket_of, python_key, storage_values
+from lsm3.keys import storage_values
 from lsm3.merge import drop_deleted, merge_runs, order_columns
 from lsm3.metadata import DataFile
-from lsm3.runfile import FOOTERS, OpenRun, lookup_rows
+from lsm3.runfile import OpenRun
+from lsm3.runindex import FOOTERS
 from lsm3.schema import KIND_COLUMN, SEQ_COLUMN, TableSchema
 from lsm3.storage import ObjectStore
 
@@ -254,81 +255,3 @@ def _slice_key_range(table: pa.Table, key0: str, lo: Any, hi: Any) -> pa.Table:
         upper = pc.less(col, pa.scalar(hi, col.type))
         mask = upper if mask is None else pc.and_(mask, upper)
     return table.filter(mask)
-
-
-# --------------------------------------------------------------------------- point lookups
-
-_LOOKUP_POOL: ThreadPoolExecutor | None = None
-
-
-def _lookup_pool() -> ThreadPoolExecutor:
-    global _LOOKUP_POOL
-    if _LOOKUP_POOL is None:
-        _LOOKUP_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lsm3-lookup")
-    return _LOOKUP_POOL
-
-
-def lookup(
-    store: ObjectStore,
-    schema: TableSchema,
-    files: Sequence[DataFile],
-    keys: Sequence[Any],
-    columns: Sequence[str] | None = None,
-) -> list[dict[str, Any] | None]:
-    """The newest live row for each key (None where absent or deleted), in input order.
-
-    Candidate files are those whose (partition, bucket) and key range admit the key. Without
-    a sequence field they are probed newest first, and a key stops being looked up once a
-    version is found that is newer than everything in the files left to probe.
-    """
-    key_names = list(schema.primary_key)
-    key_types = [schema.arrow.field(k).type for k in key_names]
-    wanted = [python_key(k, key_types, key_names) for k in keys]
-    if not wanted:
-        return []
-    # Keys are in storage form (temporal values as int64), which hashes like the original type.
-    key_arrays = [
-        pa.array([w[i] for w in wanted], type=pa.int64() if pa.types.is_temporal(t) else t)
-        for i, t in enumerate(key_types)
-    ]
-    buckets = bucket_of(key_arrays, schema.buckets)
-    part_pos = [key_names.index(p) for p in schema.partition_by]
-    candidates: dict[str, tuple[DataFile, list[tuple[Any, ...]]]] = {}
-    groups = group_files(files)
-    for w, b in zip(wanted, buckets.tolist(), strict=True):
-        partition = tuple(w[i] for i in part_pos)
-        for f in groups.get((partition, b), []):
-            if f.min_key <= w <= f.max_key:
-                candidates.setdefault(f.path, (f, []))[1].append(w)
-    file_columns = [*schema.arrow.names, SEQ_COLUMN, KIND_COLUMN]
-    ordered = sorted(candidates.values(), key=lambda c: -c[0].effective_max_seq)
-
-    def probe(f: DataFile, ks: list[tuple[Any, ...]]) -> pa.Table | None:
-        return lookup_rows(store, f, schema, sorted({k[0] for k in ks}), file_columns)
-
-    hits: list[pa.Table] = []
-    if schema.sequence_field is not None:  # versions are ordered by data: read every candidate
-        hits = [h for h in _lookup_pool().map(lambda c: probe(*c), ordered) if h is not None]
-    else:
-        resolved: set[tuple[Any, ...]] = set()
-        for i, (f, ks) in enumerate(ordered):
-            todo = [k for k in ks if k not in resolved]
-            if not todo:
-                continue
-            found = probe(f, todo)
-            if found is None:
-                continue
-            hits.append(found)
-            older_max = max((c[0].effective_max_seq for c in ordered[i + 1 :]), default=-1)
-            newer = found.filter(pc.greater(found.column(SEQ_COLUMN), older_max))
-            cols = [storage_values(newer.column(k)).to_pylist() for k in key_names]
-            resolved.update(zip(*cols, strict=True))
-    hits = [h for h in hits if h.num_rows]
-    if not hits:
-        return [None] * len(wanted)
-    merged = merge_runs(hits, schema, drop_deletes=True)
-    out_columns = list(columns) if columns is not None else schema.arrow.names
-    rows = merged.select(out_columns).to_pylist()
-    key_values = [storage_values(merged.column(k)).to_pylist() for k in key_names]
-    found_rows = dict(zip(zip(*key_values, strict=True), rows, strict=True))
-    return [found_rows.get(w) for w in wanted]

@@ -32,9 +32,10 @@ from lsm3.errors import (
 )
 from lsm3.evolution import SCHEMAS, SchemaUpdate, schema_key
 from lsm3.log import SnapshotLog
+from lsm3.lookup import lookup
 from lsm3.manifests import ManifestReader
 from lsm3.metadata import DataFile, Snapshot
-from lsm3.scan import DEFAULT_SECTION_ROWS, lookup, make_request, scan_batches
+from lsm3.scan import DEFAULT_SECTION_ROWS, make_request, scan_batches
 from lsm3.schema import TableSchema, new_schema
 from lsm3.storage import ObjectStore, StoreStats, open_store
 from lsm3.tags import check_tag_name, decode_tag, encode_tag, tag_key

@@ -92,9 +92,9 @@ def as_tuple_keys(keys: Iterable[Any]) -> list[Any]:
 def clear_read_caches() -> None:
     """Forget cached footers and key blocks (a test that damages files in place needs this:
     lsm3 may cache them forever because real objects never change)."""
-    import lsm3.runfile
+    import lsm3.runindex
 
-    for value in vars(lsm3.runfile).values():
+    for value in vars(lsm3.runindex).values():
         items = getattr(value, "_items", None)
         if hasattr(items, "clear"):
             with getattr(value, "_lock", contextlib.nullcontext()):

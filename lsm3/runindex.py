@@ -1,0 +1,211 @@
+"""The index of immutable runs: verified footers and decoded key blocks, cached.
+
+Point lookups and sectioned scans need, per run, the key range of every row group (from the
+footer) and, for lookups, the first key column of the row groups they probe. Runs never
+change, so both are cached for the life of the process: a probe of a run that lacks the key
+then costs no request. Footers are read with ranged GETs, their size and CRC checked against
+the manifest entry.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from lsm3.errors import CorruptDataFile, ObjectNotFound, SizeMismatch, StorageError
+from lsm3.metadata import DataFile
+from lsm3.runfile import checksum_of
+from lsm3.storage import ObjectStore
+
+
+@dataclass(frozen=True)
+class RunIndex:
+    """A run's footer and the first-key-column range of each row group, for lookups."""
+
+    metadata: pq.FileMetaData
+    rg_min: np.ndarray
+    rg_max: np.ndarray
+
+
+class FooterCache:
+    """LRU cache of run footers by (store URL, path); immutable files never go stale."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._items: OrderedDict[tuple[str, str], RunIndex] = OrderedDict()
+        self._lock = threading.Lock()
+        self._capacity = capacity
+
+    def get(self, store: ObjectStore, f: DataFile, key_column: str) -> RunIndex:
+        k = (store.url, f.path)
+        with self._lock:
+            found = self._items.get(k)
+            if found is not None:
+                self._items.move_to_end(k)
+                return found
+        index = _load_index(store, f, key_column)
+        with self._lock:
+            self._items[k] = index
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+        return index
+
+
+_FOOTER_READ = 64 * 1024
+
+
+class _TailFile(io.RawIOBase):
+    """A file of ``size`` bytes of which only the verified tail is present (for the footer)."""
+
+    def __init__(self, size: int, tail: bytes) -> None:
+        super().__init__()
+        self._size = size
+        self._tail = tail
+        self._start = size - len(tail)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = base + offset
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
+        if self._pos < self._start:
+            raise OSError("read outside the verified footer")
+        data = self._tail[self._pos - self._start : end - self._start]
+        self._pos += len(data)
+        return data
+
+
+def _read_verified_footer(store: ObjectStore, f: DataFile) -> pq.FileMetaData:
+    """The footer of ``f`` from one ranged GET (two if it is large), size and CRC checked."""
+    n = min(f.size, _FOOTER_READ)
+    tail = store.get_range(f.path, f.size - n, n, expected_size=f.size)
+    if len(tail) < 8 or tail[-4:] != b"PAR1":
+        raise CorruptDataFile(f"data file {f.path} does not end like a Parquet file")
+    length = int.from_bytes(tail[-8:-4], "little")
+    if length + 8 > f.size:
+        raise CorruptDataFile(f"data file {f.path} declares an impossible footer length")
+    if length + 8 > len(tail):
+        more = length + 8 - len(tail)
+        tail = store.get_range(f.path, f.size - len(tail) - more, more, f.size) + tail
+    if f.footer_checksum and checksum_of(tail[-(length + 8) :]) != f.footer_checksum:
+        raise CorruptDataFile(
+            f"data file {f.path} has a footer whose checksum disagrees with its manifest entry; "
+            "refusing to read it"
+        )
+    return pq.ParquetFile(pa.PythonFile(_TailFile(f.size, tail), mode="r")).metadata
+
+
+def _load_index(store: ObjectStore, f: DataFile, key_column: str) -> RunIndex:
+    try:
+        md = _read_verified_footer(store, f)
+    except ObjectNotFound:
+        raise CorruptDataFile(f"data file {f.path} listed in the manifest is missing") from None
+    except SizeMismatch as exc:
+        raise CorruptDataFile(
+            f"data file {f.path} does not have the size its manifest entry says ({exc}); "
+            "refusing to read it"
+        ) from None
+    except (pa.ArrowInvalid, OSError, StorageError) as exc:
+        raise CorruptDataFile(f"data file {f.path} has an unreadable footer: {exc}") from None
+    col = md.schema.names.index(key_column)
+    # Temporal keys compare as their int64 storage value (the raw statistic); others logically.
+    raw = pa.types.is_temporal(md.schema.to_arrow_schema().field(key_column).type)
+    mins: list[Any] = []
+    maxs: list[Any] = []
+    for i in range(md.num_row_groups):
+        stats = md.row_group(i).column(col).statistics
+        known = stats is not None and stats.has_min_max
+        mins.append((stats.min_raw if raw else stats.min) if known else None)
+        maxs.append((stats.max_raw if raw else stats.max) if known else None)
+    # Parquet omits statistics for long values (over 4 KiB): bound such row groups by their
+    # neighbours (rows are sorted), falling back to the file's key range.
+    for i in range(len(mins)):
+        if mins[i] is None:
+            mins[i] = maxs[i - 1] if i else f.min_key[0]
+    for i in reversed(range(len(maxs))):
+        if maxs[i] is None:
+            maxs[i] = mins[i + 1] if i + 1 < len(mins) else f.max_key[0]
+    return RunIndex(md, np.array(mins, dtype=object), np.array(maxs, dtype=object))
+
+
+FOOTERS = FooterCache()
+
+
+class KeyBlock:
+    """The sorted first-key column of one row group, searchable without Arrow overhead."""
+
+    def __init__(self, keys: pa.Array) -> None:
+        self.keys = keys
+        self.numeric = pa.types.is_integer(keys.type)
+        self.values = keys.to_numpy() if self.numeric else None
+        self.nbytes = keys.nbytes
+
+    def match(self, wanted: list[Any]) -> pa.Array | None:
+        """A boolean mask of rows whose key is in ``wanted``, or None if there are none."""
+        if self.values is not None:
+            probe = np.asarray(wanted, dtype=self.values.dtype)
+            lo = np.searchsorted(self.values, probe, side="left")
+            hi = np.searchsorted(self.values, probe, side="right")
+            if not np.any(hi > lo):
+                return None
+            mask = np.zeros(len(self.values), dtype=bool)
+            for a, b in zip(lo.tolist(), hi.tolist(), strict=True):
+                mask[a:b] = True
+            return pa.array(mask)
+        mask = pc.is_in(self.keys, value_set=pa.array(wanted, self.keys.type))
+        return mask if pc.any(mask).as_py() else None
+
+
+class KeyBlockCache:
+    """LRU cache of decoded first-key-column blocks (one per row group), bounded in bytes.
+
+    Point lookups probe many runs; with the key block cached, a run that lacks the key costs
+    no request and a few microseconds. This is the index half of a block cache.
+    """
+
+    def __init__(self, capacity_bytes: int = 256 * 1024 * 1024) -> None:
+        self._items: OrderedDict[tuple[str, str, int], KeyBlock] = OrderedDict()
+        self._lock = threading.Lock()
+        self._bytes = 0
+        self.capacity_bytes = capacity_bytes
+
+    def get(self, store: ObjectStore, path: str, rg: int) -> KeyBlock | None:
+        k = (store.url, path, rg)
+        with self._lock:
+            found = self._items.get(k)
+            if found is not None:
+                self._items.move_to_end(k)
+            return found
+
+    def put(self, store: ObjectStore, path: str, rg: int, keys: KeyBlock) -> None:
+        k = (store.url, path, rg)
+        with self._lock:
+            if k in self._items:
+                return
+            self._items[k] = keys
+            self._bytes += keys.nbytes
+            while self._bytes > self.capacity_bytes and self._items:
+                _, evicted = self._items.popitem(last=False)
+                self._bytes -= evicted.nbytes
+
+
+KEY_BLOCKS = KeyBlockCache()
