@@ -34,6 +34,7 @@ def commit_files(
     assign_offset: bool = True,
     compactor: Callable[[Snapshot | None], CompactorLease | None] | None = None,
     schema_update: SchemaUpdate | None = None,
+    since: int | None = None,
 ) -> Snapshot:
     """Commit a change of the live file set through the conditional put, rebasing on
     conflicts. ``added`` files carry local sequence numbers and receive the parent's
@@ -45,11 +46,17 @@ def commit_files(
     built_live: dict[int, list[DataFile]] = {}
 
     def already_committed(base: Snapshot | None) -> Snapshot | None:
-        """A named writer's commit that landed before (a retry across calls or
-        processes); retries inside this call are recognised by the log itself."""
+        """This commit, if it landed before: a named writer's last commit (across calls and
+        processes), or any snapshot after ``since`` (an earlier attempt of this call's batch).
+        Retries inside this call are recognised by the log itself."""
         rec = base.writers.get(writer_id) if base is not None and writer_id else None
         if rec is not None and rec.commit_id == commit_id:
             return table.log.load(rec.snapshot_id)
+        if since is not None and base is not None:
+            for sid in range(since + 1, base.snapshot_id + 1):
+                snap = table.log.try_load(sid)
+                if snap is not None and snap.commit_id == commit_id and snap.writer_id == writer_id:
+                    return snap
         return None
 
     def build(base: Snapshot | None) -> Snapshot | None:

@@ -8,6 +8,7 @@ vectorised numpy over whole columns (no per-row Python).
 from __future__ import annotations
 
 import base64
+import binascii
 from collections.abc import Sequence
 from typing import Any
 
@@ -128,7 +129,10 @@ def key_from_json(j: Any, types: Sequence[pa.DataType]) -> tuple[Any, ...]:
         if pa.types.is_binary(t) or pa.types.is_large_binary(t):
             if not isinstance(v, str):
                 raise CorruptMetadata(f"malformed binary key value {v!r} in manifest")
-            out.append(base64.b64decode(v))
+            try:
+                out.append(base64.b64decode(v, validate=True))
+            except (binascii.Error, ValueError):
+                raise CorruptMetadata(f"malformed binary key value {v!r} in manifest") from None
         elif pa.types.is_string(t) or pa.types.is_large_string(t):
             if not isinstance(v, str):
                 raise CorruptMetadata(f"malformed string key value {v!r} in manifest")

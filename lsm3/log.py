@@ -98,7 +98,8 @@ class VersionLog(Generic[V]):
             text = self.store.get(self.hint_key).decode("ascii", "replace").strip()
         except ObjectNotFound:
             return 0
-        return int(text) if text.isdigit() else 0
+        # Advisory: anything but a plausible id (at most 20 digits) is ignored.
+        return int(text) if text.isdigit() and len(text) <= 20 else 0
 
     def list_ids(self, after: int | None = None) -> list[int]:
         """Versions present (sorted), optionally only those after ``after``."""
@@ -158,6 +159,7 @@ class VersionLog(Generic[V]):
         """
         base = self.latest(known)
         checked = self._version_of(base) if base is not None else 0
+        last_error: StorageError | None = None
         for attempt in range(retries + 1):
             candidate = build(base)
             if candidate is None:
@@ -171,6 +173,7 @@ class VersionLog(Generic[V]):
             except PreconditionFailed:
                 log.debug("%s %d taken, rebasing (attempt %d)", self.what, number, attempt + 1)
             except StorageError as exc:  # ambiguous: the put may have landed
+                last_error = exc
                 log.warning("commit of %s %d failed (%s); retrying", self.what, number, exc)
             else:
                 with self._lock:
@@ -184,6 +187,11 @@ class VersionLog(Generic[V]):
                 if is_mine(existing):
                     return self._committed(existing, hint_interval)
             checked = newest
+        if last_error is not None:
+            raise CommitConflict(
+                f"gave up after {retries + 1} attempts to commit the next {self.what}; the "
+                f"last storage error was: {last_error}"
+            ) from last_error
         raise CommitConflict(
             f"gave up after {retries + 1} attempts: other commits kept winning the race for the "
             f"next {self.what}; retry later or raise the retry limit"

@@ -105,7 +105,7 @@ def lookup_rows(
             raise CorruptDataFile(
                 f"data file {f.path} does not have the size its manifest entry says ({exc})"
             ) from None
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (pa.ArrowException, OSError, KeyError, ValueError) as exc:
             raise CorruptDataFile(f"data file {f.path} cannot be decoded: {exc}") from None
     if not pieces:
         return None

@@ -52,6 +52,12 @@ class Memtable:
         self.rows = 0
         return table
 
+    def restore(self, table: pa.Table) -> None:
+        """Put back what ``drain`` returned (a flush that failed to upload keeps its rows)."""
+        self._tables.insert(0, table)
+        self.nbytes += table.nbytes
+        self.rows += table.num_rows
+
     def end_commit(self) -> None:
         self.next_seq = 0
 

@@ -315,7 +315,7 @@ class Snapshot:
             )
         except KeyError as exc:
             raise CorruptMetadata(f"{what} is missing field {exc}") from None
-        except (TypeError, AttributeError) as exc:
+        except (TypeError, AttributeError, ValueError) as exc:
             raise CorruptMetadata(f"{what} is malformed: {exc}") from None
         except CorruptMetadata as exc:
             if what in str(exc):

@@ -248,9 +248,11 @@ class OpenRun:
                 t = self._pq.read(columns=sources)
             else:
                 t = self._pq.read_row_groups(row_groups, columns=sources)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise CorruptDataFile(f"data file {self.file.path} cannot be decoded: {exc}") from None
-        return with_effective_seq(proj.apply(t), self.file.seq_offset)
+            return with_effective_seq(proj.apply(t), self.file.seq_offset)
+        except (pa.ArrowException, OSError, KeyError, ValueError) as exc:
+            raise CorruptDataFile(
+                f"data file {self.file.path} cannot be decoded as its schema says: {exc}"
+            ) from None
 
     @property
     def metadata(self) -> pq.FileMetaData:

@@ -124,7 +124,9 @@ def _load_index(store: ObjectStore, f: DataFile, key_column: str) -> RunIndex:
             f"data file {f.path} does not have the size its manifest entry says ({exc}); "
             "refusing to read it"
         ) from None
-    except (pa.ArrowInvalid, OSError, StorageError) as exc:
+    except StorageError:
+        raise  # a failed request (503, timeout) is not damage: let the caller retry
+    except (pa.ArrowInvalid, OSError, KeyError, ValueError) as exc:
         raise CorruptDataFile(f"data file {f.path} has an unreadable footer: {exc}") from None
     col = md.schema.names.index(key_column)
     # Temporal keys compare as their int64 storage value (the raw statistic); others logically.

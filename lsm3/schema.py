@@ -144,7 +144,7 @@ def type_from_json(j: Any) -> pa.DataType:
             return pa.struct([_field_from_json(f) for f in j["fields"]])
         if kind == "map":
             return pa.map_(_field_from_json(j["key"]), _field_from_json(j["value"]))
-    except (KeyError, TypeError, ValueError, pa.ArrowInvalid) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, pa.ArrowInvalid) as exc:
         raise CorruptMetadata(f"malformed column type {j!r} in schema: {exc}") from None
     raise CorruptMetadata(f"unknown column type {kind!r} in schema")
 
@@ -156,9 +156,23 @@ def _field_to_json(f: pa.Field) -> dict[str, Any]:
 def _field_from_json(j: Any) -> pa.Field:
     if not isinstance(j, dict) or not isinstance(j.get("name"), str):
         raise CorruptMetadata(f"malformed field {j!r} in schema")
-    return pa.field(
-        j["name"], type_from_json(j.get("type")), nullable=bool(j.get("nullable", True))
-    )
+    nullable = j.get("nullable", True)
+    if not isinstance(nullable, bool):
+        raise CorruptMetadata(f"field {j['name']!r}: nullable must be true or false")
+    return pa.field(j["name"], type_from_json(j.get("type")), nullable=nullable)
+
+
+def _json_int(v: Any) -> int:
+    """Schema integers are JSON integers: no floats, strings or booleans."""
+    if not isinstance(v, int) or isinstance(v, bool) or abs(v) >= 2**63:
+        raise CorruptMetadata(f"expected an integer in the schema, got {v!r}")
+    return v
+
+
+def _json_str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise CorruptMetadata(f"expected a string in the schema, got {v!r}")
+    return v
 
 
 def is_key_type(t: pa.DataType) -> bool:
@@ -232,7 +246,7 @@ class TableSchema:
     def decode(raw: bytes, what: str = "schema") -> TableSchema:
         try:
             j = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise CorruptMetadata(f"{what} is not valid JSON: {exc}") from None
         if not isinstance(j, dict):
             raise CorruptMetadata(f"{what} is not a JSON object")
@@ -246,17 +260,17 @@ class TableSchema:
             )
         try:
             fields = j["fields"]
-            ids = tuple(int(f["id"]) for f in fields)
+            ids = tuple(_json_int(f["id"]) for f in fields)
             arrow = pa.schema([_field_from_json(f) for f in fields])
             schema = TableSchema(
-                schema_id=int(j["schema_id"]),
+                schema_id=_json_int(j["schema_id"]),
                 arrow=arrow,
-                primary_key=tuple(str(k) for k in j["primary_key"]),
-                partition_by=tuple(str(k) for k in j.get("partition_by", [])),
-                buckets=int(j.get("buckets", 1)),
+                primary_key=tuple(_json_str(k) for k in j["primary_key"]),
+                partition_by=tuple(_json_str(k) for k in j.get("partition_by", [])),
+                buckets=_json_int(j.get("buckets", 1)),
                 options=dict(j.get("options", {})),
                 field_ids=ids,
-                last_field_id=int(j["last_field_id"]),
+                last_field_id=_json_int(j["last_field_id"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptMetadata(f"{what} is malformed: {exc!r}") from None
@@ -393,7 +407,7 @@ def to_arrow_table(data: Any, what: str = "data") -> pa.Table:
     if isinstance(data, Mapping):
         try:
             return pa.table(dict(data))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
             raise SchemaMismatch(f"{what}: cannot build columns from the dict: {exc}") from None
     if isinstance(data, list):
         if not data:
@@ -402,7 +416,7 @@ def to_arrow_table(data: Any, what: str = "data") -> pa.Table:
             raise InvalidInput(f"{what}: a list must hold dicts (one per row)")
         try:
             return pa.Table.from_pylist(data)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
             raise SchemaMismatch(f"{what}: rows have inconsistent types: {exc}") from None
     if hasattr(data, "__arrow_c_stream__"):
         return pa.table(data)

@@ -373,7 +373,7 @@ class LocalStore(ObjectStore):
         out: list[ObjectInfo] = []
         for dirpath, _dirs, files in os.walk(base):
             for name in files:
-                if name.endswith((".tmp", ".lock")):
+                if name.endswith(".lock"):  # put_if_match's lock files are not objects
                     continue
                 full = os.path.join(dirpath, name)
                 key = os.path.relpath(full, self.root).replace(os.sep, "/")

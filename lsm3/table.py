@@ -297,6 +297,8 @@ class Table:
         """Tag name -> the tagged snapshot (embedded in the tag, so never expired)."""
         out = {}
         for info in self.store.list("tag/"):
+            if not info.key.endswith(".json"):
+                continue  # e.g. the temporary file of an interrupted local put
             name = info.key[len("tag/") :].removesuffix(".json")
             out[name] = decode_tag(self.store.get(info.key), f"tag {name} of {self.uri}")
         return out

@@ -50,6 +50,8 @@ class Writer:
         self._memtable = Memtable(self.schema)
         self._pending: list[DataFile] = []
         self._closed = False
+        # (commit_id asked for, commit id used, snapshot id before the first attempt)
+        self._attempt: tuple[str | None, str, int] | None = None
 
     # ----------------------------------------------------------------- buffering
 
@@ -215,11 +217,17 @@ class Writer:
             return encoded.file
 
         workers = min(self.schema.option("upload_concurrency"), len(runs))
-        if workers <= 1:
-            files = [upload(r) for r in runs]
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                files = list(pool.map(upload, runs))
+        try:
+            if workers <= 1:
+                files = [upload(r) for r in runs]
+            else:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    files = list(pool.map(upload, runs))
+        except BaseException:
+            # Nothing of this flush is pending: keep its rows for the next flush (what did
+            # upload becomes an orphan for remove_orphan_files).
+            self._memtable.restore(table)
+            raise
         self._pending.extend(files)
         return files
 
@@ -246,6 +254,13 @@ class Writer:
         meta = dict(metadata or {})
         _check_json(meta)
         self._apply_write_stall()
+        # A retried commit() of the same batch keeps the identity of its first attempt, so a
+        # snapshot that landed although the call raised is recognised, not applied twice.
+        retry = self._attempt is not None and self._attempt[0] == commit_id
+        if self._attempt is None or not retry:
+            base = self.table.current_snapshot()
+            first = base.snapshot_id if base else 0
+            self._attempt = (commit_id, commit_id or uuid.uuid4().hex, first)
         snapshot = commit_files(
             self.table,
             added=self._pending,
@@ -253,9 +268,11 @@ class Writer:
             seq_count=self._memtable.next_seq,
             kind="APPEND",
             writer_id=self.writer_id,
-            commit_id=commit_id or uuid.uuid4().hex,
+            commit_id=self._attempt[1],
             metadata=meta,
+            since=self._attempt[2] if retry else None,
         )
+        self._attempt = None
         self._pending = []
         self._memtable.end_commit()
         return snapshot
@@ -320,6 +337,7 @@ class Writer:
         self._memtable.drain()
         self._memtable.end_commit()
         self._pending = []
+        self._attempt = None
 
     def close(self) -> None:
         self._closed = True
