@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -371,6 +372,13 @@ def remove_orphan_files(
     # List the objects before the snapshots: a file committed in between is then seen as
     # referenced, whatever its age.
     objects = [*store.list("data/"), *store.list("manifest/")]
+    # Temporary files of local puts killed mid-write (never objects of the format).
+    objects += [
+        info
+        for prefix in ("snapshot/", "schema/", "tag/")
+        for info in store.list(prefix)
+        if _TEMPORARY.search(info.key)
+    ]
     result.scanned = len(objects)
     seen: set[int] = set()
     referenced: set[str] = set()
@@ -396,6 +404,9 @@ def remove_orphan_files(
         _delete_all(table, result.removed)
     result._finish(table, requests_before, started)
     return result
+
+
+_TEMPORARY = re.compile(r"\.[0-9a-f]{32}\.tmp$")
 
 
 def _collect_references(
