@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench clean soak
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
 # Benchmarks against the pyarrow floor and peer formats (slow; not part of `make test`).
-# Extra options: make bench ARGS="--repeat 1 --skip slow"; see bench/README.md.
+# Extra options: make bench ARGS="--repeat 1 --skip slow"; workloads cdc-1m (default),
+# cdc-10m, stream (ARGS="--workload stream --scale 0.1" for a quick run), storage
+# ARGS="--storage s3" (SeaweedFS + counting proxy); see bench/README.md.
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
+
+# Reliability soak (slow; not part of `make test`, whose fast versions of the same harnesses run
+# in `unit`): random faults, hundreds of SIGKILLs of writers, compactors and maintenance, races
+# on SeaweedFS, fuzzed metadata/Parquet/CDC, sustained load. About 12 minutes; writes the
+# figures into docs/RELIABILITY.md. Extra options: make soak ARGS="--minutes 30 --no-write".
+soak: $(STAMP)
+	$(PY) tests/soak.py run $(ARGS)

@@ -54,3 +54,35 @@ def table_checksum(table: pa.Table) -> dict[str, Any]:
     }
     digest = hashlib.sha256(json.dumps(detail, sort_keys=True).encode()).hexdigest()[:16]
     return {"rows": table.num_rows, "checksum": digest, "detail": detail}
+
+
+class StreamingChecksum:
+    """The same sums as `table_checksum`, accumulated batch by batch in constant memory.
+
+    Everything but `distinct_ids` (which needs every id at once) is exact; `matches`
+    compares with the expected detail, leaving distinct ids to the full read's check.
+    """
+
+    def __init__(self) -> None:
+        self.detail: dict[str, Any] = {
+            "rows": 0,
+            "sum_id": 0,
+            "sum_value4": 0,
+            "values_exact": True,
+            "mix_id_value": 0,
+            "mix_id_ts": 0,
+            "string_bytes": 0,
+        }
+
+    def update(self, batch: pa.RecordBatch | pa.Table) -> None:
+        part = table_checksum(
+            pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        )["detail"]
+        for key, value in part.items():
+            if key == "values_exact":
+                self.detail[key] = self.detail[key] and value
+            elif key in self.detail:
+                self.detail[key] += value
+
+    def matches(self, expected_detail: dict[str, Any]) -> bool:
+        return all(expected_detail.get(k) == v for k, v in self.detail.items())

@@ -33,9 +33,14 @@ from bench.workloads import (
     GENERATOR_VERSION,
     WORKLOADS,
     WorkloadSpec,
+    get_workload,
     manifest_is_current,
     workload_dir,
 )
+
+# Row groups of initial.parquet: the harness streams the initial load group by group, so
+# a writer that can take batches never has to hold the whole input.
+INITIAL_ROW_GROUP_ROWS = 131_072
 
 ALPHABET = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789", dtype=np.uint8)
 NAME_LEN = 16
@@ -183,8 +188,8 @@ def lookup_keys(spec: WorkloadSpec, state: State, rng: np.random.Generator) -> p
     )
 
 
-def write_parquet(table: pa.Table, path: Path) -> None:
-    pq.write_table(table, path, compression="zstd")
+def write_parquet(table: pa.Table, path: Path, row_group_size: int | None = None) -> None:
+    pq.write_table(table, path, compression="zstd", row_group_size=row_group_size)
 
 
 def generate(spec: WorkloadSpec, out: Path) -> dict[str, Any]:
@@ -194,13 +199,19 @@ def generate(spec: WorkloadSpec, out: Path) -> dict[str, Any]:
     state = initial_state(spec, rng)
     initial = rows_table(state, np.arange(spec.initial_rows))
     write_parquet(
-        initial.take(pa.array(rng.permutation(spec.initial_rows))), out / "initial.parquet"
+        initial.take(pa.array(rng.permutation(spec.initial_rows))),
+        out / "initial.parquet",
+        INITIAL_ROW_GROUP_ROWS,
     )
+    del initial
     batch_files = []
+    live_rows = [spec.initial_rows]  # live rows after the initial load and after each commit
+    width = max(3, len(str(spec.batches - 1)))
     for commit in range(1, spec.batches + 1):
-        name = f"batch-{commit - 1:03d}.parquet"
+        name = f"batch-{commit - 1:0{width}d}.parquet"
         write_parquet(cdc_batch(spec, state, rng, commit), out / name)
         batch_files.append(name)
+        live_rows.append(live_rows[-1] + spec.counts()[1] - spec.counts()[2])
     expected = rows_table(state, np.flatnonzero(state.alive))
     write_parquet(expected, out / "expected.parquet")
     keys = lookup_keys(spec, state, rng)
@@ -217,6 +228,8 @@ def generate(spec: WorkloadSpec, out: Path) -> dict[str, Any]:
             "keys": "keys.parquet",
         },
         "expected": table_checksum(expected),
+        "live_rows": live_rows,
+        "input_bytes": sum((out / f).stat().st_size for f in ["initial.parquet", *batch_files]),
         "lookups": {"keys": keys.num_rows, "present": int(pc.sum(keys.column("present")).as_py())},
     }
     (out / "workload.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -225,10 +238,11 @@ def generate(spec: WorkloadSpec, out: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", default="cdc-1m", choices=sorted(WORKLOADS))
+    parser.add_argument("--workload", default="cdc-1m", help=f"one of {', '.join(WORKLOADS)}")
+    parser.add_argument("--scale", type=float, default=1.0, help="see bench/workloads.py")
     parser.add_argument("--force", action="store_true", help="regenerate even if cached")
     args = parser.parse_args(argv)
-    spec = WORKLOADS[args.workload]
+    spec = get_workload(args.workload, args.scale)
     if manifest_is_current(spec) and not args.force:
         print(f"{spec.name}: cached in {workload_dir(spec.name)}")
         return 0

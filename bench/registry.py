@@ -16,8 +16,9 @@ class ContenderSpec:
     env: str  # "main" (the project's .venv) or a bench/requirements/<env>.txt venv
     args: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()  # e.g. "slow": excluded by `--skip slow`
-    timeout_s: int = 900  # per run; overridable with --timeout
+    timeout_s: int = 900  # per run (all three processes); overridable with --timeout
     summary: str = ""
+    kinds: tuple[str, ...] = ("cdc", "stream")  # workload kinds it runs by default
 
 
 CONTENDERS: dict[str, ContenderSpec] = {
@@ -35,7 +36,28 @@ CONTENDERS: dict[str, ContenderSpec] = {
             "bench.contenders.lsm3_bench",
             "main",
             timeout_s=1200,
-            summary="lsm3 public API: upsert, apply_cdc + commit, to_arrow, get",
+            summary="lsm3 public API: upsert, apply_cdc + commit, to_arrow, get; "
+            "compactor (universal between stream commits, full after the read)",
+        ),
+        ContenderSpec(
+            "lsm3-leveled",
+            "bench.contenders.lsm3_bench",
+            "main",
+            args=("--policy", "leveled"),
+            tags=("policies",),
+            timeout_s=1200,
+            summary="lsm3 with the leveled compaction policy between stream commits",
+            kinds=("stream",),
+        ),
+        ContenderSpec(
+            "lsm3-full",
+            "bench.contenders.lsm3_bench",
+            "main",
+            args=("--policy", "full"),
+            tags=("policies",),
+            timeout_s=1200,
+            summary="lsm3 with the full compaction policy between stream commits",
+            kinds=("stream",),
         ),
         ContenderSpec(
             "deltalake",

@@ -1,33 +1,32 @@
 """The floor: plain pyarrow doing the same I/O as an LSM table, with no format on top.
 
-Ingest: each commit is one Parquet (zstd) file sorted by id, the initial load too
-(with op "c"), so the floor pays the sort and the encode that any sorted-run writer
-pays, and nothing else (no manifest, no log, no conditional put).
-Read: the tuned pure-Arrow merge of all runs (see `merge_runs`).
-Extras: writing the merged result as one id-sorted file (`compact_s`) and reading
-that file back (`read_merged_s`), the best case a merge-on-read format converges to.
-Lookups: on that merged file, footer statistics pick the row group (bisect on the
-row groups' min ids), then only that row group is read and filtered.
+Ingest: each commit is one Parquet (zstd) file sorted by id, the initial load too (with op
+"c"), in the same 16,384-row row groups as lsm3's runs, so the floor pays the sort and the
+encode that any sorted-run writer pays, and nothing else (no manifest, no log, no
+conditional put). The initial load is sorted as a whole (one file): the floor's writer
+holds its whole input. Stream workloads: one file per commit and no compaction between
+commits (the floor of a writer; its read then merges every file).
+Read: the tuned pure-Arrow merge of all runs (see `merge_runs`); no streaming read.
+Lookups before compaction: runs newest first; footer statistics pick the row group, its
+id column is read and, on a hit, the row group (a delete ends the search with None).
+Compaction: the merged table written as one id-sorted file (`compact_s`); the read after
+compaction reads that file and lookups use it (the best case a merge-on-read format can
+converge to).
 """
 
 from __future__ import annotations
 
 import bisect
-import os
-import time
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pyarrow import fs
 
 from bench.harness import DATA_COLUMNS, Contender, run
 
-# Row groups of the merged file: a lookup decodes one whole row group, so they are
-# small (measured on cdc-1m: 4k rows ~1.2 ms p50 vs 16k ~4 ms, 64k ~11 ms), at a small
-# cost to the full read of that file.
-MERGED_ROW_GROUP_ROWS = 4_096
+ROW_GROUP_ROWS = 16_384  # as lsm3's default row_group_rows
 # Dictionary-encode only the low-cardinality op column: for ids and random strings
 # pyarrow's default dictionary attempt costs about a third of the write time and
 # then falls back to plain encoding anyway.
@@ -71,21 +70,24 @@ def merge_runs(runs: list[pa.Table]) -> pa.Table:
 class RowGroupIndex:
     """Point lookups in one id-sorted Parquet file using only its footer statistics."""
 
-    def __init__(self, path: Path) -> None:
-        self.file = pq.ParquetFile(path)
+    def __init__(self, path: str, filesystem: Any) -> None:
+        self.file = pq.ParquetFile(path, filesystem=filesystem)
         meta = self.file.metadata
         column = meta.schema.names.index("id")
         stats = [meta.row_group(i).column(column).statistics for i in range(meta.num_row_groups)]
         self.mins = [s.min for s in stats]
         self.maxs = [s.max for s in stats]
 
-    def get(self, key: int) -> dict[str, Any] | None:
+    def find(self, key: int) -> pa.Table | None:
+        """The row for `key` (with every column of the file), None if the file lacks it."""
         group = bisect.bisect_right(self.mins, key) - 1
         if group < 0 or key > self.maxs[group]:
             return None
+        ids = self.file.read_row_group(group, columns=["id"]).column("id")
+        if not pc.any(pc.equal(ids, key)).as_py():
+            return None
         rows = self.file.read_row_group(group)
-        hit = rows.filter(pc.equal(rows.column("id"), key))
-        return hit.to_pylist()[0] if hit.num_rows else None
+        return rows.filter(pc.equal(rows.column("id"), key))
 
 
 class Floor(Contender):
@@ -93,56 +95,69 @@ class Floor(Contender):
 
     def __init__(self, args: Any) -> None:
         super().__init__(args)
-        self.runs_dir = self.work_dir / "runs"
-        self.merged = self.work_dir / "merged.parquet"
+        if self.s3 is not None:
+            self.fs: Any = self.s3.pyarrow_fs()
+            self.runs_dir, self.merged = self.s3.path("runs"), self.s3.path("merged.parquet")
+        else:
+            self.fs = fs.LocalFileSystem()
+            self.runs_dir = str(self.work_dir / "runs")
+            self.merged = str(self.work_dir / "merged.parquet")
         self.seq = 0
-        self.index: RowGroupIndex | None = None
+        self.indexes: list[RowGroupIndex] = []
+        self.compacted = False
 
     def setup(self, schema: pa.Schema) -> None:
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.fs.create_dir(self.runs_dir, recursive=True)
 
     def _write_run(self, table: pa.Table) -> None:
-        path = self.runs_dir / f"run-{self.seq:06d}.parquet"
+        path = f"{self.runs_dir}/run-{self.seq:06d}.parquet"
         pq.write_table(
-            sorted_by_id(table), path, compression="zstd", use_dictionary=DICTIONARY_COLUMNS
-        )
+            sorted_by_id(table), path, filesystem=self.fs, compression="zstd",
+            use_dictionary=DICTIONARY_COLUMNS, row_group_size=ROW_GROUP_ROWS,
+        )  # fmt: skip
         self.seq += 1
 
     def load_initial(self, table: pa.Table) -> None:
         self._write_run(table.append_column("op", pa.repeat(pa.scalar("c"), table.num_rows)))
 
+    def load_initial_batches(self, batches: Any, schema: pa.Schema) -> None:
+        self.load_initial(pa.Table.from_batches(list(batches), schema))  # one sorted file
+
     def apply_batch(self, batch: pa.Table) -> None:
         self._write_run(batch)
 
-    def read_all(self) -> pa.Table:
-        names = sorted(os.listdir(self.runs_dir))
-        return merge_runs([pq.read_table(self.runs_dir / name) for name in names])
+    def _runs(self) -> list[str]:
+        infos = self.fs.get_file_info(fs.FileSelector(self.runs_dir))
+        return sorted(i.path for i in infos if i.type == fs.FileType.File)
 
-    def after_read(self, table: pa.Table) -> None:
-        started = time.perf_counter()
+    def read_all(self) -> pa.Table:
+        if self.compacted:
+            return pq.read_table(self.merged, filesystem=self.fs)
+        return merge_runs([pq.read_table(p, filesystem=self.fs) for p in self._runs()])
+
+    def compact(self) -> None:
+        table = self.read_all()
         pq.write_table(
-            table,
-            self.merged,
-            compression="zstd",
-            use_dictionary=False,
-            row_group_size=MERGED_ROW_GROUP_ROWS,
-        )
-        self.extra["compact_s"] = time.perf_counter() - started
-        started = time.perf_counter()
-        merged = pq.read_table(self.merged)
-        self.extra["read_merged_s"] = time.perf_counter() - started
-        self.extra["merged_bytes"] = self.merged.stat().st_size
-        self.extra["merged_equal"] = merged.equals(table)
+            table, self.merged, filesystem=self.fs, compression="zstd", use_dictionary=False,
+            row_group_size=ROW_GROUP_ROWS,
+        )  # fmt: skip
+        self.compacted = True
+        self.extra["merged_bytes"] = self.fs.get_file_info(self.merged).size
 
     def open_lookups(self) -> None:
-        self.index = RowGroupIndex(self.merged)
+        paths = [self.merged] if self.compacted else list(reversed(self._runs()))
+        self.indexes = [RowGroupIndex(p, self.fs) for p in paths]
 
     def lookup(self, key: int) -> dict[str, Any] | None:
-        assert self.index is not None
-        return self.index.get(key)
+        for index in self.indexes:  # newest first
+            hit = index.find(key)
+            if hit is not None:
+                row = hit.to_pylist()[0]
+                return None if row.get("op") == "d" else {c: row[c] for c in DATA_COLUMNS}
+        return None
 
-    def data_paths(self) -> list[Path]:
-        return [self.runs_dir]
+    def live_files(self) -> int | None:
+        return 1 if self.compacted else len(self._runs())
 
 
 if __name__ == "__main__":

@@ -7,11 +7,16 @@ write.native.enabled, read.native.enabled and commit.native.enabled; pypaimon
 silently falls back to Python when a route is unsupported, so the script records
 which paths actually ran native (writer class, commit object, read fallbacks).
 Lookups: one read per key with an equality predicate on the primary key.
+The initial load is written batch by batch (`write_arrow_batch`) and committed once; the
+streaming scan is `to_arrow_batch_reader`. pypaimon has no compaction call (Paimon
+compacts inside its writers: sorted-run triggers), so there is no read after compaction.
+On S3: the warehouse is an s3:// URI with fs.s3.* catalog options.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +70,7 @@ class Paimon(Contender):
         if args.native:
             self.name = "paimon-rust"
             _record_fallbacks()
-        self.warehouse = self.work_dir / "warehouse"
+        self.warehouse = self.location("warehouse")
         self.catalog: Any = None
         self.table: Any = None
         self.writers: set[str] = set()
@@ -78,8 +83,25 @@ class Paimon(Contender):
             options.update(NATIVE_OPTIONS)
         return options
 
+    def _catalog_options(self) -> dict[str, str]:
+        options = {"warehouse": self.warehouse}
+        if self.s3 is not None:
+            options.update({
+                "fs.s3.endpoint": self.s3.endpoint,
+                "fs.s3.accessKeyId": self.s3.access_key,
+                "fs.s3.accessKeySecret": self.s3.secret_key,
+                "fs.s3.region": self.s3.region,
+                # the same for the Rust core (opendal), which reads the s3.* keys
+                "s3.endpoint": self.s3.endpoint,
+                "s3.access-key": self.s3.access_key,
+                "s3.secret-key": self.s3.secret_key,
+                "s3.region": self.s3.region,
+                "s3.path-style-access": "true",
+            })  # fmt: skip
+        return options
+
     def setup(self, schema: pa.Schema) -> None:
-        self.catalog = CatalogFactory.create({"warehouse": str(self.warehouse)})
+        self.catalog = CatalogFactory.create(self._catalog_options())
         self.catalog.create_database("bench", True)
         table_schema = schema.append(pa.field(ROWKIND, pa.string()))
         paimon_schema = Schema.from_pyarrow_schema(
@@ -103,6 +125,23 @@ class Paimon(Contender):
     def load_initial(self, table: pa.Table) -> None:
         self._commit(table.append_column(ROWKIND, pa.repeat(pa.scalar("+I"), table.num_rows)))
 
+    def load_initial_batches(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> None:
+        builder = self.table.new_batch_write_builder()
+        writer, commit = builder.new_write(), builder.new_commit()
+        try:
+            self.writers.add(type(writer).__name__)
+            for batch in batches:
+                kinds = pa.repeat(pa.scalar("+I"), batch.num_rows)
+                writer.write_arrow_batch(
+                    pa.RecordBatch.from_arrays(
+                        [*batch.columns, kinds], [*batch.schema.names, ROWKIND]
+                    )
+                )
+            commit.commit(writer.prepare_commit())
+        finally:
+            writer.close()
+            commit.close()
+
     def apply_batch(self, batch: pa.Table) -> None:
         self._commit(with_rowkind(batch))
 
@@ -121,8 +160,14 @@ class Paimon(Contender):
         return builder.new_read().to_arrow(splits)
 
     def read_all(self) -> pa.Table:
-        catalog = CatalogFactory.create({"warehouse": str(self.warehouse)})
+        catalog = CatalogFactory.create(self._catalog_options())
         return self._read(catalog.get_table(IDENTIFIER)).select(DATA_COLUMNS)
+
+    def scan_batches(self) -> Iterator[pa.RecordBatch]:
+        table = CatalogFactory.create(self._catalog_options()).get_table(IDENTIFIER)
+        builder = table.new_read_builder()
+        splits = builder.new_scan().plan().splits()
+        yield from builder.new_read().to_arrow_batch_reader(splits)
 
     def after_read(self, table: pa.Table) -> None:
         if self.args.native:
@@ -130,7 +175,7 @@ class Paimon(Contender):
             self.extra["native_read"] = not _read_fallbacks
 
     def open_lookups(self) -> None:
-        catalog = CatalogFactory.create({"warehouse": str(self.warehouse)})
+        catalog = CatalogFactory.create(self._catalog_options())
         self.table = catalog.get_table(IDENTIFIER)
 
     def lookup(self, key: int) -> dict[str, Any] | None:
@@ -139,7 +184,11 @@ class Paimon(Contender):
         return hit.select(DATA_COLUMNS).to_pylist()[0] if hit.num_rows else None
 
     def data_paths(self) -> list[Path]:
-        return [self.warehouse]
+        return [Path(self.warehouse)]
+
+    def s3_prefixes(self) -> list[str]:
+        assert self.s3 is not None
+        return [self.s3.path("warehouse")]
 
 
 if __name__ == "__main__":
