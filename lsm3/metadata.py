@@ -29,7 +29,8 @@ def check_relative_path(path: Any, prefix: str, what: str) -> str:
         not isinstance(path, str)
         or not path.startswith(prefix)
         or not _SAFE_PATH.match(path)
-        or any(part in ("", ".", "..") for part in path.split("/"))
+        or any(part in ("", ".", "..") or len(part) > 255 for part in path.split("/"))
+        or len(path) > 1024
     ):
         raise CorruptMetadata(
             f"{what} names path {path!r}, which is not inside the table root under {prefix!r}; "
