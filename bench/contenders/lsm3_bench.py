@@ -19,6 +19,7 @@ Compaction (`compactor.compact`, its own handle as a separate compactor process 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -56,6 +57,10 @@ class Lsm3(Contender):
         parser.add_argument(
             "--policy", default="universal", choices=("universal", "leveled", "full"),
             help="compaction policy between commits of stream workloads",
+        )  # fmt: skip
+        parser.add_argument(
+            "--table-options", default="{}",
+            help='JSON table options for create_table, e.g. {"memtable_bytes": 67108864}',
         )  # fmt: skip
 
     def __init__(self, args: Any) -> None:
@@ -102,9 +107,13 @@ class Lsm3(Contender):
 
     # -- write ---------------------------------------------------------------------------
     def setup(self, schema: pa.Schema) -> None:
+        options = json.loads(self.args.table_options)
+        if options:
+            self.notes.append(f"table options: {options}")
         self.table = self.lsm3.create_table(
-            self.uri, schema, primary_key=["id"], storage_options=self.options
-        )
+            self.uri, schema, primary_key=["id"], options=options or None,
+            storage_options=self.options,
+        )  # fmt: skip
         self.handles.append(self.table)
         missing = [name for name in TABLE_METHODS if not hasattr(self.table, name)]
         if missing:
