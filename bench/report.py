@@ -697,9 +697,20 @@ def section(key: str, manifest: dict[str, Any], raw: Results) -> list[str]:
         "Per contender:",
         "",
         *notes_section(order, results),
+        *missing_note(spec.kind, results),
         "",
     ]
     return lines
+
+
+def missing_note(kind: str, results: Results) -> list[str]:
+    missing = [c.name for c in CONTENDERS.values() if kind in c.kinds and c.name not in results]
+    if not missing:
+        return []
+    return [
+        f"- not measured here: {', '.join(missing)} (left out of this run for time, not "
+        "because they cannot run it; `--contenders NAME` adds a row)"
+    ]
 
 
 # ------------------------------------------------------------------------------ targets
