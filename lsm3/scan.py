@@ -190,37 +190,76 @@ def merge_group(
         return
     key0 = schema.primary_key[0]
     bounds = _section_bounds(store, schema, ordered, section_rows)
-    open_runs: dict[str, OpenRun] = {}
-    decoded: dict[tuple[str, int], pa.Table] = {}
-    for lo, hi in zip([None, *bounds], [*bounds, None], strict=True):
-        live = [
-            f
-            for f in ordered
-            if (hi is None or f.min_key[0] < hi) and (lo is None or f.max_key[0] >= lo)
-        ]
-        to_open = [f for f in live if f.path not in open_runs]
-        for run in _open_all(store, schema, to_open) if to_open else []:
-            open_runs[run.file.path] = run
+    cursors = [_RunCursor(store, schema, f, key0) for f in ordered]
+    for hi in [*bounds, None]:
+        live = [c for c in cursors if not c.done and (hi is None or c.file.min_key[0] < hi)]
+        to_open = [c for c in live if c.run is None]
+        if len(to_open) > 1:  # fetch the runs a section needs in parallel
+            opened = _open_all(store, schema, [c.file for c in to_open])
+            for cursor, run in zip(to_open, opened, strict=True):
+                cursor.run = run
         pieces = []
-        for f in live:
-            index = FOOTERS.get(store, f, key0)
-            for i in range(len(index.rg_min)):
-                if (hi is not None and index.rg_min[i] >= hi) or (
-                    lo is not None and index.rg_max[i] < lo
-                ):
-                    continue
-                rg = decoded.get((f.path, i))
-                if rg is None:
-                    rg = read(open_runs[f.path], [i])
-                    decoded[(f.path, i)] = rg
-                pieces.append(_slice_key_range(rg, key0, lo, hi))
-                if hi is None or index.rg_max[i] < hi:
-                    decoded.pop((f.path, i), None)  # fully consumed
+        for cursor in live:
+            piece = cursor.take_below(hi, read)
+            if piece is not None and piece.num_rows:
+                pieces.append(piece)
         if pieces:
             yield merge_runs(pieces, schema, drop_deletes=drop_deletes)
-        for f in live:
-            if hi is not None and f.max_key[0] < hi:
-                open_runs.pop(f.path, None)
+
+
+class _RunCursor:
+    """One run read in key order, section by section: the row groups that start below a
+    section's upper bound are decoded in one call, and the rows at or above the bound wait
+    for the next section. Holds at most one partly consumed row group."""
+
+    def __init__(self, store: ObjectStore, schema: TableSchema, f: DataFile, key0: str) -> None:
+        self.store, self.schema, self.file, self.key0 = store, schema, f, key0
+        self.index = FOOTERS.get(store, f, key0)
+        self.run: OpenRun | None = None
+        self.next_group = 0
+        self.pending: pa.Table | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.pending is None and self.next_group >= len(self.index.rg_min)
+
+    def take_below(
+        self, hi: Any, read: Callable[[OpenRun, list[int] | None], pa.Table]
+    ) -> pa.Table | None:
+        """The run's rows with first key column below ``hi`` (all that is left if None)
+        that earlier sections did not take."""
+        n_groups = len(self.index.rg_min)
+        end = n_groups
+        if hi is not None:
+            end = self.next_group
+            while end < n_groups and self.index.rg_min[end] < hi:
+                end += 1
+        if end > self.next_group:
+            if self.run is None:
+                self.run = OpenRun(self.store, self.file, self.schema)
+            fresh = read(self.run, list(range(self.next_group, end)))
+            self.next_group = end
+            if self.pending is not None:
+                fresh = pa.concat_tables([self.pending, fresh])
+            self.pending = fresh
+        if self.pending is None:
+            return None
+        if hi is None:
+            taken, self.pending = self.pending, None
+        else:
+            below = _count_below(self.pending, self.key0, hi)
+            taken = self.pending.slice(0, below)
+            rest = self.pending.slice(below)
+            self.pending = rest if rest.num_rows else None
+        if self.done:
+            self.run = None
+        return taken
+
+
+def _count_below(table: pa.Table, key0: str, hi: Any) -> int:
+    """How many rows of ``table`` (sorted by ``key0``) have ``key0 < hi``."""
+    col = storage_values(table.column(key0))
+    return int(pc.sum(pc.less(col, pa.scalar(hi, col.type))).as_py() or 0)
 
 
 def _section_bounds(
@@ -242,16 +281,3 @@ def _section_bounds(
             acc = 0
         acc += rows
     return bounds
-
-
-def _slice_key_range(table: pa.Table, key0: str, lo: Any, hi: Any) -> pa.Table:
-    if lo is None and hi is None:
-        return table
-    col = storage_values(table.column(key0))
-    mask = None
-    if lo is not None:
-        mask = pc.greater_equal(col, pa.scalar(lo, col.type))
-    if hi is not None:
-        upper = pc.less(col, pa.scalar(hi, col.type))
-        mask = upper if mask is None else pc.and_(mask, upper)
-    return table.filter(mask)
