@@ -1,9 +1,12 @@
 """The memtable: a writer's buffered records, and turning them into sorted runs.
 
-Records arrive as Arrow tables already cast to the table schema. Each gets a local sequence
-number (its arrival order within the commit) and a row kind. A flush sorts everything by key
-and order, keeps the newest record per key (deletes included: a tombstone must reach storage),
-and cuts the result into one run per (partition, bucket).
+Records arrive as Arrow tables already cast to the table schema. Each gets its arrival order
+(in the sequence column) and a row kind. A flush sorts everything by key and order, keeps the
+newest record per key (deletes included: a tombstone must reach storage), and cuts the result
+into one run per (partition, bucket). A run holds each key once, so its rows need no order
+among themselves: the writer stores one local sequence number per flush in every row (a
+constant column encodes to almost nothing), and the commit's ``seq_count`` is its number of
+flushes.
 """
 
 from __future__ import annotations
@@ -21,14 +24,16 @@ from lsm3.schema import KIND_COLUMN, SEQ_COLUMN, TableSchema
 
 
 class Memtable:
-    """Buffered records of one writer between flushes; ``next_seq`` spans a whole commit."""
+    """Buffered records of one writer between flushes; ``flushes`` counts the flushes of the
+    current commit (each one local sequence number)."""
 
     def __init__(self, schema: TableSchema) -> None:
         self.schema = schema
         self._tables: list[pa.Table] = []
         self.nbytes = 0
         self.rows = 0
-        self.next_seq = 0
+        self.next_seq = 0  # arrival order of the next record
+        self.flushes = 0
 
     def add(self, rows: pa.Table, kinds: pa.Array) -> None:
         """Append ``rows`` (all user columns, table types) with their row kinds."""
@@ -60,15 +65,25 @@ class Memtable:
 
     def end_commit(self) -> None:
         self.next_seq = 0
+        self.flushes = 0
+
+
+def with_constant_seq(rows: pa.Table, seq: int) -> pa.Table:
+    """``rows`` with every stored sequence number set to ``seq`` (one flush, one number)."""
+    i = rows.schema.get_field_index(SEQ_COLUMN)
+    constant = pa.array(np.full(rows.num_rows, seq, dtype=np.int64))
+    return rows.set_column(i, rows.schema.field(i), constant)
 
 
 def split_runs(
     table: pa.Table, schema: TableSchema
-) -> Iterator[tuple[tuple[Any, ...], int, pa.Table]]:
-    """Newest record per key, sorted, cut into (partition, bucket, rows) runs."""
+) -> Iterator[tuple[tuple[Any, ...], int, pa.Array]]:
+    """Newest record per key, sorted, cut into runs: (partition, bucket, row indices into
+    ``table``). The caller gathers each run's rows (``table.take``), so the expensive gather
+    of wide rows can run in parallel, one piece per worker."""
     keep = newest_indices(table, schema, drop_deletes=False)
     if schema.buckets == 1 and not schema.partition_by:
-        yield (), 0, table.take(keep)
+        yield (), 0, keep
         return
     key_cols = [pc.take(table.column(k), keep) for k in schema.primary_key]
     buckets = bucket_of(key_cols, schema.buckets)
@@ -78,10 +93,11 @@ def split_runs(
     groups = pa.table(group_cols)
     # Stable sort by (partition, bucket): rows stay in key order inside each group.
     order = pc.sort_indices(groups, sort_keys=[(c, "ascending") for c in groups.column_names])
-    rows = table.take(pc.take(keep, order))
+    indices = pc.take(keep, order)
     groups = groups.take(order)
-    boundaries = np.zeros(rows.num_rows, dtype=bool)
-    if rows.num_rows:
+    n = len(indices)
+    boundaries = np.zeros(n, dtype=bool)
+    if n:
         boundaries[0] = True
     for name in groups.column_names:
         col = groups.column(name).combine_chunks()
@@ -89,7 +105,11 @@ def split_runs(
             ne = pc.not_equal(col.slice(1), col.slice(0, len(col) - 1))
             boundaries[1:] |= ne.to_numpy(zero_copy_only=False)
     starts = np.flatnonzero(boundaries).tolist()
-    ends = [*starts[1:], rows.num_rows]
+    ends = [*starts[1:], n]
     for start, end in zip(starts, ends, strict=True):
         partition = tuple(groups.column(f"p{i}")[start].as_py() for i in range(len(parts)))
-        yield partition, int(groups.column("bucket")[start].as_py()), rows.slice(start, end - start)
+        yield (
+            partition,
+            int(groups.column("bucket")[start].as_py()),
+            indices.slice(start, end - start),
+        )

@@ -1,7 +1,8 @@
 """The writer: buffer upserts, deletes and CDC; flush sorted runs; commit them exactly once.
 
 A commit uploads its runs first (each a fresh, never-reused object), then one delta manifest
-and one snapshot. The runs carry local sequence numbers 0..n-1; the manifest entry adds the
+and one snapshot. The runs carry local sequence numbers 0..n-1, one per flush of the commit
+(a run holds each key once, so all its rows share its flush's number); the manifest entry adds the
 ``seq_offset`` the commit receives from its parent snapshot (``next_sequence``). On a conflict
 only the manifest and snapshot are rewritten with the new offset: that is the rebase, and it
 makes commit order decide between concurrent writers without re-uploading any data.
@@ -23,7 +24,7 @@ import pyarrow.compute as pc
 
 from lsm3.commit import commit_files
 from lsm3.errors import InvalidInput, SchemaMismatch, WriteStalled
-from lsm3.memtable import Memtable, split_runs
+from lsm3.memtable import Memtable, split_runs, with_constant_seq
 from lsm3.metadata import DataFile, Snapshot
 from lsm3.runfile import encode_run
 from lsm3.schema import KIND_DELETE, KIND_UPSERT, TableSchema, conform, to_arrow_table
@@ -202,16 +203,23 @@ class Writer:
             return []
         runs = [
             (partition, bucket, piece, run_id)
-            for partition, bucket, rows in split_runs(table, self.schema)
+            for partition, bucket, indices in split_runs(table, self.schema)
             for run_id in [uuid.uuid4().hex]
-            for piece in _pieces(rows)
+            for piece in _pieces(indices)
         ]
         store = self.table.store
+        flush_seq = self._memtable.flushes
 
-        def upload(item: tuple[tuple[Any, ...], int, pa.Table, str]) -> DataFile:
-            partition, bucket, rows, run_id = item
+        def upload(item: tuple[tuple[Any, ...], int, pa.Array, str]) -> DataFile:
+            partition, bucket, indices, run_id = item
             encoded = encode_run(
-                rows, self.schema, level=0, partition=partition, bucket=bucket, run_id=run_id
+                # the gather runs here, in parallel with the other pieces
+                with_constant_seq(table.take(indices), flush_seq),
+                self.schema,
+                level=0,
+                partition=partition,
+                bucket=bucket,
+                run_id=run_id,
             )
             store.put(encoded.file.path, encoded.body)
             return encoded.file
@@ -229,6 +237,7 @@ class Writer:
             self._memtable.restore(table)
             raise
         self._pending.extend(files)
+        self._memtable.flushes += 1
         return files
 
     def commit(
@@ -265,7 +274,7 @@ class Writer:
             self.table,
             added=self._pending,
             removed=[],
-            seq_count=self._memtable.next_seq,
+            seq_count=self._memtable.flushes,
             kind="APPEND",
             writer_id=self.writer_id,
             commit_id=self._attempt[1],
@@ -358,14 +367,15 @@ class Writer:
 _PIECE_ROWS = 131072
 
 
-def _pieces(rows: pa.Table) -> list[pa.Table]:
-    """A large run cut into key-disjoint pieces, one per core, so they encode in parallel
-    (the Parquet encoder releases the GIL); they share a run id and stay one sorted run."""
-    pieces = min(os.cpu_count() or 1, rows.num_rows // _PIECE_ROWS)
+def _pieces(indices: pa.Array) -> list[pa.Array]:
+    """A large run (its row indices, in key order) cut into key-disjoint pieces, one per
+    core, so they are gathered and encoded in parallel (both release the GIL); they share a
+    run id and stay one sorted run."""
+    pieces = min(os.cpu_count() or 1, len(indices) // _PIECE_ROWS)
     if pieces <= 1:
-        return [rows]
-    size = -(-rows.num_rows // pieces)
-    return [rows.slice(start, size) for start in range(0, rows.num_rows, size)]
+        return [indices]
+    size = -(-len(indices) // pieces)
+    return [indices.slice(start, size) for start in range(0, len(indices), size)]
 
 
 def _kinds(n: int, kind: int) -> pa.Array:

@@ -7,6 +7,7 @@ import json
 import os
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -95,7 +96,8 @@ def test_layout_and_metadata_fields_follow_the_spec(tmp_path: os.PathLike[str]) 
     with open(os.path.join(root, "snapshot", "snapshot-00000000000000000001.json")) as f:
         snap = json.load(f)
     assert snap["format"] == "lsm3" and snap["snapshot_id"] == 1 and snap["parent_id"] is None
-    assert snap["kind"] == "APPEND" and snap["next_sequence"] == 3
+    # one flush, one local sequence number: every row of its runs stores 0
+    assert snap["kind"] == "APPEND" and snap["next_sequence"] == 1
     assert snap["writers"] == {
         "w": {"commit_id": "c-1", "snapshot_id": 1, "metadata": {"offset": 3}}
     }
@@ -114,6 +116,9 @@ def test_layout_and_metadata_fields_follow_the_spec(tmp_path: os.PathLike[str]) 
         assert entry["checksum"].startswith("crc32:") and len(entry["checksum"]) == 14
         assert entry["size"] == os.path.getsize(os.path.join(root, entry["path"]))
         assert entry["seq_offset"] == 0
+        assert entry["min_seq"] == entry["max_seq"] == 0
+        stored = pq.read_table(os.path.join(root, entry["path"]), columns=["_lsm3_seq"])
+        assert set(stored.column(0).to_pylist()) == {0}
 
 
 def test_latest_hint_is_advisory(tmp_path: os.PathLike[str]) -> None:
