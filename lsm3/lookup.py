@@ -44,6 +44,12 @@ def lookup_rows(
     """
     key0 = schema.primary_key[0]
     index = FOOTERS.get(store, f, key0)
+    file_schema = schema if f.schema_id == schema.schema_id else SCHEMAS.get(store, f.schema_id)
+    if list(index.columns) != file_schema.file_schema().names:
+        raise CorruptDataFile(
+            f"data file {f.path} has the columns {list(index.columns)}, but schema "
+            f"{f.schema_id} says {file_schema.file_schema().names}"
+        )
     wanted: set[int] = set()
     for v in key0_values:
         # Row groups are sorted by key, so the first whose max >= v is the only candidate
@@ -91,9 +97,6 @@ def lookup_rows(
                 if mask is not None:
                     hits.append((rg, mask))
             hits.sort(key=lambda h: h[0])
-            file_schema = (
-                schema if f.schema_id == schema.schema_id else SCHEMAS.get(store, f.schema_id)
-            )
             proj = projection(file_schema, schema, columns)
             pieces = [
                 proj.apply(

@@ -236,9 +236,17 @@ class OpenRun:
         buf = _fetch_verified(store, f)
         try:
             self._pq = pq.ParquetFile(pa.BufferReader(buf))
-        except (pa.ArrowInvalid, OSError) as exc:
+            self.num_row_groups = self._pq.metadata.num_row_groups
+            names = self._pq.schema_arrow.names
+        except (pa.ArrowException, OSError, KeyError, ValueError) as exc:
+            # ValueError covers a column name that is not UTF-8 (UnicodeDecodeError)
             raise CorruptDataFile(f"data file {f.path} is not valid Parquet: {exc}") from None
-        self.num_row_groups = self._pq.metadata.num_row_groups
+        expected = self.file_schema.file_schema().names
+        if names != expected:
+            raise CorruptDataFile(
+                f"data file {f.path} has the columns {names}, but schema {f.schema_id} says "
+                f"{expected}; it was not written by an lsm3 writer of this table"
+            )
 
     def read(self, columns: list[str], row_groups: list[int] | None = None) -> pa.Table:
         proj = projection(self.file_schema, self.read_schema, columns)

@@ -33,6 +33,7 @@ class RunIndex:
     metadata: pq.FileMetaData
     rg_min: np.ndarray
     rg_max: np.ndarray
+    columns: tuple[str, ...]  # top-level column names of the file, as its footer says
 
 
 class FooterCache:
@@ -126,18 +127,20 @@ def _load_index(store: ObjectStore, f: DataFile, key_column: str) -> RunIndex:
         ) from None
     except StorageError:
         raise  # a failed request (503, timeout) is not damage: let the caller retry
-    except (pa.ArrowInvalid, OSError, KeyError, ValueError) as exc:
+    except (pa.ArrowException, OSError, KeyError, ValueError) as exc:
         raise CorruptDataFile(f"data file {f.path} has an unreadable footer: {exc}") from None
-    col = md.schema.names.index(key_column)
-    # Temporal keys compare as their int64 storage value (the raw statistic); others logically.
-    raw = pa.types.is_temporal(md.schema.to_arrow_schema().field(key_column).type)
     mins: list[Any] = []
     maxs: list[Any] = []
-    for i in range(md.num_row_groups):
-        stats = md.row_group(i).column(col).statistics
-        known = stats is not None and stats.has_min_max
-        mins.append((stats.min_raw if raw else stats.min) if known else None)
-        maxs.append((stats.max_raw if raw else stats.max) if known else None)
+    try:
+        col, raw = _key_column_of(md, key_column)
+        columns = tuple(md.schema.to_arrow_schema().names)
+        for i in range(md.num_row_groups):
+            stats = md.row_group(i).column(col).statistics
+            known = stats is not None and stats.has_min_max
+            mins.append((stats.min_raw if raw else stats.min) if known else None)
+            maxs.append((stats.max_raw if raw else stats.max) if known else None)
+    except (pa.ArrowException, KeyError, ValueError) as exc:  # incl. UnicodeDecodeError
+        raise CorruptDataFile(f"data file {f.path} has an unusable footer: {exc}") from None
     # Parquet omits statistics for long values (over 4 KiB): bound such row groups by their
     # neighbours (rows are sorted), falling back to the file's key range.
     for i in range(len(mins)):
@@ -146,7 +149,31 @@ def _load_index(store: ObjectStore, f: DataFile, key_column: str) -> RunIndex:
     for i in reversed(range(len(maxs))):
         if maxs[i] is None:
             maxs[i] = mins[i + 1] if i + 1 < len(mins) else f.max_key[0]
-    return RunIndex(md, np.array(mins, dtype=object), np.array(maxs, dtype=object))
+    return RunIndex(md, np.array(mins, dtype=object), np.array(maxs, dtype=object), columns)
+
+
+def _key_column_of(md: pq.FileMetaData, key_column: str) -> tuple[int, bool]:
+    """The key column's index in ``md``, and whether its statistics are compared raw.
+
+    Checks, before any statistics are read, that every row group stores the key column with
+    the physical type the schema declares: pyarrow aborts the interpreter (an uncatchable C++
+    exception) when it builds statistics for a chunk whose type disagrees, which a damaged
+    file that still matches forged checksums can arrange."""
+    names = md.schema.names
+    if key_column not in names:
+        raise ValueError(f"the footer has no key column {key_column!r} (columns: {names})")
+    col = names.index(key_column)
+    declared = md.schema.column(col).physical_type
+    for i in range(md.num_row_groups):
+        stored = md.row_group(i).column(col).physical_type
+        if stored != declared:
+            raise ValueError(
+                f"row group {i} stores key column {key_column!r} as {stored}, "
+                f"but the file schema declares {declared}"
+            )
+    # Temporal keys compare as their int64 storage value (the raw statistic); others logically.
+    raw = pa.types.is_temporal(md.schema.to_arrow_schema().field(key_column).type)
+    return col, raw
 
 
 FOOTERS = FooterCache()

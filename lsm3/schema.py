@@ -8,6 +8,7 @@ column and the fix.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -215,14 +216,7 @@ class TableSchema:
 
     def file_schema(self) -> pa.Schema:
         """The schema of data files: user columns (all nullable) plus sequence and row kind."""
-        fields = [pa.field(f.name, f.type, nullable=True) for f in self.arrow]
-        return pa.schema(
-            [
-                *fields,
-                pa.field(SEQ_COLUMN, pa.int64(), False),
-                pa.field(KIND_COLUMN, pa.int8(), False),
-            ]
-        )
+        return _file_schema(self.arrow)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -468,3 +462,13 @@ def conform(
             )
         out.append(col)
     return pa.Table.from_arrays(out, names=list(columns))
+
+
+@functools.lru_cache(maxsize=256)
+def _file_schema(arrow: pa.Schema) -> pa.Schema:
+    """``TableSchema.file_schema``, memoised by the (immutable, hashable) Arrow schema: every
+    flush, run read and lookup asks for it."""
+    fields = [pa.field(f.name, f.type, nullable=True) for f in arrow]
+    return pa.schema(
+        [*fields, pa.field(SEQ_COLUMN, pa.int64(), False), pa.field(KIND_COLUMN, pa.int8(), False)]
+    )

@@ -11,9 +11,9 @@ crash of the native decoder would show as a failure, not kill the test run). CDC
 wrong types, nulls in keys, unknown ops and duplicate keys either commit exactly what a dict
 model says or raise an ``Lsm3Error`` and commit nothing.
 
-Known bugs found by these fuzzers each have a strict-xfail test below; the fuzzers count an
-input that hits one of them (``KNOWN_BUGS``) instead of failing, so they keep checking
-everything else. ``make soak`` runs the same fuzzers with many more examples
+A bug found by these fuzzers gets a regression test; while it is open, a strict-xfail test
+pins it and the fuzzers count an input that hits it (``KNOWN_BUGS``) instead of failing, so
+they keep checking everything else. ``make soak`` runs the same fuzzers with many more examples
 (``run_hostile``) and reports how every input ended.
 """
 
@@ -522,7 +522,7 @@ def parquet_fuzz(n: int, seed: int, start: int = 0, emit: Callable[[str], None] 
     ``TRY <i> <reader>`` before a decode (so a parent can tell which input killed the process)
     and ``DONE <reader> <kind>: <outcome>`` after: refused (a clear error), same (the damage
     did not change what was read), different (a wrong result the forged checksum let
-    through), known bug, or ESCAPED (anything else)."""
+    through), or ESCAPED (anything else: the parent test fails)."""
     body, t = _sample_run()
     f = t._files_of(t.current_snapshot())[0]
     schema = t.table_schema
@@ -542,8 +542,6 @@ def parquet_fuzz(n: int, seed: int, start: int = 0, emit: Callable[[str], None] 
                 outcome = "same" if same else "different"
             except Lsm3Error as exc:
                 outcome = f"refused {type(exc).__name__}"
-            except (KeyError, ValueError, pa.ArrowNotImplementedError) as exc:  # known bug
-                outcome = f"known bug {type(exc).__name__}"
             except Exception as exc:  # the parent test fails on it
                 outcome = f"ESCAPED {type(exc).__name__}: {str(exc)[:80]}"
             emit(f"DONE {reader} {kind}: {outcome}")
@@ -594,29 +592,34 @@ def test_damaged_parquet_with_forged_checksums_never_crashes() -> None:
 
 
 def type_mismatch_lookup() -> None:
-    """A point lookup in a run whose footer gives the key column's chunk the physical type
-    BOOLEAN instead of INT64, with an entry that matches the damage (the first column chunk's
-    ColumnMetaData starts ``1c 15 04``: struct, field 1 ``type`` = INT64 in Thrift's compact
-    encoding). The fuzz found such footers at random; this builds one on purpose."""
+    """A point lookup and a whole-file read of a run whose footer gives the key column's chunk
+    the physical type BOOLEAN instead of INT64, with an entry that matches the damage (the
+    first column chunk's ColumnMetaData starts ``1c 15 04``: struct, field 1 ``type`` = INT64
+    in Thrift's compact encoding). The fuzz found such footers at random; this builds one on
+    purpose. The lookup must refuse it; the whole-file read refuses it or reads it exactly."""
     body, t = _sample_run()
     n = int.from_bytes(body[-8:-4], "little")
     at = body.index(b"\x1c\x15\x04", len(body) - 8 - n) + 2
     forged = _forged(body[:at] + b"\x00" + body[at + 1 :], t, "type-mismatch")
-    with contextlib.suppress(Lsm3Error):
+    f = t._files_of(t.current_snapshot())[0]
+    with contextlib.suppress(CorruptDataFile):
         lookup(t.store, t.table_schema, [forged], [5], None)
+        raise AssertionError("lookup accepted a footer with a mismatched physical type")
+    print("lookup: refused")
+    columns = ["id", "name", "x"]
+    try:  # the whole-file reader decodes by the schema's type: refused or exact, never wrong
+        got = OpenRun(t.store, forged, t.table_schema).read(columns)
+    except CorruptDataFile:
+        print("whole-file read: refused")
+    else:
+        assert got.equals(OpenRun(t.store, f, t.table_schema).read(columns))
+        print("whole-file read: exact")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: lsm3/runindex.py _load_index reads md.row_group(i).column(col).statistics; "
-    "when a footer's column chunk has another physical type than the schema (a damaged file "
-    "that matches its manifest checksums: a buggy writer or a forged entry), pyarrow 26.0.1 "
-    "throws parquet::ParquetException ('ColumnMetaData type does not match ColumnDescriptor "
-    "physical type') where it cannot be caught: std::terminate aborts the interpreter "
-    "(SIGABRT) during Table.get. Fix: compare the chunk's physical_type with "
-    "md.schema.column(col).physical_type first and raise CorruptDataFile; report upstream",
-)
 def test_damaged_footer_does_not_abort_the_interpreter() -> None:
+    """Regression: pyarrow 26 aborts the interpreter (an uncatchable C++ exception, SIGABRT)
+    when it builds statistics for a column chunk whose physical type disagrees with the
+    schema; lsm3 checks the types first (lsm3/runindex.py ``_key_column_of``)."""
     proc = subprocess.run(
         [sys.executable, __file__, "type-mismatch"],
         capture_output=True,
@@ -625,6 +628,7 @@ def test_damaged_footer_does_not_abort_the_interpreter() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-500:]
+    assert "lookup: refused" in proc.stdout and "whole-file read:" in proc.stdout, proc.stdout
 
 
 def _forged(body: bytes, t: lsm3.Table, name: str, footer: bool = True) -> DataFile:
@@ -647,28 +651,37 @@ def _forged(body: bytes, t: lsm3.Table, name: str, footer: bool = True) -> DataF
     return forged
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: OpenRun.read (lsm3/runfile.py) and lookup_rows (lsm3/lookup.py) turn only "
-    "ArrowInvalid and OSError into CorruptDataFile; a file that matches its entry's "
-    "checksums but whose footer names a column differently (a buggy or foreign writer) "
-    "raises a bare KeyError (ValueError from lsm3/runindex.py _load_index when it is the key "
-    "column), a column name that is not UTF-8 a bare UnicodeDecodeError, and a damaged type "
-    "annotation ArrowNotImplementedError",
-)
 @pytest.mark.parametrize("damage", [b"_lsm3_kinX", b"_lsm3_kin\xf8"])
+@pytest.mark.parametrize("where", ["schema", "chunk"])
 @pytest.mark.parametrize("reader", ["scan", "get"])
-def test_file_with_a_renamed_column_is_corrupt_data(damage: bytes, reader: str) -> None:
+def test_file_with_a_renamed_column_is_refused_or_read_exactly(
+    damage: bytes, where: str, reader: str
+) -> None:
+    """Regression: a file that matches its entry's checksums but whose footer names a column
+    differently (a buggy or foreign writer), or not in UTF-8, is CorruptDataFile when the
+    schema says so, never a bare KeyError or UnicodeDecodeError; a damaged column-chunk path
+    that the decoder does not use may be read, but then exactly."""
     body, t = _sample_run()
-    at = body.rindex(b"_lsm3_kind")
+    n = int.from_bytes(body[-8:-4], "little")
+    footer = len(body) - 8 - n
+    # the footer's schema elements come first; each row group's chunks repeat the path
+    at = body.index(b"_lsm3_kind", footer) if where == "schema" else body.rindex(b"_lsm3_kind")
     bad = body[:at] + damage + body[at + 10 :]
     forged = _forged(bad, t, "renamed")
     schema = t.table_schema
-    with pytest.raises(CorruptDataFile):
+    f = t._files_of(t.current_snapshot())[0]
+
+    def read(entry: DataFile) -> Any:
         if reader == "scan":
-            OpenRun(t.store, forged, schema).read(["id", "name", "x"])
-        else:
-            lookup(t.store, schema, [forged], [5], None)
+            return OpenRun(t.store, entry, schema).read(["id", "name", "x"])
+        return lookup(t.store, schema, [entry], [5, 299], None)
+
+    if where == "schema":
+        with pytest.raises(CorruptDataFile):
+            read(forged)
+    else:
+        with contextlib.suppress(CorruptDataFile):
+            assert read(forged) == read(f)
 
 
 # --------------------------------------------------------------------------- CDC batches
