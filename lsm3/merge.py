@@ -73,7 +73,10 @@ def merge_runs(
 
 
 def drop_deleted(table: pa.Table, columns: Sequence[str] | None = None) -> pa.Table:
-    """For a single run (already one row per key): hide deletes and project."""
+    """For a single run (already one row per key): hide deletes and project. A table without
+    the row-kind column holds no deletes (its file has none)."""
+    if KIND_COLUMN not in table.column_names:
+        return table.select(list(columns)) if columns is not None else table
     if table.num_rows and pc.any(pc.not_equal(table.column(KIND_COLUMN), KIND_UPSERT)).as_py():
         table = table.filter(pc.equal(table.column(KIND_COLUMN), KIND_UPSERT))
     return table.select(list(columns)) if columns is not None else table

@@ -21,6 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from pyarrow.fs import LocalFileSystem
 
 from lsm3.errors import InvalidInput
 from lsm3.keys import storage_values
@@ -95,16 +97,58 @@ def group_files(files: Sequence[DataFile]) -> dict[tuple[tuple[Any, ...], int], 
 def _partition_matches(
     schema: TableSchema, partition: tuple[Any, ...], expr: pc.Expression
 ) -> bool:
-    arrays = {}
-    for name, value in zip(schema.partition_by, partition, strict=True):
-        t = schema.arrow.field(name).type
-        if pa.types.is_date32(t):  # partition values are storage values (section 7)
-            arrays[name] = pa.array([value], pa.int32()).view(t)
-        elif pa.types.is_timestamp(t):
-            arrays[name] = pa.array([value], pa.int64()).view(t)
-        else:
-            arrays[name] = pa.array([value], type=t)
+    arrays = {
+        name: _typed(schema.arrow.field(name).type, value)
+        for name, value in zip(schema.partition_by, partition, strict=True)
+    }
     return pa.table(arrays).filter(expr).num_rows > 0
+
+
+def _typed(t: pa.DataType, value: Any) -> pa.Array:
+    """A one-element array of type ``t`` from a storage value (section 7 of FORMAT.md)."""
+    if pa.types.is_date32(t):
+        return pa.array([value], pa.int32()).view(t)
+    if pa.types.is_timestamp(t):
+        return pa.array([value], pa.int64()).view(t)
+    return pa.array([value], type=t)
+
+
+def files_matching(
+    schema: TableSchema, files: Sequence[DataFile], expr: pc.Expression
+) -> list[DataFile]:
+    """The files that can hold a row of the merged result matching ``expr``.
+
+    A file's rows only ever decide keys inside its key range and partition, so a file whose
+    range contradicts the filter (``id == 5`` against ids 100..200) changes nothing the
+    filter lets through and is not read, whatever else the filter references. Arrow's
+    expression simplification decides the contradiction: each file becomes a fragment whose
+    partition expression is ``min_key[0] <= key0 <= max_key[0]`` plus its partition values.
+    """
+    if len(files) <= 1:
+        return list(files)
+    key0 = schema.primary_key[0]
+    key_type = schema.arrow.field(key0).type
+    try:
+        guarantees = []
+        for f in files:
+            lo, hi = _typed(key_type, f.min_key[0])[0], _typed(key_type, f.max_key[0])[0]
+            g = (pc.field(key0) >= lo) & (pc.field(key0) <= hi)
+            for name, value in zip(schema.partition_by, f.partition, strict=True):
+                field = pc.field(name)
+                t = schema.arrow.field(name).type
+                g = g & (field.is_null() if value is None else field == _typed(t, value)[0])
+            guarantees.append(g)
+        fragments = ds.FileSystemDataset.from_paths(
+            [str(i) for i in range(len(files))],
+            schema=schema.arrow,
+            format=ds.ParquetFileFormat(),
+            filesystem=LocalFileSystem(),  # never opened: only the expressions are used
+            partitions=guarantees,
+        ).get_fragments(filter=expr)
+        kept = {int(frag.path) for frag in fragments}
+    except (pa.ArrowException, TypeError, ValueError):
+        return list(files)  # a type or expression Arrow cannot reason about: read everything
+    return [f for i, f in enumerate(files) if i in kept]
 
 
 def scan_batches(
@@ -115,6 +159,8 @@ def scan_batches(
     section_rows: int = DEFAULT_SECTION_ROWS,
 ) -> Iterator[pa.RecordBatch]:
     """Merged, delete-free batches of the requested columns, group by group in key order."""
+    if request.filter is not None:
+        files = files_matching(schema, files, request.filter)
     for (partition, _bucket), group in group_files(files).items():
         if (
             request.partition_filter
@@ -131,6 +177,7 @@ def scan_batches(
             drop_deletes=True,
             section_rows=section_rows,
             pre_filter=pre_filter,
+            visible_columns=[c for c in request.read_columns if c not in (SEQ_COLUMN, KIND_COLUMN)],
         ):
             yield from _finish(table, request).to_batches()
 
@@ -168,10 +215,15 @@ def merge_group(
     drop_deletes: bool,
     section_rows: int = DEFAULT_SECTION_ROWS,
     pre_filter: Callable[[pa.Table], pa.Table] | None = None,
+    visible_columns: Sequence[str] | None = None,
 ) -> Iterator[pa.Table]:
     """The newest version of every key in the files of one (partition, bucket), as
     key-ordered, key-disjoint tables of ``columns`` (which must include the key, ordering and
-    kind columns). The one merge path of readers and the compactor."""
+    kind columns). The one merge path of readers and the compactor.
+
+    ``visible_columns`` (readers, with ``drop_deletes``): when the files do not overlap,
+    nothing needs ordering, so only these columns are read (plus the row kind of a file that
+    holds deletes) and the tables hold just them."""
     columns = list(columns)
 
     def read(run: OpenRun, row_groups: list[int] | None = None) -> pa.Table:
@@ -181,8 +233,16 @@ def merge_group(
     ordered = sorted(group, key=lambda f: f.min_key)
     if non_overlapping(ordered):
         for f in ordered:
-            table = read(OpenRun(store, f, schema))
-            yield drop_deleted(table) if drop_deletes else table
+            run = OpenRun(store, f, schema)
+            if visible_columns is not None and drop_deletes:
+                visible = list(visible_columns)
+                needed = [*visible, KIND_COLUMN] if f.deletes else visible
+                table = run.read(needed)
+                table = pre_filter(table) if pre_filter is not None else table
+                yield drop_deleted(table, visible)
+            else:
+                table = read(run)
+                yield drop_deleted(table) if drop_deletes else table
         return
     if sum(f.rows for f in ordered) <= section_rows:
         tables = [read(r) for r in _open_all(store, schema, ordered)]
