@@ -104,7 +104,10 @@ def universal(files: Sequence[DataFile], opts: PolicyOptions) -> list[Task]:
        ``max_size_amplification_percent`` of the oldest, merge everything.
     3. Size ratio: from the newest run, take runs while the next run is no bigger than the
        accumulated size times (100 + ``size_ratio_percent``)%.
-    4. Still more runs than the trigger: merge the newest ``runs - trigger + 1``.
+    4. Otherwise merge the newest ``runs - trigger + 2``, at least: a bucket leaves every
+       compaction with fewer runs than the trigger, so a compactor that runs every k
+       commits keeps it below ``trigger - 1 + k`` runs (8 for the defaults and k = 4, the
+       stop trigger), instead of letting it sit at the trigger and grow past it.
     """
     runs = sorted_runs(files)
     if len(runs) < opts.num_sorted_run_trigger:
@@ -113,8 +116,9 @@ def universal(files: Sequence[DataFile], opts: PolicyOptions) -> list[Task]:
     if rest * 100 > opts.max_size_amplification_percent * runs[-1].size:
         return [_task(runs, opts.max_level, "size-amplification", files)]
     picked = _pick_by_size_ratio(runs, opts.size_ratio_percent)
-    if picked < 2 and len(runs) > opts.num_sorted_run_trigger:
-        picked = len(runs) - opts.num_sorted_run_trigger + 1
+    enough = min(len(runs), len(runs) - opts.num_sorted_run_trigger + 2)
+    if picked < enough:
+        picked = enough
         reason = "run-count"
     else:
         reason = "size-ratio"

@@ -150,10 +150,15 @@ def test_universal_size_ratio_picks_newest_similar_runs() -> None:
     l2 = df(2, 0, 100, (500, 599), 1000)
     l4 = df(4, 0, 100, (100, 199), 5000)
     l5 = df(5, 0, 100, (0, 99), 100_000)
-    (task,) = universal([*new, l2, l4, l5], PolicyOptions(num_sorted_run_trigger=4))
+    (task,) = universal([*new, l2, l4, l5], PolicyOptions(num_sorted_run_trigger=5))
     assert task.reason == "size-ratio"
     assert paths(task.inputs) == paths(new)
     assert task.output_level == 1  # one above the next run left alone (level 2)
+    # trigger 4: the size ratio's two runs would leave 4 runs, not fewer than the trigger
+    (task,) = universal([*new, l2, l4, l5], PolicyOptions(num_sorted_run_trigger=4))
+    assert task.reason == "run-count"
+    assert paths(task.inputs) == paths([*new, l2])
+    assert task.output_level == 3
 
 
 def test_universal_size_ratio_extends_through_levels() -> None:
@@ -170,9 +175,12 @@ def test_universal_size_ratio_extends_through_levels() -> None:
 def test_universal_size_ratio_uses_ratio_percent() -> None:
     new = l0_files([100, 110])
     l5 = df(5, 0, 100, (0, 99), 100_000)
-    # 110 > 100 * 101 %: not similar at 1 %
-    assert universal([*new, l5], PolicyOptions(num_sorted_run_trigger=3)) == []
+    # 110 > 100 * 101 %: not similar at 1 %, so only the run count forces the same pick
+    (task,) = universal([*new, l5], PolicyOptions(num_sorted_run_trigger=3))
+    assert task.reason == "run-count"
+    assert paths(task.inputs) == paths(new)
     (task,) = universal([*new, l5], PolicyOptions(num_sorted_run_trigger=3, size_ratio_percent=10))
+    assert task.reason == "size-ratio"
     assert paths(task.inputs) == paths(new)
     assert task.output_level == 4
 
@@ -195,23 +203,26 @@ def test_universal_forced_pick_by_run_count() -> None:
     l5 = df(5, 0, 100, (0, 99), 100_000)
     files = [*l0, l1, l2, l3, l5]
     assert len(sorted_runs(files)) == 6
-    # runs (6) > trigger (5): merge the newest 6 - 5 + 1 = 2 runs; the next run is level 1,
-    # and output cannot be level 0, so level 1 joins the pick
+    # runs (6) >= trigger (5): merge the newest 6 - 5 + 2 = 3 runs, leaving 4 (< trigger);
+    # the next run left alone is level 2 -> output level 1
     (task,) = universal(files, PolicyOptions(num_sorted_run_trigger=5))
     assert task.reason == "run-count"
     assert paths(task.inputs) == paths([*l0, l1])
     assert task.output_level == 1
-    # trigger 4: the newest 3 runs, next run left alone is level 2 -> output level 1
+    # trigger 4: the newest 4 runs, next is level 3 -> output level 2
     (task,) = universal(files, PolicyOptions(num_sorted_run_trigger=4))
     assert task.reason == "run-count"
-    assert paths(task.inputs) == paths([*l0, l1])
-    assert task.output_level == 1
-    # trigger 3: the newest 4 runs, next is level 3 -> output 2
-    (task,) = universal(files, PolicyOptions(num_sorted_run_trigger=3))
     assert paths(task.inputs) == paths([*l0, l1, l2])
     assert task.output_level == 2
-    # exactly at the trigger and nothing similar in size: nothing to do
-    assert universal(files, PolicyOptions(num_sorted_run_trigger=6)) == []
+    # trigger 3: the newest 5 runs, next is level 5 -> output 4
+    (task,) = universal(files, PolicyOptions(num_sorted_run_trigger=3))
+    assert paths(task.inputs) == paths([*l0, l1, l2, l3])
+    assert task.output_level == 4
+    # exactly at the trigger: the newest 2 runs (both level 0, so level 1 joins the pick)
+    (task,) = universal(files, PolicyOptions(num_sorted_run_trigger=6))
+    assert paths(task.inputs) == paths([*l0, l1])
+    # one run below the trigger: nothing to do
+    assert universal(files, PolicyOptions(num_sorted_run_trigger=7)) == []
 
 
 def test_universal_never_outputs_level0_and_takes_every_older_level0_run() -> None:
@@ -220,7 +231,7 @@ def test_universal_never_outputs_level0_and_takes_every_older_level0_run() -> No
     l0 = l0_files([10, 10, 1000, 1000])
     l2 = df(2, 0, 100, (500, 599), 100_000)
     l5 = df(5, 0, 100, (0, 99), 1_000_000)
-    (task,) = universal([*l0, l2, l5], PolicyOptions(num_sorted_run_trigger=3))
+    (task,) = universal([*l0, l2, l5], PolicyOptions(num_sorted_run_trigger=5))
     assert paths(task.inputs) == paths([*l0, l2])
     assert task.output_level == 2
     # with only level-0 runs left after the pick, everything goes to the last level
@@ -678,7 +689,8 @@ def test_universal_task_keeps_levels_ordered_by_age(
     state: tuple[list[int], list[int], list[int]], opts: PolicyOptions
 ) -> None:
     """From any well-ordered state, applying a universal task (inputs replaced by one run at
-    the output level) leaves the level >= 1 runs ordered newest to oldest by level."""
+    the output level) leaves the level >= 1 runs ordered newest to oldest by level, and
+    fewer runs than the trigger."""
     l0_sizes, levels, sizes = state
     files: list[DataFile] = []
     seq = 0
@@ -708,3 +720,10 @@ def test_universal_task_keeps_levels_ordered_by_age(
             "the output level is taken by a run outside the task"
         )
         check_universal_age_order(after)
+        # a compaction leaves fewer runs than the trigger (or one run, at trigger 1)
+        assert len(sorted_runs(after)) < max(2, opts.num_sorted_run_trigger), (
+            len(runs),
+            len(sorted_runs(after)),
+        )
+    if len(sorted_runs(files)) >= max(2, opts.num_sorted_run_trigger):
+        assert universal(files, opts), "at the trigger, universal must compact"
