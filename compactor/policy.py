@@ -104,10 +104,11 @@ def universal(files: Sequence[DataFile], opts: PolicyOptions) -> list[Task]:
        ``max_size_amplification_percent`` of the oldest, merge everything.
     3. Size ratio: from the newest run, take runs while the next run is no bigger than the
        accumulated size times (100 + ``size_ratio_percent``)%.
-    4. Otherwise merge the newest ``runs - trigger + 2``, at least: a bucket leaves every
-       compaction with fewer runs than the trigger, so a compactor that runs every k
-       commits keeps it below ``trigger - 1 + k`` runs (8 for the defaults and k = 4, the
-       stop trigger), instead of letting it sit at the trigger and grow past it.
+    4. Otherwise merge the newest ``runs - trigger + 2``, at least, and on through older runs
+       no bigger than the pick (as in 3): a bucket leaves every compaction with fewer runs
+       than the trigger, so a compactor that runs every k commits keeps it below
+       ``trigger - 1 + k`` runs (8 for the defaults and k = 4, the stop trigger), instead of
+       letting it sit at the trigger and grow past it.
     """
     runs = sorted_runs(files)
     if len(runs) < opts.num_sorted_run_trigger:
@@ -118,7 +119,10 @@ def universal(files: Sequence[DataFile], opts: PolicyOptions) -> list[Task]:
     picked = _pick_by_size_ratio(runs, opts.size_ratio_percent)
     enough = min(len(runs), len(runs) - opts.num_sorted_run_trigger + 2)
     if picked < enough:
-        picked = enough
+        # Forced by the run count: the pick goes on through older runs that are no bigger
+        # than what it already holds, so sizes keep growing with age and a small old run
+        # never sits under a big new one (where every later pick would rewrite the big one).
+        picked = _pick_by_size_ratio(runs, opts.size_ratio_percent, start=enough)
         reason = "run-count"
     else:
         reason = "size-ratio"
@@ -127,9 +131,11 @@ def universal(files: Sequence[DataFile], opts: PolicyOptions) -> list[Task]:
     return [_universal_task(runs, picked, reason, opts, files)]
 
 
-def _pick_by_size_ratio(runs: Sequence[SortedRun], ratio_percent: int) -> int:
-    size = runs[0].size
-    count = 1
+def _pick_by_size_ratio(runs: Sequence[SortedRun], ratio_percent: int, start: int = 1) -> int:
+    """How many of the newest runs to merge: at least ``start``, then on through each older run
+    no bigger than the runs taken so far (plus ``ratio_percent``)."""
+    size = sum(r.size for r in runs[:start])
+    count = start
     while count < len(runs):
         nxt = runs[count].size
         if size * (100 + ratio_percent) < nxt * 100:

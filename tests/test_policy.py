@@ -225,13 +225,28 @@ def test_universal_forced_pick_by_run_count() -> None:
     assert universal(files, PolicyOptions(num_sorted_run_trigger=7)) == []
 
 
+def test_universal_forced_pick_goes_on_through_smaller_older_runs() -> None:
+    """A big new run over small old ones (left by earlier picks): the forced pick does not
+    stop at the big run, which every later pick would then rewrite; it takes the older runs
+    no bigger than what it holds (the stream benchmark's write amplification was 26 before)."""
+    l0 = l0_files([1, 1, 1, 1])
+    l2 = df(2, 0, 100, (500, 599), 7000)
+    l3 = df(3, 0, 100, (400, 499), 500)
+    l4 = df(4, 0, 100, (300, 399), 2000)
+    l5 = df(5, 0, 100, (0, 99), 100_000)
+    (task,) = universal([*l0, l2, l3, l4, l5], PolicyOptions(num_sorted_run_trigger=5))
+    assert task.reason == "run-count"
+    assert paths(task.inputs) == paths([*l0, l2, l3, l4])
+    assert task.output_level == 4
+
+
 def test_universal_never_outputs_level0_and_takes_every_older_level0_run() -> None:
     # two similar new runs, then dissimilar level-0 runs: output cannot be level 0, so the
     # pick extends through every remaining level-0 run to the first level >= 1 run
     l0 = l0_files([10, 10, 1000, 1000])
     l2 = df(2, 0, 100, (500, 599), 100_000)
     l5 = df(5, 0, 100, (0, 99), 1_000_000)
-    (task,) = universal([*l0, l2, l5], PolicyOptions(num_sorted_run_trigger=5))
+    (task,) = universal([*l0, l2, l5], PolicyOptions(num_sorted_run_trigger=6))
     assert paths(task.inputs) == paths([*l0, l2])
     assert task.output_level == 2
     # with only level-0 runs left after the pick, everything goes to the last level
