@@ -19,6 +19,7 @@ from lsm3.errors import (
     WriteStalled,
 )
 from lsm3.metadata import DataFile, Snapshot
+from lsm3.runindex import set_cache_limits
 from lsm3.table import CommitRecord, FileInfo, Table, create_table, open_table
 from lsm3.writer import Writer
 
@@ -45,4 +46,5 @@ __all__ = [
     "Writer",
     "create_table",
     "open_table",
+    "set_cache_limits",
 ]

@@ -23,7 +23,7 @@ from lsm3.keys import bucket_of, python_key, storage_values
 from lsm3.merge import merge_runs
 from lsm3.metadata import DataFile
 from lsm3.runfile import with_effective_seq
-from lsm3.runindex import FOOTERS, KEY_BLOCKS, KeyBlock
+from lsm3.runindex import FOOTERS, KEY_BLOCKS, ROW_BLOCKS, KeyBlock
 from lsm3.scan import group_files
 from lsm3.schema import KIND_COLUMN, SEQ_COLUMN, TableSchema
 from lsm3.storage import ObjectStore
@@ -64,7 +64,7 @@ def lookup_rows(
     hits: list[tuple[int, pa.Array]] = []
     missing: list[int] = []
     for rg in sorted(wanted):
-        block = KEY_BLOCKS.get(store, f.path, rg)
+        block = KEY_BLOCKS.get((store.url, f.path, rg))
         if block is None:
             missing.append(rg)
             continue
@@ -92,18 +92,21 @@ def lookup_rows(
             for rg in missing:
                 keys = parquet().read_row_group(rg, columns=[key0], use_threads=False)
                 block = KeyBlock(storage_values(keys.column(0)).combine_chunks())
-                KEY_BLOCKS.put(store, f.path, rg, block)
+                KEY_BLOCKS.put((store.url, f.path, rg), block)
                 mask = block.match(key0_values)
                 if mask is not None:
                     hits.append((rg, mask))
             hits.sort(key=lambda h: h[0])
             proj = projection(file_schema, schema, columns)
-            pieces = [
-                proj.apply(
-                    parquet().read_row_group(rg, columns=list(proj.sources), use_threads=False)
-                ).filter(mask)
-                for rg, mask in hits
-            ]
+            sources = tuple(proj.sources)
+            pieces = []
+            for rg, mask in hits:
+                block_key = (store.url, f.path, rg, sources)
+                rows = ROW_BLOCKS.get(block_key)
+                if rows is None:
+                    rows = parquet().read_row_group(rg, columns=list(sources), use_threads=False)
+                    ROW_BLOCKS.put(block_key, rows)
+                pieces.append(proj.apply(rows).filter(mask))
         except SizeMismatch as exc:
             raise CorruptDataFile(
                 f"data file {f.path} does not have the size its manifest entry says ({exc})"

@@ -12,15 +12,16 @@ from __future__ import annotations
 import io
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lsm3.errors import CorruptDataFile, ObjectNotFound, SizeMismatch, StorageError
+from lsm3.errors import CorruptDataFile, InvalidInput, ObjectNotFound, SizeMismatch, StorageError
 from lsm3.metadata import DataFile
 from lsm3.runfile import checksum_of
 from lsm3.storage import ObjectStore
@@ -178,6 +179,8 @@ def _key_column_of(md: pq.FileMetaData, key_column: str) -> tuple[int, bool]:
 
 FOOTERS = FooterCache()
 
+V = TypeVar("V")
+
 
 class KeyBlock:
     """The sorted first-key column of one row group, searchable without Arrow overhead."""
@@ -204,37 +207,75 @@ class KeyBlock:
         return mask if pc.any(mask).as_py() else None
 
 
-class KeyBlockCache:
-    """LRU cache of decoded first-key-column blocks (one per row group), bounded in bytes.
+class BlockCache(Generic[V]):
+    """LRU cache of decoded blocks of immutable runs, bounded in bytes; thread-safe.
 
-    Point lookups probe many runs; with the key block cached, a run that lacks the key costs
-    no request and a few microseconds. This is the index half of a block cache.
+    Keys start with the store URL and the run's path; runs never change, so nothing goes
+    stale. ``capacity_bytes`` may be changed at any time (``lsm3.set_cache_limits``).
     """
 
-    def __init__(self, capacity_bytes: int = 256 * 1024 * 1024) -> None:
-        self._items: OrderedDict[tuple[str, str, int], KeyBlock] = OrderedDict()
+    def __init__(self, capacity_bytes: int, size_of: Callable[[V], int]) -> None:
+        self._items: OrderedDict[tuple[Any, ...], V] = OrderedDict()
         self._lock = threading.Lock()
         self._bytes = 0
+        self._size_of = size_of
         self.capacity_bytes = capacity_bytes
 
-    def get(self, store: ObjectStore, path: str, rg: int) -> KeyBlock | None:
-        k = (store.url, path, rg)
+    def get(self, key: tuple[Any, ...]) -> V | None:
         with self._lock:
-            found = self._items.get(k)
+            found = self._items.get(key)
             if found is not None:
-                self._items.move_to_end(k)
+                self._items.move_to_end(key)
             return found
 
-    def put(self, store: ObjectStore, path: str, rg: int, keys: KeyBlock) -> None:
-        k = (store.url, path, rg)
+    def put(self, key: tuple[Any, ...], value: V) -> None:
+        size = self._size_of(value)
         with self._lock:
-            if k in self._items:
+            if key in self._items or size > self.capacity_bytes:
                 return
-            self._items[k] = keys
-            self._bytes += keys.nbytes
+            self._items[key] = value
+            self._bytes += size
             while self._bytes > self.capacity_bytes and self._items:
                 _, evicted = self._items.popitem(last=False)
-                self._bytes -= evicted.nbytes
+                self._bytes -= self._size_of(evicted)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
 
 
-KEY_BLOCKS = KeyBlockCache()
+#: The first key column of row groups: a probe of a run that lacks the key costs no request
+#: and a few microseconds (the index half of a block cache).
+KEY_BLOCKS: BlockCache[KeyBlock] = BlockCache(256 * 1024 * 1024, lambda b: b.nbytes)
+
+#: Decoded row groups that point lookups hit, by (store, path, row group, columns): a hot
+#: key is then answered from memory, like RocksDB's and SlateDB's block caches (the data
+#: half). Smaller than the key blocks: a row group holds every column.
+ROW_BLOCKS: BlockCache[pa.Table] = BlockCache(128 * 1024 * 1024, lambda t: t.nbytes)
+
+
+def set_cache_limits(
+    *, key_block_bytes: int | None = None, row_block_bytes: int | None = None
+) -> dict[str, int]:
+    """Bound the process-wide lookup caches (0 turns one off); returns the limits in force.
+
+    ``key_block_bytes`` (default 256 MiB) holds the key column of probed row groups;
+    ``row_block_bytes`` (default 128 MiB) holds whole row groups that lookups hit.
+    """
+    for name, value in (("key_block_bytes", key_block_bytes), ("row_block_bytes", row_block_bytes)):
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise InvalidInput(f"{name} must be a non-negative int, got {value!r}")
+    for cache, value in ((KEY_BLOCKS, key_block_bytes), (ROW_BLOCKS, row_block_bytes)):
+        if value is not None:
+            cache.capacity_bytes = value
+            if value == 0:
+                cache.clear()
+    return {
+        "key_block_bytes": KEY_BLOCKS.capacity_bytes,
+        "row_block_bytes": ROW_BLOCKS.capacity_bytes,
+    }

@@ -95,6 +95,9 @@ def clear_read_caches() -> None:
     import lsm3.runindex
 
     for value in vars(lsm3.runindex).values():
+        if isinstance(value, lsm3.runindex.BlockCache):
+            value.clear()
+            continue
         items = getattr(value, "_items", None)
         if hasattr(items, "clear"):
             with getattr(value, "_lock", contextlib.nullcontext()):

@@ -339,9 +339,10 @@ def test_failed_reads_raise_a_storage_error_never_a_wrong_result(
 def _get_after_footer_cached(store: FaultyStore, fault_op: str) -> None:
     t = lsm3.open_table(store)
     assert t.get(1) is not None  # footer cached
-    from lsm3.runindex import KEY_BLOCKS
+    from lsm3.runindex import KEY_BLOCKS, ROW_BLOCKS
 
-    KEY_BLOCKS._items.clear()  # but keep the footer
+    KEY_BLOCKS.clear()  # but keep the footer
+    ROW_BLOCKS.clear()
     store.script("transient", fault_op, times=None)
     t.get(1)
 

@@ -482,6 +482,39 @@ def test_get_and_get_many(make_table: MakeTable) -> None:
     assert t.get(20, snapshot_id=first) == r(20)
 
 
+def test_lookup_caches_are_bounded_and_answer_hot_keys_without_requests(
+    make_table: MakeTable,
+) -> None:
+    t = make_table(options={"row_group_rows": 100})
+    with t.writer() as w:
+        w.upsert([r(i) for i in range(1000)])
+    with t.writer() as w:
+        w.upsert([r(i, "new") for i in range(0, 1000, 3)])
+    model = {x["id"]: x for x in rows(t)}
+    from lsm3.runindex import ROW_BLOCKS
+
+    try:
+        limits = lsm3.set_cache_limits(row_block_bytes=64 * 1024)
+        assert limits["row_block_bytes"] == 64 * 1024
+        assert t.get(7) == model[7] and t.get(9) == model[9]  # 9 is in the newer run
+        t.store.stats.reset()
+        for _ in range(3):  # a hot key: footers, key blocks and its row group are cached
+            assert t.get(7) == model[7] and t.get(9) == model[9]
+        assert t.store.stats.total_requests() == 0
+        for i in range(0, 1000, 7):  # many row groups: the cache stays within its bound
+            assert t.get(i) == model[i]
+        assert 0 < ROW_BLOCKS.nbytes <= 64 * 1024
+        lsm3.set_cache_limits(row_block_bytes=0)  # off: every hit reads its row group
+        assert ROW_BLOCKS.nbytes == 0
+        t.store.stats.reset()
+        assert t.get(7) == model[7]
+        assert t.store.stats.requests["GET"] >= 1
+        with pytest.raises(lsm3.InvalidInput, match="row_block_bytes"):
+            lsm3.set_cache_limits(row_block_bytes=-1)
+    finally:
+        lsm3.set_cache_limits(row_block_bytes=128 * 1024 * 1024)
+
+
 def test_get_on_empty_table(make_table: MakeTable) -> None:
     t = make_table()
     assert t.current_snapshot() is None
