@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lsm3.errors import CorruptDataFile, ObjectNotFound
+from lsm3.errors import CorruptDataFile, ObjectNotFound, SizeMismatch
 from lsm3.evolution import SCHEMAS, projection
 from lsm3.keys import storage_values
 from lsm3.metadata import DataFile
@@ -227,16 +227,34 @@ class OpenRun:
     schema version is mapped onto it by field id (see ``lsm3.evolution``).
     """
 
-    def __init__(self, store: ObjectStore, f: DataFile, read_schema: TableSchema) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        f: DataFile,
+        read_schema: TableSchema,
+        footer: pq.FileMetaData | None = None,
+    ) -> None:
+        """Fetch the whole run and check its size and CRC; or, given its ``footer`` (already
+        checked against ``footer_checksum``, see ``lsm3.runindex``), fetch nothing now and
+        read row groups by ranged requests later, each page checked against its CRC, so that
+        memory holds what is read rather than the whole file."""
         self.file = f
         self.file_schema = (
             read_schema if f.schema_id == read_schema.schema_id else SCHEMAS.get(store, f.schema_id)
         )
         self.read_schema = read_schema
-        buf = _fetch_verified(store, f)
-        self._buffer = buf
+        self._buffer: pa.Buffer | None = None
         try:
-            self._pq = pq.ParquetFile(pa.BufferReader(buf))
+            if footer is None:
+                self._buffer = _fetch_verified(store, f)
+                self._pq = pq.ParquetFile(pa.BufferReader(self._buffer))
+            else:
+                self._pq = pq.ParquetFile(
+                    store.open_ranged(f.path, f.size),
+                    metadata=footer,
+                    pre_buffer=True,
+                    page_checksum_verification=True,
+                )
             self.num_row_groups = self._pq.metadata.num_row_groups
             names = self._pq.schema_arrow.names
         except (pa.ArrowException, OSError, KeyError, ValueError) as exc:
@@ -253,13 +271,20 @@ class OpenRun:
         proj = projection(self.file_schema, self.read_schema, columns)
         sources = list(proj.sources)
         try:
-            if row_groups is None:
+            if row_groups is None and self._buffer is not None:
                 # the dataset reader decodes row groups and columns in parallel: about 15%
                 # faster than ParquetFile.read on a whole run
                 t = pq.read_table(pa.BufferReader(self._buffer), columns=sources)
+            elif row_groups is None:
+                t = self._pq.read(columns=sources)
             else:
                 t = self._pq.read_row_groups(row_groups, columns=sources)
             return with_effective_seq(proj.apply(t), self.file.seq_offset)
+        except SizeMismatch as exc:
+            raise CorruptDataFile(
+                f"data file {self.file.path} does not have the size its manifest entry says "
+                f"({exc}); refusing to read it"
+            ) from None
         except (pa.ArrowException, OSError, KeyError, ValueError) as exc:
             raise CorruptDataFile(
                 f"data file {self.file.path} cannot be decoded as its schema says: {exc}"

@@ -199,11 +199,26 @@ def non_overlapping(files: Sequence[DataFile]) -> bool:
     return all(a.max_key < b.min_key for a, b in itertools.pairwise(files))
 
 
+#: Runs larger than this are read by ranged requests, section by section, when sections are
+#: merged, so a scan holds the row groups of one section rather than whole files.
+RANGED_READ_BYTES = 64 * 1024 * 1024
+
+
+def open_run(store: ObjectStore, schema: TableSchema, f: DataFile) -> OpenRun:
+    """A run for sectioned reading: fetched whole (one request, CRC checked) when small,
+    read by ranged requests (footer and page CRCs checked) when large."""
+    if f.size > RANGED_READ_BYTES:
+        return OpenRun(
+            store, f, schema, footer=FOOTERS.get(store, f, schema.primary_key[0]).metadata
+        )
+    return OpenRun(store, f, schema)
+
+
 def _open_all(store: ObjectStore, schema: TableSchema, files: Sequence[DataFile]) -> list[OpenRun]:
     if len(files) == 1:
-        return [OpenRun(store, files[0], schema)]
+        return [open_run(store, schema, files[0])]
     with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
-        return list(pool.map(lambda f: OpenRun(store, f, schema), files))
+        return list(pool.map(lambda f: open_run(store, schema, f), files))
 
 
 def merge_group(
@@ -296,7 +311,7 @@ class _RunCursor:
                 end += 1
         if end > self.next_group:
             if self.run is None:
-                self.run = OpenRun(self.store, self.file, self.schema)
+                self.run = open_run(self.store, self.schema, self.file)
             fresh = read(self.run, list(range(self.next_group, end)))
             self.next_group = end
             if self.pending is not None:
