@@ -31,6 +31,7 @@ from catalog.errors import (
 from catalog.identifiers import Identifier, check_namespace, format_table, parse_table
 from catalog.log import Change, StateLog
 from catalog.state import CatalogState, NamespaceEntry, TableEntry, new_location
+from lsm3.retry import with_retries
 from lsm3.storage import LocalStore, ObjectStore, open_store
 from lsm3.table import Table
 
@@ -66,7 +67,8 @@ class Catalog:
     the latest committed catalog state (one GET when nothing changed)."""
 
     def __init__(self, store: ObjectStore, *, commit_retries: int = 32) -> None:
-        self.store = store
+        self._local = store if isinstance(store, LocalStore) else None
+        self.store = with_retries(store)  # safe requests retried (lsm3.retry)
         self.uri = store.url
         self._log = StateLog(store, retries=commit_retries)
         self._lock = threading.Lock()
@@ -256,8 +258,8 @@ class Catalog:
         store = self.store.child(location)
         for info in store.list(""):
             store.delete(info.key)
-        if isinstance(self.store, LocalStore):
-            _remove_empty_dirs(os.path.join(self.store.root, *location.split("/")))
+        if self._local is not None:
+            _remove_empty_dirs(os.path.join(self._local.root, *location.split("/")))
 
     def __repr__(self) -> str:
         return f"catalog.Catalog({self.uri!r})"

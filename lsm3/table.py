@@ -35,6 +35,7 @@ from lsm3.log import SnapshotLog
 from lsm3.lookup import lookup
 from lsm3.manifests import ManifestReader
 from lsm3.metadata import DataFile, Snapshot
+from lsm3.retry import with_retries
 from lsm3.scan import DEFAULT_SECTION_ROWS, make_request, scan_batches
 from lsm3.schema import TableSchema, new_schema
 from lsm3.storage import ObjectStore, StoreStats, open_store
@@ -454,5 +455,5 @@ def _store(uri: str | ObjectStore, storage_options: Mapping[str, Any] | None) ->
     if isinstance(uri, ObjectStore):
         if storage_options:
             raise InvalidInput("storage_options apply to URIs, not to an opened ObjectStore")
-        return uri
-    return open_store(uri, dict(storage_options) if storage_options else None)
+        return with_retries(uri)
+    return with_retries(open_store(uri, dict(storage_options) if storage_options else None))

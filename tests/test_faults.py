@@ -29,6 +29,7 @@ from soak import check_chain, check_orphans, run_random_faults
 
 import compactor
 import lsm3
+import lsm3.retry
 from catalog.client import Catalog
 from compactor.maintenance import expire_snapshots, remove_orphan_files
 from lsm3.errors import StorageError
@@ -234,7 +235,8 @@ def test_anonymous_commit_retried_after_an_error_lands_once(tmp_path: Path) -> N
     w = table.writer()
     # the put lands but its response is lost, then the read that would find it fails
     store.on_inject = lambda i: (
-        i.fault == "ambiguous" and store.script("transient", "get", "snapshot/*")
+        i.fault == "ambiguous"
+        and store.script("transient", "get", "snapshot/*", times=lsm3.retry.ATTEMPTS)
     )
     store.script("ambiguous", "put_if_absent", "snapshot/*")
     w.upsert([{"id": 5, "v": "A"}])
@@ -254,7 +256,7 @@ def test_failed_data_file_put_commits_nothing(any_inner: ObjectStore, fault: str
     inner = any_inner
     store, table = new_table(inner)
     commit(table, {1: "a"})
-    store.script(fault, "put", "data/*")
+    store.script(fault, "put", "data/*", times=lsm3.retry.ATTEMPTS)  # past every retry
     w = table.writer("w")
     w.upsert([{"id": 2, "v": "b"}])
     with pytest.raises(lsm3.StorageError):
@@ -266,12 +268,17 @@ def test_failed_data_file_put_commits_nothing(any_inner: ObjectStore, fault: str
     assert w2.commit(commit_id="c2") is not None
     assert rows(inner) == {1: "a", 2: "b"}
     assert check_orphans(lsm3.open_table(inner))["orphans"] <= 1  # an "ambiguous" upload
+    store.clear()
+    store.script(fault, "put", "data/*")  # one failure: retried, absorbed
+    with table.writer("w") as w3:
+        w3.upsert([{"id": 3, "v": "c"}])
+    assert rows(inner) == {1: "a", 2: "b", 3: "c"}
 
 
 def test_commit_retried_after_a_failed_data_put_keeps_the_rows(tmp_path: Path) -> None:
     inner = LocalStore(str(tmp_path))
     store, table = new_table(inner)
-    store.script("transient", "put", "data/*")
+    store.script("transient", "put", "data/*", times=lsm3.retry.ATTEMPTS)
     w = table.writer("w")
     w.upsert([{"id": 1, "v": "a"}])
     with pytest.raises(lsm3.StorageError):
@@ -483,3 +490,69 @@ def test_random_faults_on_moto(s3_bucket_uri: Location) -> None:
         11, steps=8, probability=0.1, backend="s3", root=uri, storage_options=options
     )
     assert not figures.anomalies, figures.anomalies
+
+
+# --------------------------------------------------------------------------- the retry layer
+
+RETRIED_CALLS = {
+    "get": lambda s: s.get("k"),
+    "get_buffer": lambda s: s.get_buffer("k"),
+    "get_range": lambda s: s.get_range("k", 0, 2, expected_size=5),
+    "head": lambda s: s.head("k"),
+    "list": lambda s: s.list(""),
+    "put": lambda s: s.put("fresh", b"x"),
+    "delete": lambda s: s.delete("gone"),
+}
+
+
+@pytest.mark.parametrize("op", sorted(RETRIED_CALLS))
+@pytest.mark.parametrize("fault", RETRYABLE_FAULTS)
+def test_safe_requests_are_retried_with_a_bound(op: str, fault: str) -> None:
+    faulty = FaultyStore(open_store("memory://retry-" + op + fault), hang_seconds=0.001)
+    faulty.inner.put("k", b"hello")
+    store = lsm3.retry.RetryingStore(faulty, sleep=lambda s: None)
+    call = RETRIED_CALLS[op]
+    faulty.script(fault, op, times=lsm3.retry.ATTEMPTS - 1)  # heals on the last attempt
+    call(store)
+    assert len(faulty.injected) == lsm3.retry.ATTEMPTS - 1
+    assert store.retries == lsm3.retry.ATTEMPTS - 1
+    faulty.script(fault, op, times=lsm3.retry.ATTEMPTS)  # never heals: raised, bounded
+    with pytest.raises(InjectedFault):
+        call(store)
+    assert len(faulty.injected) == 2 * lsm3.retry.ATTEMPTS - 1
+
+
+@pytest.mark.parametrize("op", ["put_if_absent", "put_if_match"])
+def test_conditional_puts_are_never_retried_by_the_store(op: str) -> None:
+    """Whether a failed conditional put landed is for the commit loop to find out."""
+    faulty = FaultyStore(open_store("memory://retry-cond-" + op))
+    faulty.inner.put("k", b"v")
+    etag = faulty.inner.get_with_etag("k")[1]
+    store = lsm3.retry.RetryingStore(faulty, sleep=lambda s: None)
+    faulty.script("transient", op)
+    with pytest.raises(InjectedFault):
+        if op == "put_if_absent":
+            store.put_if_absent("new", b"v")
+        else:
+            store.put_if_match("k", b"w", etag or "")
+    assert len(faulty.injected) == 1 and store.retries == 0
+
+
+def test_permanent_errors_are_not_retried() -> None:
+    faulty = FaultyStore(open_store("memory://retry-permanent"), record=True)
+    store = lsm3.retry.RetryingStore(faulty, sleep=lambda s: None)
+    with pytest.raises(lsm3.errors.ObjectNotFound):
+        store.get("missing")
+    assert faulty.calls == [("get", "missing")] and store.retries == 0
+
+
+def test_tables_and_catalogs_reach_storage_through_one_retry_layer(tmp_path: Path) -> None:
+    inner = LocalStore(str(tmp_path))
+    table = lsm3.create_table(inner, pa.schema([("id", pa.int64())]), "id")
+    assert isinstance(table.store, lsm3.retry.RetryingStore)
+    again = lsm3.open_table(table.store)
+    assert again.store is table.store  # never wrapped twice
+    cat = Catalog(LocalStore(str(tmp_path / "wh")))
+    assert isinstance(cat.store, lsm3.retry.RetryingStore)
+    assert isinstance(cat.store.child("a/b"), lsm3.retry.RetryingStore)
+    assert not isinstance(cat.store.child("a/b").inner, lsm3.retry.RetryingStore)
