@@ -70,7 +70,7 @@ class Catalog:
         self._local = store if isinstance(store, LocalStore) else None
         self.store = with_retries(store)  # safe requests retried (lsm3.retry)
         self.uri = store.url
-        self._log = StateLog(store, retries=commit_retries)
+        self._log = StateLog(self.store, retries=commit_retries)
         self._lock = threading.Lock()
         self._state: CatalogState | None = None
 
