@@ -9,7 +9,6 @@ the manifest entry.
 
 from __future__ import annotations
 
-import io
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -63,39 +62,6 @@ class FooterCache:
 _FOOTER_READ = 64 * 1024
 
 
-class _TailFile(io.RawIOBase):
-    """A file of ``size`` bytes of which only the verified tail is present (for the footer)."""
-
-    def __init__(self, size: int, tail: bytes) -> None:
-        super().__init__()
-        self._size = size
-        self._tail = tail
-        self._start = size - len(tail)
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = base + offset
-        return self._pos
-
-    def read(self, size: int = -1) -> bytes:
-        end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
-        if self._pos < self._start:
-            raise OSError("read outside the verified footer")
-        data = self._tail[self._pos - self._start : end - self._start]
-        self._pos += len(data)
-        return data
-
-
 def _read_verified_footer(store: ObjectStore, f: DataFile) -> pq.FileMetaData:
     """The footer of ``f`` from one ranged GET (two if it is large), size and CRC checked."""
     n = min(f.size, _FOOTER_READ)
@@ -113,7 +79,9 @@ def _read_verified_footer(store: ObjectStore, f: DataFile) -> pq.FileMetaData:
             f"data file {f.path} has a footer whose checksum disagrees with its manifest entry; "
             "refusing to read it"
         )
-    return pq.ParquetFile(pa.PythonFile(_TailFile(f.size, tail), mode="r")).metadata
+    # The Thrift footer is self-contained: it parses from its own bytes (offsets in it stay
+    # absolute, for the ranged reads that use it later).
+    return pq.read_metadata(pa.BufferReader(tail[-(length + 8) :]))
 
 
 def _load_index(store: ObjectStore, f: DataFile, key_column: str) -> RunIndex:

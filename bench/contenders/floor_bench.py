@@ -17,6 +17,7 @@ converge to).
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -38,21 +39,28 @@ def sorted_by_id(table: pa.Table) -> pa.Table:
 
 
 def merge_runs(runs: list[pa.Table]) -> pa.Table:
-    """Merge id-sorted runs (oldest first): newest version per id, deletes dropped.
+    """Merge id-sorted runs (oldest first): newest version per id, deletes (op "d") dropped."""
+    newest = newest_live(runs, lambda full, rows: pc.not_equal(full.column("op").take(rows), "d"))
+    return newest.select(DATA_COLUMNS)
 
-    Only the (id, seq) key columns are concatenated and sorted; keeping the first
-    row of each id after sorting by (id asc, seq desc) selects its newest version;
-    then one `take` gathers the surviving rows from the concatenated full table.
+
+def newest_live(runs: list[pa.Table], live: Callable[[pa.Table, pa.Array], pa.Array]) -> pa.Table:
+    """The tuned pure-Arrow merge of runs (oldest first): the newest row of each id for
+    which ``live(all_rows, indices)`` holds.
+
+    Only the (id, run rank) key columns are concatenated and sorted; keeping the first row
+    of each id after sorting by (id asc, rank desc) selects its newest version; then one
+    ``take`` gathers the surviving rows from the concatenated full table.
     """
     keys = pa.table(
         {
             "id": pa.concat_arrays([c for run in runs for c in run.column("id").chunks]),
-            "seq": pa.concat_arrays(
+            "rank": pa.concat_arrays(
                 [pa.repeat(pa.scalar(i, pa.int32()), run.num_rows) for i, run in enumerate(runs)]
             ),
         }
     )
-    order = pc.sort_indices(keys, sort_keys=[("id", "ascending"), ("seq", "descending")])
+    order = pc.sort_indices(keys, sort_keys=[("id", "ascending"), ("rank", "descending")])
     ids = keys.column("id").take(order)
     n = len(ids)
     first = pa.concat_arrays(
@@ -62,9 +70,8 @@ def merge_runs(runs: list[pa.Table]) -> pa.Table:
         ]
     )
     newest = order.filter(first)
-    full = pa.concat_tables(runs)
-    live = newest.filter(pc.not_equal(full.column("op").take(newest), "d"))
-    return full.take(live).select(DATA_COLUMNS)
+    full = pa.concat_tables(runs, promote_options="permissive")
+    return full.take(newest.filter(live(full, newest)))
 
 
 class RowGroupIndex:

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from bench.contenders.floor_bench import newest_live
 from bench.harness import DATA_COLUMNS, Contender, NotSupported, counter_sum, run
 
 REQUIRED = ("create_table", "open_table")
@@ -257,27 +258,7 @@ class Lsm3(Contender):
         started, cpu = time.perf_counter(), time.process_time()
         runs = [pq.read_table(f"{root}/{f.path}", filesystem=filesystem) for f in oldest_first]
         kind = next(n for n in runs[0].column_names if n.endswith("_kind"))
-        keys = pa.table(
-            {
-                "id": pa.concat_arrays([c for r in runs for c in r.column("id").chunks]),
-                "rank": pa.concat_arrays(
-                    [pa.repeat(pa.scalar(i, pa.int32()), r.num_rows) for i, r in enumerate(runs)]
-                ),
-            }
-        )
-        order = pc.sort_indices(keys, sort_keys=[("id", "ascending"), ("rank", "descending")])
-        ids = keys.column("id").take(order)
-        n = len(ids)
-        first = pa.concat_arrays(
-            [
-                pa.array([n > 0]),
-                pc.not_equal(ids.slice(1), ids.slice(0, max(0, n - 1))).combine_chunks(),
-            ]
-        )
-        newest = order.filter(first)
-        full = pa.concat_tables(runs, promote_options="permissive")
-        live = newest.filter(pc.not_equal(full.column(kind).take(newest), 1))
-        merged = full.take(live)
+        merged = newest_live(runs, lambda full, rows: pc.not_equal(full.column(kind).take(rows), 1))
         rows = self.table.table_schema.option("row_group_rows") if self.table else 16384
         pq.write_table(
             merged, out, filesystem=filesystem, compression="zstd", row_group_size=rows,
