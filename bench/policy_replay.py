@@ -21,6 +21,7 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 
+import lsm3
 from bench.workloads import get_workload, load_manifest, workload_dir
 
 
@@ -31,9 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compact-every", type=int, default=4)
     parser.add_argument("--policy", default="universal")
     parser.add_argument("--option", action="append", default=[], help="table option key=value")
+    parser.add_argument(
+        "--trace", action="store_true", help="print each compaction's picks and run sizes"
+    )
     args = parser.parse_args(argv)
     import compactor
-    import lsm3
 
     logging.disable(logging.WARNING)  # write-stall warnings are expected between compactions
     spec = get_workload(args.workload)
@@ -67,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
             result = compactor.compact(table, policy=args.policy)
             reasons = sorted({t.reason for t in result.tasks}) or ["none"]
             compacted["+".join(reasons)] += put_bytes() - before
+            if args.trace:
+                print(
+                    f"commit {i + 1}: {' '.join(reasons)} -> runs (newest first, kB): "
+                    f"{_run_sizes_kb(table.files())}"
+                )
     amp = (committed + sum(compacted.values())) / committed
     print(
         f"options {options or 'defaults'}: write amplification {amp:.2f}, "
@@ -75,6 +83,20 @@ def main(argv: list[str] | None = None) -> int:
     for reason, nbytes in sorted(compacted.items()):
         print(f"  compactions ({reason}): {nbytes / 1e6:.1f} MB written")
     return 0
+
+
+def _run_sizes_kb(files: list[lsm3.FileInfo]) -> str:
+    """Sorted runs, newest first, as ``L<level>:<kB>`` (level-0 runs: one flush, one seq)."""
+    level0: dict[int, int] = {}
+    levels: dict[int, int] = {}
+    for f in files:
+        if f.level == 0:
+            level0[f.max_seq] = level0.get(f.max_seq, 0) + f.bytes
+        else:
+            levels[f.level] = levels.get(f.level, 0) + f.bytes
+    runs = [f"L0:{level0[seq] // 1000}" for seq in sorted(level0, reverse=True)]
+    runs += [f"L{level}:{levels[level] // 1000}" for level in sorted(levels)]
+    return " ".join(runs)
 
 
 if __name__ == "__main__":

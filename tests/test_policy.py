@@ -240,6 +240,26 @@ def test_universal_forced_pick_goes_on_through_smaller_older_runs() -> None:
     assert task.output_level == 4
 
 
+def test_universal_forced_pick_carries_into_an_older_run_up_to_twice_its_size() -> None:
+    """The forced pick (4 new runs and level 2: 14) carries into level 3 (20 <= 2 x 14), so the
+    level-2 run does not absorb every later compaction while it grows towards level 3; it
+    stops before level 4 (100 > 2 x 34)."""
+    l0 = l0_files([1, 1, 1, 1])
+    l2 = df(2, 0, 100, (500, 599), 10)
+    l3 = df(3, 0, 100, (400, 499), 20)
+    l4 = df(4, 0, 100, (300, 399), 100)
+    l5 = df(5, 0, 100, (0, 99), 100_000)
+    (task,) = universal([*l0, l2, l3, l4, l5], PolicyOptions(num_sorted_run_trigger=5))
+    assert task.reason == "run-count"
+    assert paths(task.inputs) == paths([*l0, l2, l3])
+    assert task.output_level == 3
+    # an older run more than twice the pick stays: only the forced minimum is merged
+    l3 = df(3, 0, 100, (400, 499), 29)
+    (task,) = universal([*l0, l2, l3, l4, l5], PolicyOptions(num_sorted_run_trigger=5))
+    assert paths(task.inputs) == paths([*l0, l2])
+    assert task.output_level == 2
+
+
 def test_universal_never_outputs_level0_and_takes_every_older_level0_run() -> None:
     # two similar new runs, then dissimilar level-0 runs: output cannot be level 0, so the
     # pick extends through every remaining level-0 run to the first level >= 1 run
