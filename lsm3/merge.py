@@ -8,11 +8,14 @@ the gather of wide rows is the expensive part, so it is done once, on the rows t
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lsm3.keys import storage_values
 from lsm3.schema import KIND_COLUMN, KIND_UPSERT, SEQ_COLUMN, TableSchema
 
 
@@ -65,11 +68,59 @@ def merge_runs(
     if not tables:
         raise ValueError("merge_runs needs at least one (possibly empty) table")
     nonempty = [t for t in tables if t.num_rows] or [tables[0]]
-    table = pa.concat_tables(nonempty) if len(nonempty) > 1 else nonempty[0]
-    keep = newest_indices(table, schema, drop_deletes)
+    newest_first = _newest_first_if_disjoint(nonempty, schema)
+    if newest_first is not None:
+        table = pa.concat_tables(newest_first)
+        keep = _first_per_integer_key(table, schema, drop_deletes)
+    else:
+        table = pa.concat_tables(nonempty) if len(nonempty) > 1 else nonempty[0]
+        keep = newest_indices(table, schema, drop_deletes)
     if columns is not None:
         table = table.select(list(columns))
     return table.take(keep)
+
+
+def _newest_first_if_disjoint(
+    tables: Sequence[pa.Table], schema: TableSchema
+) -> list[pa.Table] | None:
+    """The runs newest first, when that order alone decides every key: one integer key
+    column, versions ordered by sequence number only (no sequence field), and sequence ranges
+    that do not interleave (each run wholly newer than the next), as for the runs a writer
+    flushes and universal compaction leaves. Otherwise None (the general merge sorts by
+    sequence number too)."""
+    keys = schema.primary_key
+    if len(tables) < 2 or len(keys) != 1 or schema.sequence_field:
+        return None
+    key_type = storage_values(tables[0].column(keys[0])).type
+    if not pa.types.is_integer(key_type):
+        return None
+    ranges = []
+    for t in tables:
+        bounds = pc.min_max(t.column(SEQ_COLUMN))
+        ranges.append((bounds["max"].as_py(), bounds["min"].as_py(), t))
+    ranges.sort(key=lambda r: r[0], reverse=True)
+    for newer, older in itertools.pairwise(ranges):
+        if newer[1] <= older[0]:
+            return None
+    return [t for _, _, t in ranges]
+
+
+def _first_per_integer_key(table: pa.Table, schema: TableSchema, drop_deletes: bool) -> pa.Array:
+    """Row indices, in key order, of the first row of each key in ``table``: runs concatenated
+    newest first, each sorted by its integer key. A stable sort keeps equal keys in run order,
+    and on a concatenation of sorted runs it only merges them (numpy's stable sort of
+    integers is a timsort): about a fifth of the general sort by key and sequence."""
+    keys = storage_values(table.column(schema.primary_key[0])).to_numpy()
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    first = np.empty(len(order), dtype=bool)
+    first[:1] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
+    keep = order[first]
+    if drop_deletes:
+        kinds = table.column(KIND_COLUMN).to_numpy()
+        keep = keep[kinds[keep] == KIND_UPSERT]
+    return pa.array(keep)
 
 
 def drop_deleted(table: pa.Table, columns: Sequence[str] | None = None) -> pa.Table:
