@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def initial() -> None:
         with table.writer() as writer:
-            for batch in pq.ParquetFile(data / manifest["files"]["initial"]).iter_batches(131_072):
+            for batch in pq.ParquetFile(
+                data / manifest["files"]["initial"], pre_buffer=False
+            ).iter_batches(131_072):
                 writer.upsert(batch)
 
     def cdc() -> None:

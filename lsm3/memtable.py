@@ -48,14 +48,26 @@ class Memtable:
         self.rows += n
 
     def drain(self) -> pa.Table | None:
-        """Everything buffered, as one table; the memtable is then empty (``next_seq`` stays)."""
+        """Everything buffered, as one table with one chunk per column; the memtable is then
+        empty (``next_seq`` stays).
+
+        A flush gathers rows in key order from all over the memtable, and Arrow's ``take``
+        on a string column of many chunks first concatenates the whole column, on every call
+        (a 140 MB transient per 64k rows gathered). So the columns are made contiguous here,
+        once, one at a time: each column's chunks are freed as soon as it is copied, and the
+        copy costs at most one column beyond the memtable."""
         if not self._tables:
             return None
-        table = pa.concat_tables(self._tables)
-        self._tables = []
+        tables, self._tables = self._tables, []
+        schema = tables[0].schema
+        columns: list[pa.Array | pa.ChunkedArray] = list(pa.concat_tables(tables).columns)
+        del tables
+        for i, column in enumerate(columns):
+            columns[i] = column.combine_chunks()
+            del column
         self.nbytes = 0
         self.rows = 0
-        return table
+        return pa.Table.from_arrays(columns, schema=schema)
 
     def restore(self, table: pa.Table) -> None:
         """Put back what ``drain`` returned (a flush that failed to upload keeps its rows)."""

@@ -46,6 +46,42 @@ def data_file_path(schema: TableSchema, partition: tuple[Any, ...], bucket: int)
     return f"data/{where}bucket-{bucket}/{uuid.uuid4().hex}.parquet"
 
 
+class _ChunkSink:
+    """Where the Parquet writer puts a run: the bytes as written, joined once at the end.
+
+    ``pa.BufferOutputStream`` doubles its buffer as it grows, so encoding a 70 MB run held a
+    128 MB buffer plus the 64 MB one being copied out of; chunks hold what was written and
+    the join, at most twice the run."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self._size
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def getvalue(self) -> pa.Buffer:
+        body = b"".join(self._chunks)
+        self._chunks = []
+        return pa.py_buffer(body)
+
+
 @dataclass
 class EncodedRun:
     """A run serialised and described, ready to upload."""
@@ -77,7 +113,7 @@ class RunWriter:
         self.partition = partition
         self.bucket = bucket
         self.path = path or data_file_path(schema, partition, bucket)
-        self._sink = pa.BufferOutputStream()
+        self._sink = _ChunkSink()
         self._writer: pq.ParquetWriter | None = None
         self.rows = 0
         self._deletes = 0
@@ -100,7 +136,7 @@ class RunWriter:
             rows = rows.cast(file_schema)
         if self._writer is None:
             self._writer = pq.ParquetWriter(
-                self._sink,
+                pa.PythonFile(self._sink, mode="w"),
                 rows.schema,
                 compression="zstd",
                 use_dictionary=dictionary_columns(rows, self.schema),
@@ -131,6 +167,7 @@ class RunWriter:
             raise ValueError("a run needs at least one row")
         self._writer.close()
         body = self._sink.getvalue()
+        self._sink = _ChunkSink()
         assert self._min_seq is not None and self._max_seq is not None
         file = DataFile(
             path=self.path,

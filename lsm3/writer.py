@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -26,7 +27,7 @@ from lsm3.commit import commit_files
 from lsm3.errors import InvalidInput, SchemaMismatch, WriteStalled
 from lsm3.memtable import Memtable, split_runs, with_constant_seq
 from lsm3.metadata import DataFile, Snapshot
-from lsm3.runfile import encode_run
+from lsm3.runfile import RunWriter
 from lsm3.schema import KIND_DELETE, KIND_UPSERT, TableSchema, conform, to_arrow_table
 
 if TYPE_CHECKING:
@@ -205,22 +206,22 @@ class Writer:
             (partition, bucket, piece, run_id)
             for partition, bucket, indices in split_runs(table, self.schema)
             for run_id in [uuid.uuid4().hex]
-            for piece in _pieces(indices)
+            for piece in _pieces(indices, table.nbytes / max(1, table.num_rows))
         ]
         store = self.table.store
         flush_seq = self._memtable.flushes
 
+        gather_rows = self.schema.option("row_group_rows") * _GATHER_ROW_GROUPS
+
         def upload(item: tuple[tuple[Any, ...], int, pa.Array, str]) -> DataFile:
             partition, bucket, indices, run_id = item
-            encoded = encode_run(
-                # the gather runs here, in parallel with the other pieces
-                with_constant_seq(table.take(indices), flush_seq),
-                self.schema,
-                level=0,
-                partition=partition,
-                bucket=bucket,
-                run_id=run_id,
-            )
+            run = RunWriter(self.schema, level=0, partition=partition, bucket=bucket, run_id=run_id)
+            # The gather runs here, in parallel with the other pieces, a few row groups at a
+            # time: a flush holds the memtable and its encoded output, never a sorted copy.
+            for start in range(0, len(indices), gather_rows):
+                rows = table.take(indices.slice(start, gather_rows))
+                run.write(with_constant_seq(rows, flush_seq))
+            encoded = run.finish()
             store.put(encoded.file.path, encoded.body)
             return encoded.file
 
@@ -365,13 +366,20 @@ class Writer:
 
 
 _PIECE_ROWS = 131072
+_PIECE_BYTES = 64 * 1024 * 1024
+#: Row groups gathered from the memtable and encoded at a time during a flush.
+_GATHER_ROW_GROUPS = 16
 
 
-def _pieces(indices: pa.Array) -> list[pa.Array]:
+def _pieces(indices: pa.Array, row_bytes: float) -> list[pa.Array]:
     """A large run (its row indices, in key order) cut into key-disjoint pieces, one per
-    core, so they are gathered and encoded in parallel (both release the GIL); they share a
-    run id and stay one sorted run."""
+    core, so they are gathered and encoded in parallel (both release the GIL), and more when
+    a piece would hold over ``_PIECE_BYTES`` of rows (``row_bytes`` each): a piece's encoded
+    body is in memory until it is uploaded, so this bounds a flush's memory beyond the
+    memtable by the workers, not by the memtable. Pieces share a run id and stay one sorted
+    run."""
     pieces = min(os.cpu_count() or 1, len(indices) // _PIECE_ROWS)
+    pieces = max(pieces, math.ceil(len(indices) * row_bytes / _PIECE_BYTES))
     if pieces <= 1:
         return [indices]
     size = -(-len(indices) // pieces)
