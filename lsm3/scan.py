@@ -199,26 +199,43 @@ def non_overlapping(files: Sequence[DataFile]) -> bool:
     return all(a.max_key < b.min_key for a, b in itertools.pairwise(files))
 
 
-#: Runs larger than this are read by ranged requests, section by section, when sections are
-#: merged, so a scan holds the row groups of one section rather than whole files.
-RANGED_READ_BYTES = 64 * 1024 * 1024
+#: When sections are merged, runs are fetched whole (one request each, CRC checked) only up to
+#: this many bytes in all; the largest runs beyond it are read by ranged requests, section by
+#: section, so a scan holds the row groups of one section of them rather than whole files
+#: (the 10M-row table: 20 runs of 35 MB, 700 MB if fetched whole).
+WHOLE_READ_BYTES = 128 * 1024 * 1024
 
 
-def open_run(store: ObjectStore, schema: TableSchema, f: DataFile) -> OpenRun:
-    """A run for sectioned reading: fetched whole (one request, CRC checked) when small,
-    read by ranged requests (footer and page CRCs checked) when large."""
-    if f.size > RANGED_READ_BYTES:
+def ranged_runs(files: Sequence[DataFile]) -> set[str]:
+    """Paths of the runs to read by ranged requests: the largest, until the rest fit in
+    ``WHOLE_READ_BYTES``."""
+    whole = sum(f.size for f in files)
+    ranged: set[str] = set()
+    for f in sorted(files, key=lambda f: f.size, reverse=True):
+        if whole <= WHOLE_READ_BYTES:
+            break
+        ranged.add(f.path)
+        whole -= f.size
+    return ranged
+
+
+def open_run(store: ObjectStore, schema: TableSchema, f: DataFile, ranged: bool) -> OpenRun:
+    """A run for sectioned reading: fetched whole (one request, CRC checked), or read by
+    ranged requests (footer and page CRCs checked)."""
+    if ranged:
         return OpenRun(
             store, f, schema, footer=FOOTERS.get(store, f, schema.primary_key[0]).metadata
         )
     return OpenRun(store, f, schema)
 
 
-def _open_all(store: ObjectStore, schema: TableSchema, files: Sequence[DataFile]) -> list[OpenRun]:
+def _open_all(
+    store: ObjectStore, schema: TableSchema, files: Sequence[DataFile], ranged: set[str]
+) -> list[OpenRun]:
     if len(files) == 1:
-        return [open_run(store, schema, files[0])]
+        return [open_run(store, schema, files[0], files[0].path in ranged)]
     with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
-        return list(pool.map(lambda f: open_run(store, schema, f), files))
+        return list(pool.map(lambda f: open_run(store, schema, f, f.path in ranged), files))
 
 
 def merge_group(
@@ -260,17 +277,18 @@ def merge_group(
                 yield drop_deleted(table) if drop_deletes else table
         return
     if sum(f.rows for f in ordered) <= section_rows:
-        tables = [read(r) for r in _open_all(store, schema, ordered)]
+        tables = [read(r) for r in _open_all(store, schema, ordered, set())]
         yield merge_runs(tables, schema, drop_deletes=drop_deletes)
         return
     key0 = schema.primary_key[0]
     bounds = _section_bounds(store, schema, ordered, section_rows)
-    cursors = [_RunCursor(store, schema, f, key0) for f in ordered]
+    ranged = ranged_runs(ordered)
+    cursors = [_RunCursor(store, schema, f, key0, f.path in ranged) for f in ordered]
     for hi in [*bounds, None]:
         live = [c for c in cursors if not c.done and (hi is None or c.file.min_key[0] < hi)]
         to_open = [c for c in live if c.run is None]
         if len(to_open) > 1:  # fetch the runs a section needs in parallel
-            opened = _open_all(store, schema, [c.file for c in to_open])
+            opened = _open_all(store, schema, [c.file for c in to_open], ranged)
             for cursor, run in zip(to_open, opened, strict=True):
                 cursor.run = run
         pieces = []
@@ -287,8 +305,11 @@ class _RunCursor:
     section's upper bound are decoded in one call, and the rows at or above the bound wait
     for the next section. Holds at most one partly consumed row group."""
 
-    def __init__(self, store: ObjectStore, schema: TableSchema, f: DataFile, key0: str) -> None:
+    def __init__(
+        self, store: ObjectStore, schema: TableSchema, f: DataFile, key0: str, ranged: bool
+    ) -> None:
         self.store, self.schema, self.file, self.key0 = store, schema, f, key0
+        self.ranged = ranged
         self.index = FOOTERS.get(store, f, key0)
         self.run: OpenRun | None = None
         self.next_group = 0
@@ -311,7 +332,7 @@ class _RunCursor:
                 end += 1
         if end > self.next_group:
             if self.run is None:
-                self.run = open_run(self.store, self.schema, self.file)
+                self.run = open_run(self.store, self.schema, self.file, self.ranged)
             fresh = read(self.run, list(range(self.next_group, end)))
             self.next_group = end
             if self.pending is not None:

@@ -9,6 +9,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pyarrow as pa
@@ -387,8 +388,9 @@ def test_filters_skip_files_whose_key_range_cannot_match(make_table: MakeTable) 
 def test_sectioned_scan_reads_large_runs_by_ranges(
     make_table: MakeTable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Runs above RANGED_READ_BYTES are read row group by row group with ranged requests
-    (footer and page CRCs checked) instead of whole: same rows, fewer bytes per section."""
+    """Past WHOLE_READ_BYTES in all, the largest runs are read row group by row group with
+    ranged requests (footer and page CRCs checked) instead of whole: same rows, fewer bytes
+    held per section."""
     t = make_table(options={"row_group_rows": 64})
     rng = random.Random(3)
     for _ in range(4):
@@ -398,16 +400,32 @@ def test_sectioned_scan_reads_large_runs_by_ranges(
     expected = rows(t)
     import lsm3.scan
 
-    monkeypatch.setattr(lsm3.scan, "RANGED_READ_BYTES", 0)
+    monkeypatch.setattr(lsm3.scan, "WHOLE_READ_BYTES", 0)
     t.store.stats.reset()
     got = sorted_rows(t.to_batches(section_rows=300).read_all(), t.primary_key)
     assert got == expected
     ranged = t.store.stats.snapshot()
-    monkeypatch.setattr(lsm3.scan, "RANGED_READ_BYTES", 1 << 40)
+    monkeypatch.setattr(lsm3.scan, "WHOLE_READ_BYTES", 1 << 40)
     t.store.stats.reset()
     assert sorted_rows(t.to_batches(section_rows=300).read_all(), t.primary_key) == expected
     whole = t.store.stats.snapshot()
     assert ranged["requests"]["GET"] > whole["requests"]["GET"]  # one GET per section range
+
+
+def test_the_largest_runs_are_read_by_ranges_until_the_rest_fit_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import lsm3.scan
+
+    files = [
+        SimpleNamespace(path=name, size=size) for name, size in [("a", 5), ("b", 40), ("c", 30)]
+    ]
+    monkeypatch.setattr(lsm3.scan, "WHOLE_READ_BYTES", 75)
+    assert lsm3.scan.ranged_runs(files) == set()  # type: ignore[arg-type]
+    monkeypatch.setattr(lsm3.scan, "WHOLE_READ_BYTES", 40)
+    assert lsm3.scan.ranged_runs(files) == {"b"}  # type: ignore[arg-type]
+    monkeypatch.setattr(lsm3.scan, "WHOLE_READ_BYTES", 4)
+    assert lsm3.scan.ranged_runs(files) == {"a", "b", "c"}  # type: ignore[arg-type]
 
 
 def test_non_key_filter_is_applied_after_merge_on_overlapping_runs(make_table: MakeTable) -> None:
