@@ -167,7 +167,6 @@ class RunWriter:
             raise ValueError("a run needs at least one row")
         self._writer.close()
         body = self._sink.getvalue()
-        self._sink = _ChunkSink()
         assert self._min_seq is not None and self._max_seq is not None
         file = DataFile(
             path=self.path,
