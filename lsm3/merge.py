@@ -86,23 +86,38 @@ def _newest_first_if_disjoint(
     """The runs newest first, when that order alone decides every key: one integer key
     column, versions ordered by sequence number only (no sequence field), and sequence ranges
     that do not interleave (each run wholly newer than the next), as for the runs a writer
-    flushes and universal compaction leaves. Otherwise None (the general merge sorts by
-    sequence number too)."""
+    flushes and universal compaction leaves. Runs with the same sequence range (the pieces one
+    flush or one compaction output is cut into) may share a place if their key ranges are
+    disjoint, which each table's first and last key show (every run is sorted by key).
+    Otherwise None: the general merge sorts by sequence number too."""
     keys = schema.primary_key
     if len(tables) < 2 or len(keys) != 1 or schema.sequence_field:
         return None
     key_type = storage_values(tables[0].column(keys[0])).type
     if not pa.types.is_integer(key_type):
         return None
-    ranges = []
+    by_range: dict[tuple[int, int], list[pa.Table]] = {}
     for t in tables:
         bounds = pc.min_max(t.column(SEQ_COLUMN))
-        ranges.append((bounds["max"].as_py(), bounds["min"].as_py(), t))
-    ranges.sort(key=lambda r: r[0], reverse=True)
-    for newer, older in itertools.pairwise(ranges):
-        if newer[1] <= older[0]:
+        by_range.setdefault((bounds["max"].as_py(), bounds["min"].as_py()), []).append(t)
+    ranges = sorted(by_range, reverse=True)
+    for (_, newer_min), (older_max, _) in itertools.pairwise(ranges):
+        if newer_min <= older_max:
             return None
-    return [t for _, _, t in ranges]
+    ordered: list[pa.Table] = []
+    for seq_range in ranges:
+        pieces = sorted(by_range[seq_range], key=lambda t: _key_at(t, keys[0], 0))
+        for a, b in itertools.pairwise(pieces):
+            if _key_at(a, keys[0], -1) >= _key_at(b, keys[0], 0):
+                return None
+        ordered.extend(pieces)
+    return ordered
+
+
+def _key_at(table: pa.Table, key: str, i: int) -> int:
+    """The integer key of row ``i`` (negative: from the end) of a non-empty table."""
+    column = storage_values(table.column(key))
+    return int(column[i if i >= 0 else len(column) + i].as_py())
 
 
 def _first_per_integer_key(table: pa.Table, schema: TableSchema, drop_deletes: bool) -> pa.Array:
