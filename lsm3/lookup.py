@@ -20,10 +20,10 @@ import pyarrow.parquet as pq
 from lsm3.errors import CorruptDataFile, SizeMismatch
 from lsm3.evolution import SCHEMAS, projection
 from lsm3.keys import bucket_of, python_key, storage_values
-from lsm3.merge import merge_runs
+from lsm3.merge import drop_deleted, merge_runs
 from lsm3.metadata import DataFile
-from lsm3.runfile import with_effective_seq
-from lsm3.runindex import FOOTERS, KEY_BLOCKS, ROW_BLOCKS, KeyBlock
+from lsm3.runfile import OpenRun, manifest_constants, with_constants, with_effective_seq
+from lsm3.runindex import FOOTERS, KEY_BLOCKS, ROW_BLOCKS, KeyBlock, RunIndex
 from lsm3.scan import group_files
 from lsm3.schema import KIND_COLUMN, SEQ_COLUMN, TableSchema
 from lsm3.storage import ObjectStore
@@ -40,7 +40,8 @@ def lookup_rows(
 
     Row-group statistics pick the candidate row groups; their key column is read first (small)
     and only row groups that really hold a wanted key are read in full. Once the footer is
-    cached that is one ranged GET for a miss and two for a hit.
+    cached that is one ranged GET for a miss and two for a hit; a run probed often has its
+    whole key column cached (``_load_key_index``), and then a miss costs nothing and a hit one.
     """
     key0 = schema.primary_key[0]
     index = FOOTERS.get(store, f, key0)
@@ -73,6 +74,15 @@ def lookup_rows(
             hits.append((rg, mask))
     if not hits and not missing:
         return None
+    if missing and _load_key_index(store, f, index, key0):
+        for rg in missing:
+            block = KEY_BLOCKS.get((store.url, f.path, rg))
+            mask = block.match(key0_values) if block is not None else None
+            if mask is not None:
+                hits.append((rg, mask))
+        missing = [rg for rg in missing if KEY_BLOCKS.get((store.url, f.path, rg)) is None]
+        if not hits and not missing:
+            return None
     with contextlib.ExitStack() as stack:
         pf: pq.ParquetFile | None = None
 
@@ -97,13 +107,18 @@ def lookup_rows(
                 if mask is not None:
                     hits.append((rg, mask))
             hits.sort(key=lambda h: h[0])
-            proj = projection(file_schema, schema, columns)
+            # hidden columns the manifest entry states are filled in, not decoded
+            constant = manifest_constants(f, schema, columns)
+            stored = [c for c in columns if c not in constant]
+            proj = projection(file_schema, schema, stored)
             sources = tuple(proj.sources)
             pieces = []
             for rg, mask in hits:
                 block_key = (store.url, f.path, rg, sources)
                 rows = ROW_BLOCKS.get(block_key)
                 if rows is None:
+                    # no Arrow threads on a Python file object: apache/arrow#50482 (a
+                    # teardown race that aborted one process in ten at exit here)
                     rows = parquet().read_row_group(rg, columns=list(sources), use_threads=False)
                     ROW_BLOCKS.put(block_key, rows)
                 pieces.append(proj.apply(rows).filter(mask))
@@ -115,7 +130,54 @@ def lookup_rows(
             raise CorruptDataFile(f"data file {f.path} cannot be decoded: {exc}") from None
     if not pieces:
         return None
-    return with_effective_seq(pa.concat_tables(pieces), f.seq_offset)
+    found = pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
+    found = with_effective_seq(found, f.seq_offset)
+    return with_constants(found, columns, constant) if constant else found
+
+
+#: Key-block misses a run may have before its whole key column is loaded at once, and the
+#: largest run fetched whole for it (a bigger one keeps loading key blocks lazily: a whole
+#: GET of it would stall the lookup that triggers it for a second or more on S3).
+KEY_INDEX_AFTER_MISSES = 4
+KEY_INDEX_MAX_RUN_BYTES = 64 * 1024 * 1024
+_key_misses: dict[tuple[str, str], int] = {}
+
+
+def _load_key_index(store: ObjectStore, f: DataFile, index: RunIndex, key0: str) -> bool:
+    """After ``KEY_INDEX_AFTER_MISSES`` key-block misses on run ``f``, fetch the run whole (one
+    GET, CRC-checked) and cache the key block of every row group, so that later probes of the
+    run cost no request and a hit one ranged GET. Only while the key blocks fit in the cache
+    without evicting anything: a table whose keys outgrow the cache keeps loading blocks one
+    row group at a time instead of fetching whole runs over and over.
+
+    Why: each lazily loaded block is a ranged GET plus a decode of about 0.3 ms (the fixed
+    cost of one Parquet column chunk), paid by most lookups of a large table until the cache
+    is warm; one run of the 10M-row benchmark table has 133 row groups whose key column
+    decodes in one call in about 15 ms. Returns whether the blocks were loaded now."""
+    if f.size > KEY_INDEX_MAX_RUN_BYTES:
+        return False
+    run = (store.url, f.path)
+    misses = _key_misses.get(run, 0) + 1
+    if misses < KEY_INDEX_AFTER_MISSES:
+        if len(_key_misses) > 100_000:
+            _key_misses.clear()
+        _key_misses[run] = misses
+        return False
+    _key_misses.pop(run, None)
+    key_column = index.metadata.schema.names.index(key0)
+    row_groups = [index.metadata.row_group(i) for i in range(index.metadata.num_row_groups)]
+    key_bytes = sum(rg.column(key_column).total_uncompressed_size for rg in row_groups)
+    if not KEY_BLOCKS.has_room(key_bytes):
+        return False
+    keys = storage_values(
+        OpenRun(store, f, SCHEMAS.get(store, f.schema_id)).read([key0]).column(0)
+    ).combine_chunks()
+    start = 0
+    for i, rg in enumerate(row_groups):
+        block = KeyBlock(pa.concat_arrays([keys.slice(start, rg.num_rows)]))  # own buffers
+        KEY_BLOCKS.put((store.url, f.path, i), block)
+        start += rg.num_rows
+    return True
 
 
 _LOOKUP_POOL: ThreadPoolExecutor | None = None
@@ -186,7 +248,10 @@ def lookup(
     hits = [h for h in hits if h.num_rows]
     if not hits:
         return [None] * len(wanted)
-    merged = merge_runs(hits, schema, drop_deletes=True)
+    if len(hits) == 1:  # rows of one run: one version per key already
+        merged = drop_deleted(hits[0])
+    else:
+        merged = merge_runs(hits, schema, drop_deletes=True)
     out_columns = list(columns) if columns is not None else schema.arrow.names
     rows = merged.select(out_columns).to_pylist()
     key_values = [storage_values(merged.column(k)).to_pylist() for k in key_names]

@@ -118,7 +118,17 @@ def _load_index(store: ObjectStore, f: DataFile, key_column: str) -> RunIndex:
     for i in reversed(range(len(maxs))):
         if maxs[i] is None:
             maxs[i] = mins[i + 1] if i + 1 < len(mins) else f.max_key[0]
-    return RunIndex(md, np.array(mins, dtype=object), np.array(maxs, dtype=object), columns)
+    return RunIndex(md, _bounds_array(mins), _bounds_array(maxs), columns)
+
+
+def _bounds_array(values: list[Any]) -> np.ndarray:
+    """Row-group bounds as int64 when they are integers (a lookup's binary search over them
+    is then a few hundred nanoseconds rather than microseconds), else as Python objects."""
+    if values and all(type(v) is int for v in values):
+        ints = np.array(values)  # int64, or uint64 above 2**63 (object if out of both)
+        if ints.dtype.kind in "iu":
+            return ints
+    return np.array(values, dtype=object)
 
 
 def _key_column_of(md: pq.FileMetaData, key_column: str) -> tuple[int, bool]:
@@ -161,6 +171,14 @@ class KeyBlock:
 
     def match(self, wanted: list[Any]) -> pa.Array | None:
         """A boolean mask of rows whose key is in ``wanted``, or None if there are none."""
+        if self.values is not None and len(wanted) == 1:  # a single get: no temporaries
+            first = int(self.values.searchsorted(wanted[0], side="left"))
+            end = int(self.values.searchsorted(wanted[0], side="right"))
+            if end == first:
+                return None
+            one = np.zeros(len(self.values), dtype=bool)
+            one[first:end] = True  # several rows when the key has more columns
+            return pa.array(one)
         if self.values is not None:
             probe = np.asarray(wanted, dtype=self.values.dtype)
             lo = np.searchsorted(self.values, probe, side="left")
@@ -206,6 +224,11 @@ class BlockCache(Generic[V]):
             while self._bytes > self.capacity_bytes and self._items:
                 _, evicted = self._items.popitem(last=False)
                 self._bytes -= self._size_of(evicted)
+
+    def has_room(self, nbytes: int) -> bool:
+        """Whether ``nbytes`` more fit without evicting anything."""
+        with self._lock:
+            return self._bytes + nbytes <= self.capacity_bytes
 
     def clear(self) -> None:
         with self._lock:

@@ -360,7 +360,7 @@ def _section_bounds(
     starts: list[tuple[Any, int]] = []
     for f in files:
         index = FOOTERS.get(store, f, key0)
-        for i, lo in enumerate(index.rg_min):
+        for i, lo in enumerate(index.rg_min.tolist()):
             starts.append((lo, index.metadata.row_group(i).num_rows))
     starts.sort(key=lambda s: s[0])
     bounds: list[Any] = []

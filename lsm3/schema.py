@@ -215,8 +215,13 @@ class TableSchema:
         return [n for n in self.arrow.names if n not in self.primary_key]
 
     def file_schema(self) -> pa.Schema:
-        """The schema of data files: user columns (all nullable) plus sequence and row kind."""
-        return _file_schema(self.arrow)
+        """The schema of data files: user columns (all nullable) plus sequence and row kind.
+        Built once per schema version (every lookup probe asks for it)."""
+        cached = self.__dict__.get("_file_schema")
+        if cached is None:
+            cached = _file_schema(self.arrow)
+            object.__setattr__(self, "_file_schema", cached)
+        return cached
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -559,6 +559,42 @@ def test_lookup_caches_are_bounded_and_answer_hot_keys_without_requests(
         lsm3.set_cache_limits(row_block_bytes=128 * 1024 * 1024)
 
 
+def test_a_run_probed_often_has_its_whole_key_column_cached(make_table: MakeTable) -> None:
+    """After a few key-block misses a run's key blocks are loaded in one whole-run GET: then
+    a key the run lacks costs no request and one it holds a single ranged GET."""
+    from lsm3.lookup import KEY_INDEX_AFTER_MISSES
+    from lsm3.runindex import KEY_BLOCKS, ROW_BLOCKS
+
+    t = make_table(options={"row_group_rows": 20})
+    with t.writer() as w:
+        w.upsert([r(i) for i in range(0, 2000, 2)])  # one run, 50 row groups
+    (run,) = t._files_of(t.current_snapshot())
+    KEY_BLOCKS.clear()
+    ROW_BLOCKS.clear()
+    t.files()
+    for i in range(KEY_INDEX_AFTER_MISSES - 1):  # absent keys in distinct row groups
+        assert t.get(40 * i + 1) is None
+    t.store.stats.reset()
+    assert t.get(40 * KEY_INDEX_AFTER_MISSES + 1) is None  # the miss that loads the index
+    assert t.store.stats.requests["GET"] == 1
+    assert t.store.stats.bytes["GET"] == run.size
+    t.store.stats.reset()
+    for k in range(1, 2000, 38):  # absent keys all over the run: answered from memory
+        assert t.get(k) is None
+    assert t.store.stats.total_requests() == 0
+    assert t.get(1500) == r(1500) and t.get(1502) == r(1502)  # one row group: one GET
+    assert t.store.stats.requests["GET"] == 1
+    try:  # a cache too small for the run's keys: blocks stay lazy, no whole-run GETs
+        lsm3.set_cache_limits(key_block_bytes=1024)
+        KEY_BLOCKS.clear()
+        t.store.stats.reset()
+        for i in range(3 * KEY_INDEX_AFTER_MISSES):
+            assert t.get(40 * i + 1) is None
+        assert t.store.stats.bytes["GET"] < run.size
+    finally:
+        lsm3.set_cache_limits(key_block_bytes=256 * 1024 * 1024)
+
+
 def test_get_on_empty_table(make_table: MakeTable) -> None:
     t = make_table()
     assert t.current_snapshot() is None
