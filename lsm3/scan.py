@@ -229,11 +229,13 @@ def open_run(store: ObjectStore, schema: TableSchema, f: DataFile, ranged: bool)
     return OpenRun(store, f, schema)
 
 
-#: Threads that fetch and decode the runs of a merge, one run each (Arrow decodes each run's
-#: columns on its own threads too). Merged read of the cdc-1m table (12 runs, 2M rows),
-#: median of 10 in one process: 680 ms reading runs one after another, 529-589 ms on 2-4
-#: threads, more CPU and no gain on 8 (with Arrow's threads off: no better than one thread).
-_READ_WORKERS = 4
+def _open_all(
+    store: ObjectStore, schema: TableSchema, files: Sequence[DataFile], ranged: set[str]
+) -> list[OpenRun]:
+    if len(files) == 1:
+        return [open_run(store, schema, files[0], files[0].path in ranged)]
+    with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
+        return list(pool.map(lambda f: open_run(store, schema, f, f.path in ranged), files))
 
 
 def merge_group(
@@ -274,24 +276,28 @@ def merge_group(
                 table = read(run)
                 yield drop_deleted(table) if drop_deletes else table
         return
-    with ThreadPoolExecutor(max_workers=min(_READ_WORKERS, len(ordered))) as pool:
-        if sum(f.rows for f in ordered) <= section_rows:
-            tables = list(
-                pool.map(lambda f: read(open_run(store, schema, f, ranged=False)), ordered)
-            )
-            yield merge_runs(tables, schema, drop_deletes=drop_deletes)
-            return
-        key0 = schema.primary_key[0]
-        bounds = _section_bounds(store, schema, ordered, section_rows)
-        ranged = ranged_runs(ordered)
-        cursors = [_RunCursor(store, schema, f, key0, f.path in ranged) for f in ordered]
-        for hi in [*bounds, None]:
-            live = [c for c in cursors if not c.done and (hi is None or c.file.min_key[0] < hi)]
-            # each cursor fetches (if not yet open) and decodes its rows on its own thread
-            taken = pool.map(lambda cursor: cursor.take_below(hi, read), live)  # noqa: B023
-            pieces = [piece for piece in taken if piece is not None and piece.num_rows]
-            if pieces:
-                yield merge_runs(pieces, schema, drop_deletes=drop_deletes)
+    if sum(f.rows for f in ordered) <= section_rows:
+        tables = [read(r) for r in _open_all(store, schema, ordered, set())]
+        yield merge_runs(tables, schema, drop_deletes=drop_deletes)
+        return
+    key0 = schema.primary_key[0]
+    bounds = _section_bounds(store, schema, ordered, section_rows)
+    ranged = ranged_runs(ordered)
+    cursors = [_RunCursor(store, schema, f, key0, f.path in ranged) for f in ordered]
+    for hi in [*bounds, None]:
+        live = [c for c in cursors if not c.done and (hi is None or c.file.min_key[0] < hi)]
+        to_open = [c for c in live if c.run is None]
+        if len(to_open) > 1:  # fetch the runs a section needs in parallel
+            opened = _open_all(store, schema, [c.file for c in to_open], ranged)
+            for cursor, run in zip(to_open, opened, strict=True):
+                cursor.run = run
+        pieces = []
+        for cursor in live:
+            piece = cursor.take_below(hi, read)
+            if piece is not None and piece.num_rows:
+                pieces.append(piece)
+        if pieces:
+            yield merge_runs(pieces, schema, drop_deletes=drop_deletes)
 
 
 class _RunCursor:
