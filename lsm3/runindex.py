@@ -161,13 +161,21 @@ V = TypeVar("V")
 
 
 class KeyBlock:
-    """The sorted first-key column of one row group, searchable without Arrow overhead."""
+    """The sorted first-key column of one row group, searchable without Arrow overhead.
 
-    def __init__(self, keys: pa.Array) -> None:
+    For a run that holds deletes and a one-column key, the block also carries the row kinds
+    (and the stored sequence numbers, unless the manifest states them), so that a lookup that
+    lands on a delete learns it without decoding the row group (``lsm3.lookup``)."""
+
+    def __init__(
+        self, keys: pa.Array, kinds: pa.Array | None = None, seqs: pa.Array | None = None
+    ) -> None:
         self.keys = keys
+        self.kinds = kinds
+        self.seqs = seqs
         self.numeric = pa.types.is_integer(keys.type)
         self.values = keys.to_numpy() if self.numeric else None
-        self.nbytes = keys.nbytes
+        self.nbytes = keys.nbytes + sum(a.nbytes for a in (kinds, seqs) if a is not None)
 
     def match(self, wanted: list[Any]) -> pa.Array | None:
         """A boolean mask of rows whose key is in ``wanted``, or None if there are none."""

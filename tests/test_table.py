@@ -595,6 +595,59 @@ def test_a_run_probed_often_has_its_whole_key_column_cached(make_table: MakeTabl
         lsm3.set_cache_limits(key_block_bytes=256 * 1024 * 1024)
 
 
+def test_a_deleted_key_is_answered_from_its_key_block(make_table: MakeTable) -> None:
+    """A lookup that lands on a delete reads the key block (keys and row kinds) and no row
+    group; a key the same run does not delete still reads its row group."""
+    from lsm3.runindex import KEY_BLOCKS, ROW_BLOCKS
+
+    t = make_table(options={"row_group_rows": 20})
+    with t.writer() as w:
+        w.upsert([r(i) for i in range(0, 400, 2)])
+    with t.writer() as w:
+        w.delete(list(range(0, 400, 4)))
+        w.upsert([r(2, "two")])
+    assert t.get(1) is None  # loads both runs' footers
+    KEY_BLOCKS.clear()
+    ROW_BLOCKS.clear()
+    t.store.stats.reset()
+    assert t.get(8) is None and t.get(100) is None  # deleted, in two row groups
+    assert t.store.stats.requests["GET"] == 2  # one key block each, no row group
+    t.store.stats.reset()
+    assert t.get(8) is None and t.get_many([100, 104]) == [None, None]
+    assert t.store.stats.total_requests() == 0
+    assert t.get(2) == r(2, "two")  # in the newest run: its row group is read
+    assert t.get(6) == r(6)  # only in the older run
+    assert t.get_many([4, 6, 2]) == [None, r(6), r(2, "two")]
+
+
+def test_deletes_kept_by_compaction_hide_older_versions_from_lookups(
+    make_table: MakeTable,
+) -> None:
+    """A compaction output that keeps deletes (older data lies below it) spans several
+    sequence numbers, so its key blocks carry them: a lookup of a key it deletes must stop
+    there, not find the older version underneath."""
+    import compactor
+    from lsm3.runindex import KEY_BLOCKS, ROW_BLOCKS
+
+    t = make_table(options={"num_sorted_run_trigger": 3, "row_group_rows": 50})
+    with t.writer() as w:
+        w.upsert([r(i) for i in range(3000)])
+    compactor.compact(t, policy="full")  # the old versions, at the bottom level
+    with t.writer() as w:
+        w.delete(list(range(0, 100, 10)))
+    with t.writer() as w:
+        w.upsert([r(i, "new") for i in range(1, 100, 10)])
+    compactor.compact(t)
+    files = t._files_of(t.current_snapshot())
+    kept = [f for f in files if f.deletes]
+    assert len(files) == 2 and len(kept) == 1 and kept[0].min_seq < kept[0].max_seq
+    KEY_BLOCKS.clear()
+    ROW_BLOCKS.clear()
+    for _ in range(2):  # key blocks loaded, then cached
+        assert t.get_many([0, 10, 1, 2]) == [None, None, r(1, "new"), r(2)]
+        assert [t.get(k) for k in (20, 11, 12)] == [None, r(11, "new"), r(12)]
+
+
 def test_get_on_empty_table(make_table: MakeTable) -> None:
     t = make_table()
     assert t.current_snapshot() is None
