@@ -313,18 +313,19 @@ class OpenRun:
             return with_constants(table, columns, constant)
         proj = projection(self.file_schema, self.read_schema, columns)
         sources = list(proj.sources)
-        # Arrow's threads only over memory: a ranged run reads through a Python file object,
-        # with which threaded reads can abort the process at exit (apache/arrow#50482)
-        in_memory = self._buffer is not None
         try:
-            if row_groups is None and in_memory:
+            if row_groups is None and self._buffer is not None:
                 # the dataset reader decodes row groups and columns in parallel: about 15%
                 # faster than ParquetFile.read on a whole run
                 t = pq.read_table(pa.BufferReader(self._buffer), columns=sources)
             elif row_groups is None:
-                t = self._pq.read(columns=sources, use_threads=in_memory)
+                t = self._pq.read(columns=sources)
             else:
-                t = self._pq.read_row_groups(row_groups, columns=sources, use_threads=in_memory)
+                # Arrow's threads here even on a ranged run (a Python file object), which
+                # apache/arrow#50482 says can race at exit: the 10M-row table's merged read
+                # took 8.9 s with them, 10.0 s without (one benchmark run each). Lookups, where
+                # one process in ten aborted at exit with threads, decode without.
+                t = self._pq.read_row_groups(row_groups, columns=sources)
             return with_effective_seq(proj.apply(t), self.file.seq_offset)
         except SizeMismatch as exc:
             raise CorruptDataFile(
