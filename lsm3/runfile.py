@@ -274,13 +274,15 @@ class OpenRun:
     ) -> None:
         """Fetch the whole run and check its size and CRC; or, given its ``footer`` (already
         checked against ``footer_checksum``, see ``lsm3.runindex``), fetch nothing now and
-        read row groups by ranged requests later, each page checked against its CRC, so that
-        memory holds what is read rather than the whole file."""
+        read the row groups of each ``read`` later with one ranged request, each page
+        checked against its CRC, so that memory holds what is read rather than the whole
+        file (the Parquet reader over the ranged source is only used for the footer)."""
         self.file = f
         self.file_schema = (
             read_schema if f.schema_id == read_schema.schema_id else SCHEMAS.get(store, f.schema_id)
         )
         self.read_schema = read_schema
+        self._store = store
         self._buffer: pa.Buffer | None = None
         try:
             if footer is None:
@@ -318,14 +320,13 @@ class OpenRun:
                 # the dataset reader decodes row groups and columns in parallel: about 15%
                 # faster than ParquetFile.read on a whole run
                 t = pq.read_table(pa.BufferReader(self._buffer), columns=sources)
-            elif row_groups is None:
+            elif row_groups is None and self._buffer is not None:
                 t = self._pq.read(columns=sources)
-            else:
-                # Arrow's threads here even on a ranged run (a Python file object), which
-                # apache/arrow#50482 says can race at exit: the 10M-row table's merged read
-                # took 8.9 s with them, 10.0 s without (one benchmark run each). Lookups, where
-                # one process in ten aborted at exit with threads, decode without.
+            elif self._buffer is not None:
                 t = self._pq.read_row_groups(row_groups, columns=sources)
+            else:
+                groups = list(range(self.num_row_groups)) if row_groups is None else row_groups
+                t = self._fetch_span(groups).read_row_groups(groups, columns=sources)
             return with_effective_seq(proj.apply(t), self.file.seq_offset)
         except SizeMismatch as exc:
             raise CorruptDataFile(
@@ -340,6 +341,39 @@ class OpenRun:
     @property
     def metadata(self) -> pq.FileMetaData:
         return self._pq.metadata
+
+    def _fetch_span(self, row_groups: list[int]) -> pq.ParquetFile:
+        """The bytes of ``row_groups`` (contiguous in the file) in one ranged GET, placed at
+        their offsets in a zero-filled buffer the size of the file, opened for decoding.
+
+        Why not hand Arrow the ranged reader: that is a Python file object, and Arrow's
+        decoding threads reading through one can abort the process at exit
+        (apache/arrow#50482); from memory they are safe, and run in parallel. The buffer's
+        untouched pages are never written, so memory holds only the span. Arrow reads only
+        inside the column chunks of the requested groups, and checks every page's CRC."""
+        md = self._pq.metadata
+        starts: list[int] = []
+        ends: list[int] = []
+        for i in row_groups:
+            group = md.row_group(i)
+            for c in range(group.num_columns):
+                chunk = group.column(c)
+                start = (
+                    chunk.dictionary_page_offset
+                    if chunk.has_dictionary_page
+                    else chunk.data_page_offset
+                )
+                starts.append(start)
+                ends.append(start + chunk.total_compressed_size)
+        lo, hi = min(starts), max(ends)
+        if lo < 0 or hi > self.file.size:
+            raise CorruptDataFile(f"data file {self.file.path} has row groups outside the file")
+        span = self._store.get_range(self.file.path, lo, hi - lo, expected_size=self.file.size)
+        image = np.zeros(self.file.size, dtype=np.uint8)
+        image[lo:hi] = np.frombuffer(span, dtype=np.uint8)
+        return pq.ParquetFile(
+            pa.BufferReader(pa.py_buffer(image)), metadata=md, page_checksum_verification=True
+        )
 
     def _constant_columns(self, columns: list[str]) -> dict[str, tuple[int, pa.Field]]:
         return manifest_constants(self.file, self.read_schema, columns)

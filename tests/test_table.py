@@ -410,6 +410,18 @@ def test_sectioned_scan_reads_large_runs_by_ranges(
     assert sorted_rows(t.to_batches(section_rows=300).read_all(), t.primary_key) == expected
     whole = t.store.stats.snapshot()
     assert ranged["requests"]["GET"] > whole["requests"]["GET"]  # one GET per section range
+    # a damaged page of a run read by ranges is refused, not decoded into wrong rows
+    import pyarrow.parquet as pq
+
+    f = max(t._files_of(t.current_snapshot()), key=lambda f: f.size)
+    original = t.store.get(f.path)
+    chunk = pq.ParquetFile(pa.BufferReader(original)).metadata.row_group(1).column(1)
+    at = chunk.data_page_offset + chunk.total_compressed_size - 3  # inside the page body
+    t.store.put(f.path, original[:at] + bytes([original[at] ^ 0xFF]) + original[at + 1 :])
+    monkeypatch.setattr(lsm3.scan, "WHOLE_READ_BYTES", 0)
+    with pytest.raises(lsm3.CorruptDataFile):
+        t.to_batches(section_rows=300).read_all()
+    t.store.put(f.path, original)
 
 
 def test_the_largest_runs_are_read_by_ranges_until_the_rest_fit_the_budget(
