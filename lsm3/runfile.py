@@ -320,11 +320,9 @@ class OpenRun:
                 # the dataset reader decodes row groups and columns in parallel: about 15%
                 # faster than ParquetFile.read on a whole run
                 t = pq.read_table(pa.BufferReader(self._buffer), columns=sources)
-            elif row_groups is None and self._buffer is not None:
-                t = self._pq.read(columns=sources)
             elif self._buffer is not None:
                 t = self._pq.read_row_groups(row_groups, columns=sources)
-            else:
+            else:  # a ranged run: the requested row groups, fetched as one span
                 groups = list(range(self.num_row_groups)) if row_groups is None else row_groups
                 t = self._fetch_span(groups).read_row_groups(groups, columns=sources)
             return with_effective_seq(proj.apply(t), self.file.seq_offset)
