@@ -62,7 +62,7 @@ def lookup_rows(
     if not wanted:
         return None
     # Cached key blocks answer most probes (a run that lacks the key) with no I/O at all.
-    hits: list[tuple[int, pa.Array]] = []
+    hits: list[tuple[int, pa.Array, KeyBlock]] = []  # row group, rows wanted, its key block
     missing: list[int] = []
     for rg in sorted(wanted):
         block = KEY_BLOCKS.get((store.url, f.path, rg))
@@ -71,16 +71,20 @@ def lookup_rows(
             continue
         mask = block.match(key0_values)
         if mask is not None:
-            hits.append((rg, mask))
+            hits.append((rg, mask, block))
     if not hits and not missing:
         return None
     if missing and _load_key_index(store, f, schema, index, key0):
+        still_missing = []
         for rg in missing:
             block = KEY_BLOCKS.get((store.url, f.path, rg))
-            mask = block.match(key0_values) if block is not None else None
+            if block is None:
+                still_missing.append(rg)
+                continue
+            mask = block.match(key0_values)
             if mask is not None:
-                hits.append((rg, mask))
-        missing = [rg for rg in missing if KEY_BLOCKS.get((store.url, f.path, rg)) is None]
+                hits.append((rg, mask, block))
+        missing = still_missing
         if not hits and not missing:
             return None
     with contextlib.ExitStack() as stack:
@@ -106,16 +110,16 @@ def lookup_rows(
                 KEY_BLOCKS.put((store.url, f.path, rg), block)
                 mask = block.match(key0_values)
                 if mask is not None:
-                    hits.append((rg, mask))
+                    hits.append((rg, mask, block))
             hits.sort(key=lambda h: h[0])
-            tombstones, hits = _tombstones(store, f, schema, columns, hits)
+            tombstones, to_read = _tombstones(f, schema, columns, hits)
             # hidden columns the manifest entry states are filled in, not decoded
             constant = manifest_constants(f, schema, columns)
             stored = [c for c in columns if c not in constant]
             proj = projection(file_schema, schema, stored)
             sources = tuple(proj.sources)
             pieces = []
-            for rg, mask in hits:
+            for rg, mask in to_read:
                 block_key = (store.url, f.path, rg, sources)
                 rows = ROW_BLOCKS.get(block_key)
                 if rows is None:
@@ -163,11 +167,10 @@ def _key_block(table: pa.Table, block_columns: list[str]) -> KeyBlock:
 
 
 def _tombstones(
-    store: ObjectStore,
     f: DataFile,
     schema: TableSchema,
     columns: list[str],
-    hits: list[tuple[int, pa.Array]],
+    hits: list[tuple[int, pa.Array, KeyBlock]],
 ) -> tuple[list[pa.Table], list[tuple[int, pa.Array]]]:
     """Split ``hits`` into the rows its key blocks show to be deletes, built from the blocks
     alone (key, sequence number, row kind; other columns null: a delete's values are never
@@ -177,9 +180,8 @@ def _tombstones(
     tombstones: list[pa.Table] = []
     rest: list[tuple[int, pa.Array]] = []
     fields = schema.file_schema()
-    for rg, mask in hits:
-        block = KEY_BLOCKS.get((store.url, f.path, rg))
-        if block is None or block.kinds is None:
+    for rg, mask, block in hits:
+        if block.kinds is None:
             rest.append((rg, mask))
             continue
         kinds = block.kinds.filter(mask)

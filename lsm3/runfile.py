@@ -276,7 +276,7 @@ class OpenRun:
         checked against ``footer_checksum``, see ``lsm3.runindex``), fetch nothing now and
         read the row groups of each ``read`` later with one ranged request, each page
         checked against its CRC, so that memory holds what is read rather than the whole
-        file (the Parquet reader over the ranged source is only used for the footer)."""
+        file."""
         self.file = f
         self.file_schema = (
             read_schema if f.schema_id == read_schema.schema_id else SCHEMAS.get(store, f.schema_id)
@@ -285,18 +285,14 @@ class OpenRun:
         self._store = store
         self._buffer: pa.Buffer | None = None
         try:
+            self._pq: pq.ParquetFile | None = None  # over the whole run, when fetched whole
             if footer is None:
                 self._buffer = _fetch_verified(store, f)
                 self._pq = pq.ParquetFile(pa.BufferReader(self._buffer))
-            else:
-                self._pq = pq.ParquetFile(
-                    store.open_ranged(f.path, f.size),
-                    metadata=footer,
-                    pre_buffer=True,
-                    page_checksum_verification=True,
-                )
-            self.num_row_groups = self._pq.metadata.num_row_groups
-            names = self._pq.schema_arrow.names
+                footer = self._pq.metadata
+            self._metadata = footer
+            self.num_row_groups = footer.num_row_groups
+            names = footer.schema.to_arrow_schema().names
         except (pa.ArrowException, OSError, KeyError, ValueError) as exc:
             # ValueError covers a column name that is not UTF-8 (UnicodeDecodeError)
             raise CorruptDataFile(f"data file {f.path} is not valid Parquet: {exc}") from None
@@ -320,7 +316,7 @@ class OpenRun:
                 # the dataset reader decodes row groups and columns in parallel: about 15%
                 # faster than ParquetFile.read on a whole run
                 t = pq.read_table(pa.BufferReader(self._buffer), columns=sources)
-            elif self._buffer is not None:
+            elif self._pq is not None:
                 t = self._pq.read_row_groups(row_groups, columns=sources)
             else:  # a ranged run: the requested row groups, fetched as one span
                 groups = list(range(self.num_row_groups)) if row_groups is None else row_groups
@@ -338,7 +334,7 @@ class OpenRun:
 
     @property
     def metadata(self) -> pq.FileMetaData:
-        return self._pq.metadata
+        return self._metadata
 
     def _fetch_span(self, row_groups: list[int]) -> pq.ParquetFile:
         """The bytes of ``row_groups`` (contiguous in the file) in one ranged GET, placed at
@@ -349,7 +345,7 @@ class OpenRun:
         (apache/arrow#50482); from memory they are safe, and run in parallel. The buffer's
         untouched pages are never written, so memory holds only the span. Arrow reads only
         inside the column chunks of the requested groups, and checks every page's CRC."""
-        md = self._pq.metadata
+        md = self._metadata
         starts: list[int] = []
         ends: list[int] = []
         for i in row_groups:
