@@ -30,7 +30,7 @@ KIND_DELETE = 1
 # never silently falls back to a default.
 DEFAULT_OPTIONS: dict[str, Any] = {
     "sequence_field": None,  # a column whose value orders versions of a key (e.g. source LSN)
-    "memtable_bytes": 256 * 1024 * 1024,  # a writer flushes when buffered Arrow data exceeds this
+    "memtable_bytes": 128 * 1024 * 1024,  # a writer flushes when buffered Arrow data exceeds this
     "row_group_rows": 4096,  # rows per Parquet row group: a point lookup decodes one
     "target_file_bytes": 128 * 1024 * 1024,  # compaction output size
     "commit_retries": 32,  # conditional-put conflicts a commit survives before giving up

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -162,3 +163,43 @@ def test_a_large_flush_is_one_run_of_key_disjoint_pieces(
     assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))
     assert [r.level for r in sorted_runs(files)] == [0, 0]
     assert t.count() == 1001 and t.get(5) == {"id": 5} and t.get(999) == {"id": 999}
+
+
+def test_a_flush_gathers_in_key_order_from_many_memtable_chunks(
+    tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memtable keeps writes as separate chunks and a flush gathers each run's rows from
+    all of them: every run must come out sorted by key with the newest version of each key,
+    whatever chunk it sits in."""
+    import lsm3.memtable
+    import lsm3.writer
+
+    monkeypatch.setattr(lsm3.memtable, "CHUNK_BYTES", 3000)
+    monkeypatch.setattr(lsm3.writer, "_PIECE_ROWS", 50)
+    monkeypatch.setattr(lsm3.writer, "_GATHER_ROW_GROUPS", 2)
+    monkeypatch.setattr(lsm3.writer.os, "cpu_count", lambda: 4)
+    schema = pa.schema([("id", pa.int64()), ("v", pa.string())])
+    t = lsm3.create_table(
+        os.path.join(str(tmp_path), "t"), schema, "id", options={"row_group_rows": 16}
+    )
+    rng = random.Random(7)
+    model: dict[int, str] = {}
+    with t.writer() as w:
+        for batch in range(30):
+            ids = rng.sample(range(600), rng.randrange(1, 80))
+            values = [f"{batch}-{i}-" + "x" * rng.randrange(40) for i in ids]
+            w.upsert({"id": ids, "v": values})
+            model.update(zip(ids, values, strict=True))
+            gone = rng.sample(range(600), 5)
+            w.delete(gone)
+            for i in gone:
+                model.pop(i, None)
+    files = t._files_of(t.current_snapshot())
+    assert len(files) > 3  # several pieces, each gathered from several chunks
+    for f in files:
+        run = pq.read_table(os.path.join(str(tmp_path), "t", f.path))
+        ids = run.column("id").to_pylist()
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+        assert (ids[0], ids[-1]) == (f.min_key[0], f.max_key[0])
+    got = t.to_arrow().to_pydict()
+    assert dict(zip(got["id"], got["v"], strict=True)) == model
