@@ -302,11 +302,15 @@ class OpenRun:
                 f"{expected}; it was not written by an lsm3 writer of this table"
             )
 
-    def read(self, columns: list[str], row_groups: list[int] | None = None) -> pa.Table:
+    def read(
+        self, columns: list[str], row_groups: list[int] | None = None, use_threads: bool = True
+    ) -> pa.Table:
+        """``columns`` of the run (of ``row_groups``, default all); ``use_threads``: decode
+        columns in parallel (off when the caller already reads several runs in parallel)."""
         constant = self._constant_columns(columns)
         if constant:
             stored = [c for c in columns if c not in constant]
-            table = self.read(stored, row_groups)
+            table = self.read(stored, row_groups, use_threads)
             return with_constants(table, columns, constant)
         proj = projection(self.file_schema, self.read_schema, columns)
         sources = list(proj.sources)
@@ -314,12 +318,16 @@ class OpenRun:
             if row_groups is None and self._buffer is not None:
                 # the dataset reader decodes row groups and columns in parallel: about 15%
                 # faster than ParquetFile.read on a whole run
-                t = pq.read_table(pa.BufferReader(self._buffer), columns=sources)
+                t = pq.read_table(
+                    pa.BufferReader(self._buffer), columns=sources, use_threads=use_threads
+                )
             elif self._pq is not None:
-                t = self._pq.read_row_groups(row_groups, columns=sources)
+                t = self._pq.read_row_groups(row_groups, columns=sources, use_threads=use_threads)
             else:  # a ranged run: the requested row groups, fetched as one span
                 groups = list(range(self.num_row_groups)) if row_groups is None else row_groups
-                t = self._fetch_span(groups).read_row_groups(groups, columns=sources)
+                t = self._fetch_span(groups).read_row_groups(
+                    groups, columns=sources, use_threads=use_threads
+                )
             return with_effective_seq(proj.apply(t), self.file.seq_offset)
         except SizeMismatch as exc:
             raise CorruptDataFile(

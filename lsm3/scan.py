@@ -14,8 +14,9 @@ older version of a row may match a predicate that its newest version does not.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,8 +158,10 @@ def scan_batches(
     files: Sequence[DataFile],
     request: ScanRequest,
     section_rows: int = DEFAULT_SECTION_ROWS,
+    read_ahead: bool = False,
 ) -> Iterator[pa.RecordBatch]:
-    """Merged, delete-free batches of the requested columns, group by group in key order."""
+    """Merged, delete-free batches of the requested columns, group by group in key order
+    (``read_ahead``: see ``merge_group``)."""
     if request.filter is not None:
         files = files_matching(schema, files, request.filter)
     for (partition, _bucket), group in group_files(files).items():
@@ -178,6 +181,7 @@ def scan_batches(
             section_rows=section_rows,
             pre_filter=pre_filter,
             visible_columns=[c for c in request.read_columns if c not in (SEQ_COLUMN, KIND_COLUMN)],
+            read_ahead=read_ahead,
         ):
             yield from _finish(table, request).to_batches()
 
@@ -248,6 +252,7 @@ def merge_group(
     section_rows: int = DEFAULT_SECTION_ROWS,
     pre_filter: Callable[[pa.Table], pa.Table] | None = None,
     visible_columns: Sequence[str] | None = None,
+    read_ahead: bool = False,
 ) -> Iterator[pa.Table]:
     """The newest version of every key in the files of one (partition, bucket), as
     key-ordered, key-disjoint tables of ``columns`` (which must include the key, ordering and
@@ -255,11 +260,15 @@ def merge_group(
 
     ``visible_columns`` (readers, with ``drop_deletes``): when the files do not overlap,
     nothing needs ordering, so only these columns are read (plus the row kind of a file that
-    holds deletes) and the tables hold just them."""
+    holds deletes) and the tables hold just them.
+
+    ``read_ahead`` (for a caller that keeps everything, like ``to_arrow``): the runs of a
+    section are decoded in parallel, one run per core, and the next section is decoded while
+    this one is merged. A stream leaves it off: it would hold two sections at once."""
     columns = list(columns)
 
     def read(run: OpenRun, row_groups: list[int] | None = None) -> pa.Table:
-        table = run.read(columns, row_groups)
+        table = run.read(columns, row_groups, use_threads=not read_ahead)
         return pre_filter(table) if pre_filter is not None else table
 
     ordered = sorted(group, key=lambda f: f.min_key)
@@ -276,28 +285,52 @@ def merge_group(
                 table = read(run)
                 yield drop_deleted(table) if drop_deletes else table
         return
-    if sum(f.rows for f in ordered) <= section_rows:
-        tables = [read(r) for r in _open_all(store, schema, ordered, set())]
-        yield merge_runs(tables, schema, drop_deletes=drop_deletes)
-        return
-    key0 = schema.primary_key[0]
-    bounds = _section_bounds(store, schema, ordered, section_rows)
-    ranged = ranged_runs(ordered)
-    cursors = [_RunCursor(store, schema, f, key0, f.path in ranged) for f in ordered]
-    for hi in [*bounds, None]:
-        live = [c for c in cursors if not c.done and (hi is None or c.file.min_key[0] < hi)]
-        to_open = [c for c in live if c.run is None]
-        if len(to_open) > 1:  # fetch the runs a section needs in parallel
-            opened = _open_all(store, schema, [c.file for c in to_open], ranged)
-            for cursor, run in zip(to_open, opened, strict=True):
-                cursor.run = run
-        pieces = []
-        for cursor in live:
-            piece = cursor.take_below(hi, read)
-            if piece is not None and piece.num_rows:
-                pieces.append(piece)
-        if pieces:
-            yield merge_runs(pieces, schema, drop_deletes=drop_deletes)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) if read_ahead else _Inline() as pool:
+        if sum(f.rows for f in ordered) <= section_rows:
+            runs = _open_all(store, schema, ordered, set())
+            tables = [t.result() for t in [pool.submit(read, r) for r in runs]]
+            yield merge_runs(tables, schema, drop_deletes=drop_deletes)
+            return
+        key0 = schema.primary_key[0]
+        bounds = [*_section_bounds(store, schema, ordered, section_rows), None]
+        ranged = ranged_runs(ordered)
+        cursors = [_RunCursor(store, schema, f, key0, f.path in ranged) for f in ordered]
+
+        def start_section(hi: Any) -> list[Future[pa.Table | None]]:
+            live = [c for c in cursors if not c.done and (hi is None or c.file.min_key[0] < hi)]
+            to_open = [c for c in live if c.run is None]
+            if len(to_open) > 1:  # fetch the runs a section needs in parallel
+                opened = _open_all(store, schema, [c.file for c in to_open], ranged)
+                for cursor, run in zip(to_open, opened, strict=True):
+                    cursor.run = run
+            return [pool.submit(cursor.take_below, hi, read) for cursor in live]
+
+        decoding = start_section(bounds[0])
+        for i in range(len(bounds)):
+            pieces = [p for p in (d.result() for d in decoding) if p is not None and p.num_rows]
+            if i + 1 < len(bounds):  # with read_ahead, decodes while this section merges
+                decoding = start_section(bounds[i + 1])
+            if pieces:
+                yield merge_runs(pieces, schema, drop_deletes=drop_deletes)
+
+
+class _Inline:
+    """An executor that runs each task at once, in the caller's thread: the sequential
+    reading of a stream, with the same code as ``read_ahead``."""
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        done: Future[Any] = Future()
+        try:
+            done.set_result(fn(*args))
+        except BaseException as exc:
+            done.set_exception(exc)
+        return done
 
 
 class _RunCursor:

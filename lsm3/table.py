@@ -209,6 +209,18 @@ class Table:
         tag: str | None = None,
     ) -> pa.RecordBatchReader:
         """The merged rows as a stream of record batches, with bounded memory."""
+        return self._batches(columns, filter, snapshot_id, as_of, section_rows, tag, False)
+
+    def _batches(
+        self,
+        columns: Sequence[str] | None,
+        filter: pc.Expression | None,
+        snapshot_id: int | None,
+        as_of: Any,
+        section_rows: int,
+        tag: str | None,
+        read_ahead: bool,
+    ) -> pa.RecordBatchReader:
         snap = self.snapshot(snapshot_id, as_of, tag)
         schema = self._schema(snap.schema_id if snap else 0)
         request = make_request(schema, columns, filter)
@@ -216,7 +228,7 @@ class Table:
         files = self._files_of(snap)
 
         def batches() -> Iterator[pa.RecordBatch]:
-            for batch in scan_batches(self.store, schema, files, request, section_rows):
+            for batch in scan_batches(self.store, schema, files, request, section_rows, read_ahead):
                 yield batch.cast(out_schema) if batch.schema != out_schema else batch
 
         return pa.RecordBatchReader.from_batches(out_schema, batches())
@@ -229,8 +241,12 @@ class Table:
         as_of: Any = None,
         tag: str | None = None,
     ) -> pa.Table:
-        """The merged rows (newest version per key, deletes hidden) as one Arrow table."""
-        return self.to_batches(columns, filter, snapshot_id, as_of, tag=tag).read_all()
+        """The merged rows (newest version per key, deletes hidden) as one Arrow table.
+
+        Unlike a stream it decodes ahead, in parallel: it keeps every row anyway."""
+        return self._batches(
+            columns, filter, snapshot_id, as_of, DEFAULT_SECTION_ROWS, tag, True
+        ).read_all()
 
     def to_pyarrow_dataset(
         self, snapshot_id: int | None = None, as_of: Any = None, tag: str | None = None

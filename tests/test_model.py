@@ -286,9 +286,13 @@ class TableMachine(RuleBasedStateMachine):
         sid = data.draw(st.sampled_from(sorted(self.history)))
         self.check_snapshot(sid, lookups=True)
 
-    @rule(section_rows=st.integers(1, 8))
-    def read_in_small_sections(self, section_rows: int) -> None:
-        got = self.table.to_batches(section_rows=section_rows).read_all()
+    @rule(section_rows=st.integers(1, 8), read_ahead=st.booleans())
+    def read_in_small_sections(self, section_rows: int, read_ahead: bool) -> None:
+        # read_ahead: how to_arrow reads a table of many sections (runs decoded in parallel,
+        # the next section while this one merges); a stream reads section by section
+        got = self.table._batches(
+            None, None, None, None, section_rows, None, read_ahead=read_ahead
+        ).read_all()
         assert rows_by_key(got, self.variant.primary_key) == self.visible(self.committed)
 
     @rule(
