@@ -306,12 +306,18 @@ def merge_group(
             return [pool.submit(cursor.take_below, hi, read) for cursor in live]
 
         decoding = start_section(bounds[0])
-        for i in range(len(bounds)):
+        for i, hi in enumerate(bounds):
             pieces = [p for p in (d.result() for d in decoding) if p is not None and p.num_rows]
-            if i + 1 < len(bounds):  # with read_ahead, decodes while this section merges
+            decoding = []
+            if read_ahead and hi is not None:  # decodes while this section merges
                 decoding = start_section(bounds[i + 1])
-            if pieces:
-                yield merge_runs(pieces, schema, drop_deletes=drop_deletes)
+            merged = merge_runs(pieces, schema, drop_deletes=drop_deletes) if pieces else None
+            del pieces  # a stream holds one section's output while its consumer works
+            if merged is not None:
+                yield merged
+                del merged
+            if not read_ahead and hi is not None:
+                decoding = start_section(bounds[i + 1])
 
 
 class _Inline:
