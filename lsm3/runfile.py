@@ -47,14 +47,14 @@ def data_file_path(schema: TableSchema, partition: tuple[Any, ...], bucket: int)
     return f"data/{where}bucket-{bucket}/{uuid.uuid4().hex}.parquet"
 
 
-class _ChunkSink:
+class _BodySink:
     """Where the Parquet writer puts a run: one ``bytearray`` that grows as it is written and
     is handed over without a copy.
 
     ``pa.BufferOutputStream`` doubles its buffer as it grows, so encoding a 70 MB run held a
     128 MB buffer plus the 64 MB one being copied out of; a list of written chunks joined at
-    the end holds the run twice. A ``bytearray`` grows by an eighth at a time, in place where
-    the allocator can (large blocks are remapped, not copied)."""
+    the end holds the run twice. A ``bytearray`` over-allocates by about an eighth as it
+    grows, and is resized in place where the allocator can."""
 
     def __init__(self) -> None:
         self._body = bytearray()
@@ -113,7 +113,7 @@ class RunWriter:
         self.partition = partition
         self.bucket = bucket
         self.path = path or data_file_path(schema, partition, bucket)
-        self._sink = _ChunkSink()
+        self._sink = _BodySink()
         self._writer: pq.ParquetWriter | None = None
         self.rows = 0
         self._deletes = 0
