@@ -405,6 +405,9 @@ def test_sectioned_scan_reads_large_runs_by_ranges(
     got = sorted_rows(t.to_batches(section_rows=300).read_all(), t.primary_key)
     assert got == expected
     ranged = t.store.stats.snapshot()
+    # as to_arrow reads: runs decoded in parallel, the next section while one merges
+    ahead = t._batches(None, None, None, None, 300, None, read_ahead=True).read_all()
+    assert sorted_rows(ahead, t.primary_key) == expected
     monkeypatch.setattr(lsm3.scan, "WHOLE_READ_BYTES", 1 << 40)
     t.store.stats.reset()
     assert sorted_rows(t.to_batches(section_rows=300).read_all(), t.primary_key) == expected
@@ -421,6 +424,8 @@ def test_sectioned_scan_reads_large_runs_by_ranges(
     monkeypatch.setattr(lsm3.scan, "WHOLE_READ_BYTES", 0)
     with pytest.raises(lsm3.CorruptDataFile):
         t.to_batches(section_rows=300).read_all()
+    with pytest.raises(lsm3.CorruptDataFile):  # raised in a decoding thread, reported here
+        t._batches(None, None, None, None, 300, None, read_ahead=True).read_all()
     t.store.put(f.path, original)
 
 
