@@ -87,6 +87,11 @@ class RetryingStore(ObjectStore):
     ) -> bytes:
         return self._call(lambda: self.inner.get_range(key, start, length, expected_size))
 
+    def get_range_into(
+        self, key: str, start: int, out: memoryview, expected_size: int | None = None
+    ) -> None:
+        self._call(lambda: self.inner.get_range_into(key, start, out, expected_size))
+
     def head(self, key: str) -> ObjectInfo | None:
         return self._call(lambda: self.inner.head(key))
 

@@ -351,7 +351,8 @@ class OpenRun:
         decoding threads reading through one can abort the process at exit
         (apache/arrow#50482); from memory they are safe, and run in parallel. The buffer's
         untouched pages are never written, so memory holds only the span. Arrow reads only
-        inside the column chunks of the requested groups, and checks every page's CRC."""
+        inside the column chunks of the requested groups (their bounds were checked against
+        the span above), and checks every page's CRC."""
         md = self._metadata
         starts: list[int] = []
         ends: list[int] = []
@@ -369,12 +370,14 @@ class OpenRun:
         lo, hi = min(starts), max(ends)
         if lo < 0 or hi > self.file.size:
             raise CorruptDataFile(f"data file {self.file.path} has row groups outside the file")
-        span = self._store.get_range(self.file.path, lo, hi - lo, expected_size=self.file.size)
-        image = np.zeros(self.file.size, dtype=np.uint8)
-        image[lo:hi] = np.frombuffer(span, dtype=np.uint8)
-        return pq.ParquetFile(
-            pa.BufferReader(pa.py_buffer(image)), metadata=md, page_checksum_verification=True
+        # Arrow's allocator, not np.zeros: numpy asks for transparent huge pages on large
+        # arrays, and zeroing whole 2 MiB pages for a small span cost ~1.5 ms per call here
+        # (the bytes outside the span are never read, so they need no zeroing)
+        image = pa.allocate_buffer(self.file.size)
+        self._store.get_range_into(
+            self.file.path, lo, memoryview(image)[lo:hi], expected_size=self.file.size
         )
+        return pq.ParquetFile(pa.BufferReader(image), metadata=md, page_checksum_verification=True)
 
     def _constant_columns(self, columns: list[str]) -> dict[str, tuple[int, pa.Field]]:
         return manifest_constants(self.file, self.read_schema, columns)

@@ -106,6 +106,17 @@ class ObjectStore(ABC):
         """``length`` bytes from offset ``start``; with ``expected_size``, raise SizeMismatch
         if the object's total size differs (checked for free from the response)."""
 
+    def get_range_into(
+        self, key: str, start: int, out: memoryview, expected_size: int | None = None
+    ) -> None:
+        """Fill ``out`` with the ``len(out)`` bytes from offset ``start`` (see ``get_range``):
+        a backend that can read straight into memory the caller already holds saves a copy
+        and a fresh allocation of the range (a local file: one ``preadv``)."""
+        data = self.get_range(key, start, len(out), expected_size)
+        if len(data) != len(out):
+            raise SizeMismatch(f"{key} gave {len(data)} bytes from {start}, expected {len(out)}")
+        out.cast("B")[:] = memoryview(data).cast("B")
+
     @abstractmethod
     def head(self, key: str) -> ObjectInfo | None:
         """Size, ETag and age of the object, or None if it does not exist."""
@@ -227,6 +238,11 @@ class _PrefixedStore(ObjectStore):
         self, key: str, start: int, length: int, expected_size: int | None = None
     ) -> bytes:
         return self._parent.get_range(self._k(key), start, length, expected_size)
+
+    def get_range_into(
+        self, key: str, start: int, out: memoryview, expected_size: int | None = None
+    ) -> None:
+        self._parent.get_range_into(self._k(key), start, out, expected_size)
 
     def open_ranged(self, key: str, size: int) -> pa.NativeFile:
         return self._parent.open_ranged(self._k(key), size)
@@ -356,6 +372,24 @@ class LocalStore(ObjectStore):
             os.close(fd)
         self.stats.record("GET", len(data))
         return data
+
+    def get_range_into(
+        self, key: str, start: int, out: memoryview, expected_size: int | None = None
+    ) -> None:
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            self.stats.record("GET")
+            raise ObjectNotFound(f"{self.url}/{key} does not exist") from None
+        try:
+            if expected_size is not None:
+                _check_size(key, os.fstat(fd).st_size, expected_size)
+            got = os.preadv(fd, [out], start)
+        finally:
+            os.close(fd)
+        self.stats.record("GET", got)
+        if got != len(out):
+            raise SizeMismatch(f"{key} gave {got} bytes from {start}, expected {len(out)}")
 
     def head(self, key: str) -> ObjectInfo | None:
         self.stats.record("HEAD")

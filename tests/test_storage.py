@@ -14,7 +14,13 @@ import pytest
 
 import lsm3
 from lsm3.devserver import LocalS3
-from lsm3.errors import InvalidInput, ObjectNotFound, PreconditionFailed, StorageError
+from lsm3.errors import (
+    InvalidInput,
+    ObjectNotFound,
+    PreconditionFailed,
+    SizeMismatch,
+    StorageError,
+)
 from lsm3.storage import LocalStore, MemoryStore, ObjectStore, S3Store, open_store
 
 BACKENDS = ["local", "memory", "s3"]
@@ -119,6 +125,24 @@ def test_get_range(store: ObjectStore) -> None:
     assert store.get_range("blob", len(data) - 8, 8) == data[-8:]
     # A range running past the end returns what is there.
     assert store.get_range("blob", len(data) - 5, 100) == data[-5:]
+
+
+def test_get_range_into_fills_the_view_and_counts_one_get(store: ObjectStore) -> None:
+    data = bytes(range(256)) * 40
+    store.put("blob", data)
+    image = bytearray(len(data))
+    store.stats.reset()
+    store.get_range_into("blob", 1000, memoryview(image)[1000:1300], expected_size=len(data))
+    assert image[1000:1300] == data[1000:1300]
+    assert image[:1000] == bytes(1000) and image[1300:] == bytes(len(data) - 1300)
+    assert store.stats.snapshot()["requests"]["GET"] == 1
+    assert store.stats.snapshot()["bytes"]["GET"] == 300
+    with pytest.raises(SizeMismatch):  # the object is not the size the caller expects
+        store.get_range_into("blob", 0, memoryview(image)[:10], expected_size=len(data) + 1)
+    with pytest.raises(SizeMismatch):  # the object ends inside the range: an error
+        store.get_range_into("blob", len(data) - 5, memoryview(bytearray(100)))
+    with pytest.raises(ObjectNotFound):
+        store.get_range_into("nope/x.json", 0, memoryview(bytearray(4)))
 
 
 def test_open_ranged_reads_parquet_with_ranged_gets(store: ObjectStore) -> None:
