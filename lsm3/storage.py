@@ -356,9 +356,9 @@ class LocalStore(ObjectStore):
         self.stats.record("GET", buf.size)
         return buf
 
-    def get_range(
-        self, key: str, start: int, length: int, expected_size: int | None = None
-    ) -> bytes:
+    @contextlib.contextmanager
+    def _open_sized(self, key: str, expected_size: int | None) -> Iterator[int]:
+        """The object's file descriptor, for a ranged read, after checking its size."""
         try:
             fd = os.open(self._path(key), os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError):
@@ -367,26 +367,23 @@ class LocalStore(ObjectStore):
         try:
             if expected_size is not None:
                 _check_size(key, os.fstat(fd).st_size, expected_size)
-            data = os.pread(fd, length, start)
+            yield fd
         finally:
             os.close(fd)
+
+    def get_range(
+        self, key: str, start: int, length: int, expected_size: int | None = None
+    ) -> bytes:
+        with self._open_sized(key, expected_size) as fd:
+            data = os.pread(fd, length, start)
         self.stats.record("GET", len(data))
         return data
 
     def get_range_into(
         self, key: str, start: int, out: memoryview, expected_size: int | None = None
     ) -> None:
-        try:
-            fd = os.open(self._path(key), os.O_RDONLY)
-        except (FileNotFoundError, NotADirectoryError):
-            self.stats.record("GET")
-            raise ObjectNotFound(f"{self.url}/{key} does not exist") from None
-        try:
-            if expected_size is not None:
-                _check_size(key, os.fstat(fd).st_size, expected_size)
+        with self._open_sized(key, expected_size) as fd:
             got = os.preadv(fd, [out], start)
-        finally:
-            os.close(fd)
         self.stats.record("GET", got)
         if got != len(out):
             raise SizeMismatch(f"{key} gave {got} bytes from {start}, expected {len(out)}")
