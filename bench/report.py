@@ -931,6 +931,24 @@ def render(sections: Sections, charts: list[str] | None = None) -> str:
     ]
     if commands:
         lines += ["Commands: " + "; ".join(f"`{c}`" for c in commands), ""]
+    warm = sorted(
+        {
+            r.get("warm_memory_gib") or 0.0
+            for _, rs in sections.values()
+            for r in rs.values()
+            if r.get("measured_at")
+        }
+    )
+    if warm:
+        lines += [
+            "Memory warm-up before every phase: "
+            + ", ".join(f"{w:g} GiB" if w else "none" for w in warm)
+            + " (a throwaway process touches that much memory first: on a virtual machine "
+            "whose idle memory goes back to the host, a fresh process would otherwise pay for "
+            "faulting it in again; see `python -m bench.cold_memory`). Rows measured before "
+            "the warm-up existed count as none.",
+            "",
+        ]
     loads = [
         r["load_before"]
         for _, results in sections.values()

@@ -71,6 +71,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--max-lookups", type=int, default=0, help="at most N lookups (0: all)")
     parser.add_argument("--compact-every", type=int, help="stream: compactor every N commits")
+    parser.add_argument(
+        "--warm-memory-gib", type=float, default=WARM_MEMORY_GIB,
+        help="touch this much memory in a throwaway process before every phase (0: never)",
+    )  # fmt: skip
     parser.add_argument("--keep-work", action="store_true", help="keep the last run's table")
     parser.add_argument("--no-report", action="store_true", help="do not rewrite RESULTS.md")
     parser.add_argument("--no-charts", action="store_true", help="do not redraw the PNG charts")
@@ -164,6 +168,26 @@ def launch(
 
 
 PROCESS_PHASES = ("write", "scan", "read")
+
+#: This machine is a virtual machine that hands idle memory back to its host: a page first
+#: touched after a few idle seconds costs far more than one freed a moment ago
+#: (``python -m bench.cold_memory``: the same 1M-row read 0.48-0.68 s against 1.28-1.38 s).
+#: Each phase runs in a fresh process, so without a warm-up a phase's timing would depend on
+#: how much memory the phase before it happened to touch. A throwaway process touches this
+#: much memory right before every phase of every contender, so all start on warm memory;
+#: peak RSS is unaffected (the warm-up is a separate process).
+WARM_MEMORY_GIB = 4.0
+WARM_MEMORY = (
+    "import sys, numpy as np; a = np.ones(int(float(sys.argv[1]) * 2**30) // 8); a[::512] += 1"
+)
+
+
+def warm_memory(gib: float) -> None:
+    """Touch ``gib`` GiB in a throwaway process (see ``WARM_MEMORY_GIB``)."""
+    if gib > 0:
+        subprocess.run([sys.executable, "-c", WARM_MEMORY, str(gib)], check=True)
+
+
 FIRST_WINS = {"versions", "base_rss_mb", "lookup_budget_s", "workload", "expected", "phase"}
 
 
@@ -213,6 +237,7 @@ def run_once(spec: ContenderSpec, data: Path, run_no: int, args: argparse.Namesp
         progress.unlink(missing_ok=True)
         log = logs / f"{spec.name}-{run_no}-{phase}.log"
         remaining = timeout - (time.perf_counter() - started)
+        warm_memory(args.warm_memory_gib)
         phase_started = time.perf_counter()
         rc, out = launch([*cmd, "--phase", phase, "--progress", str(progress)], log,
                          max(1.0, remaining), env)  # fmt: skip
@@ -231,7 +256,8 @@ def run_once(spec: ContenderSpec, data: Path, run_no: int, args: argparse.Namesp
     if not args.keep_work:
         shutil.rmtree(work, ignore_errors=True)
     wall = time.perf_counter() - started
-    return {**merged, "wall_s": wall, "load_before": load_before, "load_after": os.getloadavg()[0]}
+    return {**merged, "wall_s": wall, "load_before": load_before, "load_after": os.getloadavg()[0],
+            "warm_memory_gib": args.warm_memory_gib}  # fmt: skip
 
 
 def median_of(values: list[Any]) -> Any:
