@@ -267,13 +267,17 @@ def merge_group(
     nothing needs ordering, so only these columns are read (plus the row kind of a file that
     holds deletes) and the tables hold just them.
 
-    ``read_ahead`` (for a caller that keeps everything, like ``to_arrow``): the runs of a
-    section are decoded in parallel, one run per core, and the next section is decoded while
-    this one is merged. A stream leaves it off: it would hold two sections at once."""
+    The runs of a section are decoded in parallel, one run per core (the stream's memory
+    holds one section either way). ``read_ahead`` (for a caller that keeps everything, like
+    ``to_arrow``): the next section is decoded while this one is merged. A stream leaves it
+    off: it would hold two sections at once."""
     columns = list(columns)
 
-    def read(run: OpenRun, row_groups: list[int] | None = None) -> pa.Table:
-        table = run.read(columns, row_groups, use_threads=not read_ahead)
+    def read(
+        run: OpenRun, row_groups: list[int] | None = None, use_threads: bool = False
+    ) -> pa.Table:
+        """Decode ``run``: by default single-threaded, as each pool thread decodes one run."""
+        table = run.read(columns, row_groups, use_threads=use_threads)
         return pre_filter(table) if pre_filter is not None else table
 
     ordered = sorted(group, key=lambda f: f.min_key)
@@ -287,10 +291,10 @@ def merge_group(
                 table = pre_filter(table) if pre_filter is not None else table
                 yield drop_deleted(table, visible)
             else:
-                table = read(run)
+                table = read(run, use_threads=True)
                 yield drop_deleted(table) if drop_deletes else table
         return
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) if read_ahead else _Inline() as pool:
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         if sum(f.rows for f in ordered) <= section_rows:
             runs = _open_all(store, schema, ordered, set())
             tables = [t.result() for t in [pool.submit(read, r) for r in runs]]
@@ -323,25 +327,6 @@ def merge_group(
                 del merged
             if not read_ahead and hi is not None:
                 decoding = start_section(bounds[i + 1])
-
-
-class _Inline:
-    """An executor that runs each task at once, in the caller's thread: the sequential
-    reading of a stream, with the same code as ``read_ahead``."""
-
-    def __enter__(self) -> _Inline:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        done: Future[Any] = Future()
-        try:
-            done.set_result(fn(*args))
-        except BaseException as exc:
-            done.set_exception(exc)
-        return done
 
 
 class _RunCursor:
