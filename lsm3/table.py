@@ -243,7 +243,8 @@ class Table:
     ) -> pa.Table:
         """The merged rows (newest version per key, deletes hidden) as one Arrow table.
 
-        Unlike a stream it decodes ahead, in parallel: it keeps every row anyway."""
+        Unlike a stream it decodes the next merge section while merging this one: it keeps
+        every row anyway."""
         return self._batches(
             columns, filter, snapshot_id, as_of, DEFAULT_SECTION_ROWS, tag, True
         ).read_all()
