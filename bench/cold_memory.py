@@ -17,11 +17,12 @@ import subprocess
 import sys
 import time
 
+from bench.run import warm_memory
+
 READ = (
     "import sys, time, lsm3; t = lsm3.open_table(sys.argv[1]); s = time.perf_counter(); "
     "t.to_arrow(); print(f'{time.perf_counter() - s:.2f}')"
 )
-TOUCH = "import numpy as np; a = np.ones(1536 * 2**20 // 8); a[::512] += 1"
 
 
 def read_seconds(uri: str) -> str:
@@ -36,7 +37,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     for _ in range(args.rounds):
-        subprocess.run([sys.executable, "-c", TOUCH], check=True)
+        warm_memory(1.5)
         print(f"read right after a process touched 1.5 GiB: {read_seconds(args.uri)} s")
         time.sleep(args.idle_s)
         print(f"read after {args.idle_s:g} s idle: {read_seconds(args.uri)} s")
