@@ -44,14 +44,25 @@ class FooterCache:
         self._lock = threading.Lock()
         self._capacity = capacity
 
-    def get(self, store: ObjectStore, f: DataFile, key_column: str) -> RunIndex:
+    def get(
+        self,
+        store: ObjectStore,
+        f: DataFile,
+        key_column: str,
+        metadata: pq.FileMetaData | None = None,
+    ) -> RunIndex:
+        """The index of ``f``: cached, or built from ``metadata`` (a footer the caller already
+        verified, e.g. of a run it fetched whole), or from a footer read now."""
         k = (store.url, f.path)
         with self._lock:
             found = self._items.get(k)
             if found is not None:
                 self._items.move_to_end(k)
                 return found
-        index = _load_index(store, f, key_column)
+        if metadata is None:
+            index = _load_index(store, f, key_column)
+        else:
+            index = _index_of(metadata, f, key_column)
         with self._lock:
             self._items[k] = index
             while len(self._items) > self._capacity:
@@ -98,6 +109,10 @@ def _load_index(store: ObjectStore, f: DataFile, key_column: str) -> RunIndex:
         raise  # a failed request (503, timeout) is not damage: let the caller retry
     except (pa.ArrowException, OSError, KeyError, ValueError) as exc:
         raise CorruptDataFile(f"data file {f.path} has an unreadable footer: {exc}") from None
+    return _index_of(md, f, key_column)
+
+
+def _index_of(md: pq.FileMetaData, f: DataFile, key_column: str) -> RunIndex:
     mins: list[Any] = []
     maxs: list[Any] = []
     try:

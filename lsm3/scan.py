@@ -301,9 +301,13 @@ def merge_group(
             yield merge_runs(tables, schema, drop_deletes=drop_deletes)
             return
         key0 = schema.primary_key[0]
-        bounds = [*_section_bounds(store, schema, ordered, section_rows), None]
         ranged = ranged_runs(ordered)
-        cursors = [_RunCursor(store, schema, f, key0, f.path in ranged) for f in ordered]
+        fetched = _fetch_for_sections(store, schema, ordered, ranged)
+        bounds = [*_section_bounds(store, schema, ordered, section_rows), None]
+        cursors = [
+            _RunCursor(store, schema, f, key0, f.path in ranged, fetched.get(f.path))
+            for f in ordered
+        ]
 
         def start_section(hi: Any) -> list[Future[pa.Table | None]]:
             live = [c for c in cursors if not c.done and (hi is None or c.file.min_key[0] < hi)]
@@ -335,12 +339,18 @@ class _RunCursor:
     for the next section. Holds at most one partly consumed row group."""
 
     def __init__(
-        self, store: ObjectStore, schema: TableSchema, f: DataFile, key0: str, ranged: bool
+        self,
+        store: ObjectStore,
+        schema: TableSchema,
+        f: DataFile,
+        key0: str,
+        ranged: bool,
+        run: OpenRun | None = None,
     ) -> None:
         self.store, self.schema, self.file, self.key0 = store, schema, f, key0
         self.ranged = ranged
         self.index = FOOTERS.get(store, f, key0)
-        self.run: OpenRun | None = None
+        self.run = run
         self.next_group = 0
         self.pending: pa.Table | None = None
 
@@ -382,9 +392,42 @@ class _RunCursor:
 
 
 def _count_below(table: pa.Table, key0: str, hi: Any) -> int:
-    """How many rows of ``table`` (sorted by ``key0``) have ``key0 < hi``."""
+    """How many rows of ``table`` (sorted by ``key0``, never null) have ``key0 < hi``. An
+    integer key is binary searched (comparing every row cost ~3% of a 10M-row read)."""
     col = storage_values(table.column(key0))
-    return int(pc.sum(pc.less(col, pa.scalar(hi, col.type))).as_py() or 0)
+    if not pa.types.is_integer(col.type):
+        return int(pc.sum(pc.less(col, pa.scalar(hi, col.type))).as_py() or 0)
+    lo, up = 0, len(col)  # rows before lo are below hi, rows from up on are not
+    while lo < up:
+        mid = (lo + up) // 2
+        if col[mid].as_py() < hi:
+            lo = mid + 1
+        else:
+            up = mid
+    return lo
+
+
+def _fetch_for_sections(
+    store: ObjectStore, schema: TableSchema, files: Sequence[DataFile], ranged: set[str]
+) -> dict[str, OpenRun]:
+    """What planning sections needs, all requests in parallel (on S3 each is a round trip):
+    the footer of every run, into the footer cache. A run read whole is fetched whole now
+    (its first section would fetch it, and its footer comes with it: no separate request;
+    all such runs fit in ``WHOLE_READ_BYTES``); a ranged run's footer is read alone.
+    Returns the runs fetched, by path."""
+    key0 = schema.primary_key[0]
+
+    def fetch(f: DataFile) -> OpenRun | None:
+        if f.path in ranged:
+            FOOTERS.get(store, f, key0)
+            return None
+        run = OpenRun(store, f, schema)
+        FOOTERS.get(store, f, key0, metadata=run.metadata)
+        return run
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(files)))) as pool:
+        runs = list(pool.map(fetch, files))
+    return {f.path: run for f, run in zip(files, runs, strict=True) if run is not None}
 
 
 def _section_bounds(
