@@ -263,15 +263,17 @@ def merge_group(
     key-ordered, key-disjoint tables of ``columns`` (which must include the key, ordering and
     kind columns). The one merge path of readers and the compactor.
 
-    ``visible_columns`` (readers, with ``drop_deletes``): when the files do not overlap,
-    nothing needs ordering, so only these columns are read (plus the row kind of a file that
-    holds deletes) and the tables hold just them.
+    ``visible_columns`` (readers, with ``drop_deletes``): the tables hold just these columns.
+    When the files do not overlap, nothing needs ordering, so only these are read (plus the
+    row kind of a file that holds deletes); a merge reads the ordering columns too, but does
+    not gather them into its output.
 
     The runs of a section are decoded in parallel, one run per core (the stream's memory
     holds one section either way). ``read_ahead`` (for a caller that keeps everything, like
     ``to_arrow``): the next section is decoded while this one is merged. A stream leaves it
     off: it would hold two sections at once."""
     columns = list(columns)
+    output = list(visible_columns) if visible_columns is not None and drop_deletes else None
 
     def read(
         run: OpenRun, row_groups: list[int] | None = None, use_threads: bool = False
@@ -298,7 +300,7 @@ def merge_group(
         if sum(f.rows for f in ordered) <= section_rows:
             runs = _open_all(store, schema, ordered, set())
             tables = [t.result() for t in [pool.submit(read, r) for r in runs]]
-            yield merge_runs(tables, schema, drop_deletes=drop_deletes)
+            yield merge_runs(tables, schema, drop_deletes=drop_deletes, columns=output)
             return
         key0 = schema.primary_key[0]
         ranged = ranged_runs(ordered)
@@ -324,7 +326,11 @@ def merge_group(
             decoding = []
             if read_ahead and hi is not None:  # decodes while this section merges
                 decoding = start_section(bounds[i + 1])
-            merged = merge_runs(pieces, schema, drop_deletes=drop_deletes) if pieces else None
+            merged = (
+                merge_runs(pieces, schema, drop_deletes=drop_deletes, columns=output)
+                if pieces
+                else None
+            )
             del pieces  # a stream holds one section's output while its consumer works
             if merged is not None:
                 yield merged
