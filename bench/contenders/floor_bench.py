@@ -27,7 +27,7 @@ from pyarrow import fs
 
 from bench.harness import DATA_COLUMNS, Contender, run
 
-ROW_GROUP_ROWS = 16_384  # as lsm3's default row_group_rows
+ROW_GROUP_ROWS = 16_384  # lsm3 defaults to 4,096 rows: a point lookup decodes one group
 # Dictionary-encode only the low-cardinality op column: for ids and random strings
 # pyarrow's default dictionary attempt costs about a third of the write time and
 # then falls back to plain encoding anyway.
