@@ -324,8 +324,8 @@ class FaultyStore(ObjectStore):
     def get_with_etag(self, key: str) -> tuple[bytes, str | None]:
         return self._call("get", [key], lambda: self.inner.get_with_etag(key))
 
-    def get_buffer(self, key: str) -> pa.Buffer:
-        return self._call("get_buffer", [key], lambda: self.inner.get_buffer(key))
+    def get_buffer(self, key: str, size: int | None = None) -> pa.Buffer:
+        return self._call("get_buffer", [key], lambda: self.inner.get_buffer(key, size))
 
     def get_range(
         self, key: str, start: int, length: int, expected_size: int | None = None

@@ -76,8 +76,8 @@ class RetryingStore(ObjectStore):
     def get(self, key: str) -> bytes:
         return self._call(lambda: self.inner.get(key))
 
-    def get_buffer(self, key: str) -> pa.Buffer:
-        return self._call(lambda: self.inner.get_buffer(key))
+    def get_buffer(self, key: str, size: int | None = None) -> pa.Buffer:
+        return self._call(lambda: self.inner.get_buffer(key, size))
 
     def get_with_etag(self, key: str) -> tuple[bytes, str | None]:
         return self._call(lambda: self.inner.get_with_etag(key))

@@ -237,11 +237,16 @@ def dictionary_columns(rows: pa.Table, schema: TableSchema) -> list[str]:
 
 def _fetch_verified(store: ObjectStore, f: DataFile) -> pa.Buffer:
     try:
-        buf = store.get_buffer(f.path)
+        buf = store.get_buffer(f.path, f.size)
     except ObjectNotFound:
         raise CorruptDataFile(
             f"data file {f.path} listed in the manifest is missing from {store.url}; the table "
             "was damaged outside lsm3 (objects deleted by hand?)"
+        ) from None
+    except SizeMismatch as exc:
+        raise CorruptDataFile(
+            f"data file {f.path} does not have the size its manifest entry says ({exc}); "
+            "refusing to read it"
         ) from None
     if buf.size != f.size:
         raise CorruptDataFile(

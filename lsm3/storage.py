@@ -20,6 +20,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -129,8 +130,13 @@ class ObjectStore(ABC):
     def delete(self, key: str) -> None:
         """Remove the object; a missing object is not an error."""
 
-    def get_buffer(self, key: str) -> pa.Buffer:
-        """The whole object as an Arrow buffer (zero-copy where the backend allows)."""
+    def get_buffer(self, key: str, size: int | None = None) -> pa.Buffer:
+        """The whole object as an Arrow buffer (zero-copy where the backend allows).
+
+        ``size``: the object's size, when the caller knows it (a data file's manifest entry).
+        A backend that then fetches it in parts at once (S3) raises SizeMismatch if the
+        object has another size; the others return the object as it is (the caller compares
+        sizes)."""
         return pa.py_buffer(self.get(key))
 
     def delete_many(self, keys: Sequence[str]) -> None:
@@ -231,8 +237,8 @@ class _PrefixedStore(ObjectStore):
     def get_with_etag(self, key: str) -> tuple[bytes, str | None]:
         return self._parent.get_with_etag(self._k(key))
 
-    def get_buffer(self, key: str) -> pa.Buffer:
-        return self._parent.get_buffer(self._k(key))
+    def get_buffer(self, key: str, size: int | None = None) -> pa.Buffer:
+        return self._parent.get_buffer(self._k(key), size)
 
     def get_range(
         self, key: str, start: int, length: int, expected_size: int | None = None
@@ -346,7 +352,7 @@ class LocalStore(ObjectStore):
         self.stats.record("GET", len(data))
         return data
 
-    def get_buffer(self, key: str) -> pa.Buffer:
+    def get_buffer(self, key: str, size: int | None = None) -> pa.Buffer:
         try:
             with pa.memory_map(self._path(key), "r") as mm:
                 buf = mm.read_buffer()
@@ -598,6 +604,24 @@ def _error_code(exc: Exception) -> tuple[str, int]:
     return code, status
 
 
+#: Part size of an S3 object fetched in parallel ranged GETs (``S3Store.get_buffer``); objects
+#: under twice this size are fetched with one GET.
+PART_BYTES = 8 * 1024 * 1024
+
+_PART_POOL: ThreadPoolExecutor | None = None
+_PART_POOL_LOCK = threading.Lock()
+
+
+def _part_pool() -> ThreadPoolExecutor:
+    """One pool for every part fetch in the process, so that runs fetched at once share
+    8 connections rather than each opening its own (the client pools 32)."""
+    global _PART_POOL
+    with _PART_POOL_LOCK:
+        if _PART_POOL is None:
+            _PART_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lsm3-s3-part")
+        return _PART_POOL
+
+
 class S3Store(ObjectStore):
     """Objects in an S3 bucket below a prefix, through boto3 (conditional puts need it)."""
 
@@ -674,6 +698,26 @@ class S3Store(ObjectStore):
 
     def get(self, key: str) -> bytes:
         return self.get_with_etag(key)[0]
+
+    def get_buffer(self, key: str, size: int | None = None) -> pa.Buffer:
+        """Of a large object whose size is known: ranged GETs of ``PART_BYTES``, several at
+        once, straight into one buffer. One GET streams through a single connection and
+        grows its bytes as it reads (a 74 MB run from SeaweedFS on 127.0.0.1: 0.16-0.49 s;
+        as nine 8 MiB parts: 0.11-0.15 s, with a fraction of the client CPU)."""
+        if size is None or size < 2 * PART_BYTES:
+            return pa.py_buffer(self.get(key))
+        out = pa.allocate_buffer(size)
+        view = memoryview(out)
+        starts = range(0, size, PART_BYTES)
+        list(
+            _part_pool().map(
+                lambda start: self.get_range_into(
+                    key, start, view[start : start + PART_BYTES], expected_size=size
+                ),
+                starts,
+            )
+        )
+        return out
 
     def get_with_etag(self, key: str) -> tuple[bytes, str | None]:
         try:

@@ -497,6 +497,42 @@ def test_truncated_or_flipped_data_files_are_refused() -> None:
     t.store.put(f.path, body)
 
 
+def test_data_files_fetched_in_parts_are_size_checked(
+    s3_bucket_uri: tuple[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On S3 a large run is fetched as several ranged GETs at once; an object of another size
+    than its manifest entry says is refused all the same, and nothing committed changes."""
+    import lsm3.storage
+
+    monkeypatch.setattr(lsm3.storage, "PART_BYTES", 1000)
+    uri, options = s3_bucket_uri
+    t = lsm3.create_table(
+        uri,
+        pa.schema([("id", pa.int64()), ("name", pa.string())]),
+        "id",
+        storage_options=options,
+        options={"row_group_rows": 50},
+    )
+    with t.writer() as w:
+        w.upsert([{"id": i, "name": f"name-{i}"} for i in range(300)])
+    f = t.files()[0]
+    assert f.bytes > 3000  # fetched in several parts
+    body = t.store.get(f.path)
+    expected = t.to_arrow()
+    clear_read_caches()
+    fresh = lsm3.open_table(uri, storage_options=options)
+    assert fresh.to_arrow().equals(expected)
+    assert fresh.store.stats.requests["GET"] >= f.bytes // 1000  # the parts, then metadata
+    for damaged in (body[:-1], body + b"\x00"):
+        t.store.put(f.path, damaged)
+        clear_read_caches()
+        with pytest.raises(CorruptDataFile, match="size"):
+            t.to_arrow()
+    t.store.put(f.path, body)
+    clear_read_caches()
+    assert t.to_arrow().equals(expected)
+
+
 def damaged_copy(body: bytes, seed: int, i: int) -> tuple[str, bytes]:
     """Input ``i`` of fuzz run ``seed`` (reproducible on its own): how it was damaged, and
     the damaged bytes."""

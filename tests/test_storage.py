@@ -145,6 +145,29 @@ def test_get_range_into_fills_the_view_and_counts_one_get(store: ObjectStore) ->
         store.get_range_into("nope/x.json", 0, memoryview(bytearray(4)))
 
 
+def test_get_buffer_of_known_size_fetches_large_objects_in_parts(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given the object's size, S3 fetches a large object as ranged GETs of PART_BYTES, several
+    at once, into one buffer; every backend returns the same bytes, counted once each."""
+    import lsm3.storage
+
+    monkeypatch.setattr(lsm3.storage, "PART_BYTES", 1000)
+    data = bytes(range(256)) * 40  # 10,240 bytes: 11 parts
+    store.put("blob", data)
+    store.stats.reset()
+    assert store.get_buffer("blob", len(data)).to_pybytes() == data
+    parted = store.url.startswith("s3://")
+    assert store.stats.snapshot()["requests"]["GET"] == (11 if parted else 1)
+    assert store.stats.snapshot()["bytes"]["GET"] == len(data)
+    assert store.get_buffer("blob").to_pybytes() == data  # size unknown: one GET
+    if parted:
+        with pytest.raises(SizeMismatch):  # the object is not the size the caller expects
+            store.get_buffer("blob", len(data) + 1)
+    with pytest.raises(ObjectNotFound):
+        store.get_buffer("nope/x.parquet", 5000)
+
+
 def test_open_ranged_reads_parquet_with_ranged_gets(store: ObjectStore) -> None:
     n = 100_000
     table = pa.table({"x": list(range(n)), "y": [f"value-{i * 7919 % n}" for i in range(n)]})
