@@ -221,8 +221,8 @@ _key_misses: dict[tuple[str, str], int] = {}
 def _load_key_index(
     store: ObjectStore, f: DataFile, schema: TableSchema, index: RunIndex, key0: str
 ) -> bool:
-    """After ``KEY_INDEX_AFTER_MISSES`` key-block misses on run ``f``, fetch the run whole (one
-    GET, CRC-checked) and cache the key block of every row group, so that later probes of the
+    """After ``KEY_INDEX_AFTER_MISSES`` key-block misses on run ``f``, fetch the run whole
+    (CRC-checked) and cache the key block of every row group, so that later probes of the
     run cost no request and a hit one ranged GET. Only while the key blocks fit in the cache
     without evicting anything: a table whose keys outgrow the cache keeps loading blocks one
     row group at a time instead of fetching whole runs over and over.

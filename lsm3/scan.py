@@ -208,7 +208,7 @@ def non_overlapping(files: Sequence[DataFile]) -> bool:
     return all(a.max_key < b.min_key for a, b in itertools.pairwise(files))
 
 
-#: When sections are merged, runs are fetched whole (one request each, CRC checked) only up to
+#: When sections are merged, runs are fetched whole (CRC checked; see ``get_buffer``) only up to
 #: this many bytes in all; the largest runs beyond it are read by ranged requests, section by
 #: section, so a scan holds the row groups of one section of them rather than whole files
 #: (the 10M-row table: 20 runs of 35 MB, 700 MB if fetched whole).
@@ -229,7 +229,7 @@ def ranged_runs(files: Sequence[DataFile]) -> set[str]:
 
 
 def open_run(store: ObjectStore, schema: TableSchema, f: DataFile, ranged: bool) -> OpenRun:
-    """A run for sectioned reading: fetched whole (one request, CRC checked), or read by
+    """A run for sectioned reading: fetched whole (CRC checked), or read by
     ranged requests (footer and page CRCs checked)."""
     if ranged:
         return OpenRun(
