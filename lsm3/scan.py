@@ -30,7 +30,7 @@ from lsm3.keys import storage_values
 from lsm3.merge import drop_deleted, merge_runs, order_columns
 from lsm3.metadata import DataFile
 from lsm3.runfile import OpenRun
-from lsm3.runindex import FOOTERS
+from lsm3.runindex import FOOTERS, RunIndex
 from lsm3.schema import KIND_COLUMN, SEQ_COLUMN, TableSchema
 from lsm3.storage import ObjectStore
 
@@ -303,21 +303,20 @@ def merge_group(
             yield merge_runs(tables, schema, drop_deletes=drop_deletes, columns=output)
             return
         key0 = schema.primary_key[0]
-        ranged = ranged_runs(ordered)
-        fetched = _fetch_for_sections(store, schema, ordered, ranged)
-        bounds = [*_section_bounds(store, schema, ordered, section_rows), None]
+        # Planning sections needs every run's footer, so every run is opened first, all
+        # requests at once (on S3 each is a round trip): a run read whole is fetched whole
+        # (its first section would fetch it anyway; all such runs fit in WHOLE_READ_BYTES)
+        # and its footer comes with it, with no request of its own; a ranged run costs its
+        # footer only.
+        runs = _open_all(store, schema, ordered, ranged_runs(ordered))
         cursors = [
-            _RunCursor(store, schema, f, key0, f.path in ranged, fetched.get(f.path))
-            for f in ordered
+            _RunCursor(run, key0, FOOTERS.get(store, run.file, key0, metadata=run.metadata))
+            for run in runs
         ]
+        bounds = [*_section_bounds(store, schema, ordered, section_rows), None]
 
         def start_section(hi: Any) -> list[Future[pa.Table | None]]:
             live = [c for c in cursors if not c.done and (hi is None or c.file.min_key[0] < hi)]
-            to_open = [c for c in live if c.run is None]
-            if len(to_open) > 1:  # fetch the runs a section needs in parallel
-                opened = _open_all(store, schema, [c.file for c in to_open], ranged)
-                for cursor, run in zip(to_open, opened, strict=True):
-                    cursor.run = run
             return [pool.submit(cursor.take_below, hi, read) for cursor in live]
 
         decoding = start_section(bounds[0])
@@ -344,19 +343,9 @@ class _RunCursor:
     section's upper bound are decoded in one call, and the rows at or above the bound wait
     for the next section. Holds at most one partly consumed row group."""
 
-    def __init__(
-        self,
-        store: ObjectStore,
-        schema: TableSchema,
-        f: DataFile,
-        key0: str,
-        ranged: bool,
-        run: OpenRun | None = None,
-    ) -> None:
-        self.store, self.schema, self.file, self.key0 = store, schema, f, key0
-        self.ranged = ranged
-        self.index = FOOTERS.get(store, f, key0)
-        self.run = run
+    def __init__(self, run: OpenRun, key0: str, index: RunIndex) -> None:
+        self.file, self.key0, self.index = run.file, key0, index
+        self.run: OpenRun | None = run  # dropped once the run is consumed
         self.next_group = 0
         self.pending: pa.Table | None = None
 
@@ -376,8 +365,7 @@ class _RunCursor:
             while end < n_groups and self.index.rg_min[end] < hi:
                 end += 1
         if end > self.next_group:
-            if self.run is None:
-                self.run = open_run(self.store, self.schema, self.file, self.ranged)
+            assert self.run is not None  # only a consumed run drops it
             fresh = read(self.run, list(range(self.next_group, end)))
             self.next_group = end
             if self.pending is not None:
@@ -411,29 +399,6 @@ def _count_below(table: pa.Table, key0: str, hi: Any) -> int:
         else:
             up = mid
     return lo
-
-
-def _fetch_for_sections(
-    store: ObjectStore, schema: TableSchema, files: Sequence[DataFile], ranged: set[str]
-) -> dict[str, OpenRun]:
-    """What planning sections needs, all requests in parallel (on S3 each is a round trip):
-    the footer of every run, into the footer cache. A run read whole is fetched whole now
-    (its first section would fetch it, and its footer comes with it: no separate request;
-    all such runs fit in ``WHOLE_READ_BYTES``); a ranged run's footer is read alone.
-    Returns the runs fetched, by path."""
-    key0 = schema.primary_key[0]
-
-    def fetch(f: DataFile) -> OpenRun | None:
-        if f.path in ranged:
-            FOOTERS.get(store, f, key0)
-            return None
-        run = OpenRun(store, f, schema)
-        FOOTERS.get(store, f, key0, metadata=run.metadata)
-        return run
-
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(files)))) as pool:
-        runs = list(pool.map(fetch, files))
-    return {f.path: run for f, run in zip(files, runs, strict=True) if run is not None}
 
 
 def _section_bounds(
