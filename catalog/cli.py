@@ -28,8 +28,8 @@ from catalog.errors import (
     TableAlreadyExists,
 )
 from catalog.identifiers import parse_table
-from lsm3.cli_args import PROG, CliError, UsageError, storage_options
-from lsm3.cli_plugins import CliExtension
+from lsm3.cli.args import PROG, CliError, UsageError, storage_options
+from lsm3.cli.plugins import CliExtension
 
 WAREHOUSE_ENV = "LSM3_WAREHOUSE"
 

@@ -31,8 +31,8 @@ from catalog.errors import (
 from catalog.identifiers import Identifier, check_namespace, format_table, parse_table
 from catalog.log import Change, StateLog
 from catalog.state import CatalogState, NamespaceEntry, TableEntry, new_location
-from lsm3.retry import with_retries
-from lsm3.storage import LocalStore, ObjectStore, open_store
+from lsm3.io.retry import with_retries
+from lsm3.io.store import LocalStore, ObjectStore, open_store
 from lsm3.table import Table
 
 
@@ -68,7 +68,7 @@ class Catalog:
 
     def __init__(self, store: ObjectStore, *, commit_retries: int = 32) -> None:
         self._local = store if isinstance(store, LocalStore) else None
-        self.store = with_retries(store)  # safe requests retried (lsm3.retry)
+        self.store = with_retries(store)  # safe requests retried (lsm3.io.retry)
         self.uri = store.url
         self._log = StateLog(self.store, retries=commit_retries)
         self._lock = threading.Lock()

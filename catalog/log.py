@@ -1,6 +1,6 @@
 """The catalog state log: ``catalog/state-<20 digits>.json``, one immutable object per change.
 
-It is lsm3's versioned log (lsm3/log.py, docs/FORMAT.md section 6) over catalog states: state
+It is lsm3's versioned log (lsm3/write/log.py, docs/FORMAT.md section 6) over catalog states: state
 N+1 exists iff change N+1 happened, and it is created with put-if-absent, the single point of
 agreement between processes. A 412 means another process changed the catalog first: reload,
 re-apply the change to the new state (which may now refuse it, e.g. the name was taken) and
@@ -14,8 +14,8 @@ import uuid
 from collections.abc import Callable, Mapping
 
 from catalog.state import EMPTY, CatalogState, NamespaceEntry
-from lsm3.log import VersionLog
-from lsm3.storage import ObjectStore
+from lsm3.io.store import ObjectStore
+from lsm3.write.log import VersionLog
 
 STATE_PREFIX = "catalog/state-"
 LATEST_HINT = "catalog/LATEST"

@@ -25,7 +25,7 @@ from compactor.executor import TaskResult, run_task
 from compactor.lease import Fenced, Lease, LeaseHeld
 from compactor.policy import POLICIES, PolicyOptions, Task, drops_tombstones, plan
 from lsm3.errors import CommitConflict, InvalidInput
-from lsm3.schema import validate_schema
+from lsm3.format.schema import validate_schema
 from lsm3.table import Table
 
 log = logging.getLogger("compactor")

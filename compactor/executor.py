@@ -1,6 +1,6 @@
 """Running one compaction task: merge the inputs, write key-disjoint outputs, commit.
 
-The merge is ``lsm3.scan.merge_group``, the reader's own merge, streamed section by section so
+The merge is ``lsm3.read.scan.merge_group``, the reader's own merge, streamed section by section so
 memory follows the task, not the table. Outputs keep each row's effective sequence number
 (stored with offset 0), so the result reads exactly as the inputs did. The commit removes the
 inputs and adds the outputs through the conditional put; if a writer committed meanwhile the
@@ -18,11 +18,11 @@ from typing import Any
 
 from compactor.lease import Lease
 from compactor.policy import Task
-from lsm3.commit import commit_files
-from lsm3.metadata import DataFile, Snapshot
-from lsm3.runfile import RunWriter
-from lsm3.scan import merge_group
+from lsm3.format.metadata import DataFile, Snapshot
+from lsm3.read.runfile import RunWriter
+from lsm3.read.scan import merge_group
 from lsm3.table import Table
+from lsm3.write.commit import commit_files
 
 
 @dataclass

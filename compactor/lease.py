@@ -15,10 +15,10 @@ import time
 import uuid
 from collections.abc import Callable
 
-from lsm3.commit import commit_files
 from lsm3.errors import Lsm3Error
-from lsm3.metadata import CompactorLease, Snapshot
+from lsm3.format.metadata import CompactorLease, Snapshot
 from lsm3.table import Table
+from lsm3.write.commit import commit_files
 
 
 class LeaseHeld(Lsm3Error):

@@ -31,10 +31,10 @@ from typing import Any, TypeVar
 
 import lsm3
 from lsm3.errors import CorruptMetadata, InvalidInput, Lsm3Error, SnapshotNotFound
-from lsm3.log import LATEST_HINT, SNAPSHOT_PREFIX, snapshot_key
-from lsm3.metadata import ManifestEntry, Snapshot
-from lsm3.storage import ObjectInfo
+from lsm3.format.metadata import ManifestEntry, Snapshot
+from lsm3.io.store import ObjectInfo
 from lsm3.table import Table
+from lsm3.write.log import LATEST_HINT, SNAPSHOT_PREFIX, snapshot_key
 
 log = logging.getLogger("compactor.maintenance")
 

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lsm3.metadata import DataFile
+from lsm3.format.metadata import DataFile
 
 
 @dataclass(frozen=True)
 class PolicyOptions:
-    """The table options policies read (names as in ``lsm3.schema.DEFAULT_OPTIONS``)."""
+    """The table options policies read (names as in ``lsm3.format.schema.DEFAULT_OPTIONS``)."""
 
     num_sorted_run_trigger: int = 5
     num_sorted_run_stop_trigger: int = 8

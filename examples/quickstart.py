@@ -67,7 +67,7 @@ def s3_location() -> Iterator[tuple[str, dict[str, str] | None]]:
         print(f"S3 endpoint   {endpoint} (from AWS_ENDPOINT_URL), bucket {bucket}")
         yield bucket, None  # lsm3 reads the endpoint and credentials from the environment
         return
-    from lsm3.devserver import LocalS3Server
+    from lsm3.testing.devserver import LocalS3Server
 
     started = time.perf_counter()
     with LocalS3Server.start_moto() as server:

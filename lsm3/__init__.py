@@ -18,10 +18,10 @@ from lsm3.errors import (
     UnsupportedFormatVersion,
     WriteStalled,
 )
-from lsm3.metadata import DataFile, Snapshot
-from lsm3.runindex import set_cache_limits
+from lsm3.format.metadata import DataFile, Snapshot
+from lsm3.read.runindex import set_cache_limits
 from lsm3.table import CommitRecord, FileInfo, Table, create_table, open_table
-from lsm3.writer import Writer
+from lsm3.write.writer import Writer
 
 __version__ = "0.1.0"
 

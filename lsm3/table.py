@@ -2,8 +2,8 @@
 
 A :class:`Table` pins the snapshot it last saw (``current_snapshot()``); reads use that
 snapshot unless told otherwise and ``refresh()`` moves it forward. Writers made by
-``table.writer()`` commit through :func:`lsm3.commit.commit_files`, which the compactor also uses,
-so there is one commit path.
+``table.writer()`` commit through :func:`lsm3.write.commit.commit_files`, which the compactor
+also uses, so there is one commit path.
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from lsm3.changes import changes
-from lsm3.commit import commit_files
-from lsm3.dataset import merged_dataset
 from lsm3.errors import (
     CommitConflict,
     InvalidInput,
@@ -30,17 +27,20 @@ from lsm3.errors import (
     TableAlreadyExists,
     TableNotFound,
 )
-from lsm3.evolution import SCHEMAS, SchemaUpdate, schema_key
-from lsm3.log import SnapshotLog
-from lsm3.lookup import lookup
-from lsm3.manifests import ManifestReader
-from lsm3.metadata import DataFile, Snapshot
-from lsm3.retry import with_retries
-from lsm3.scan import DEFAULT_SECTION_ROWS, make_request, scan_batches
-from lsm3.schema import TableSchema, new_schema
-from lsm3.storage import ObjectStore, StoreStats, open_store
-from lsm3.tags import check_tag_name, decode_tag, encode_tag, tag_key
-from lsm3.writer import Writer
+from lsm3.format.evolution import SCHEMAS, SchemaUpdate, schema_key
+from lsm3.format.manifests import ManifestReader
+from lsm3.format.metadata import DataFile, Snapshot
+from lsm3.format.schema import TableSchema, new_schema
+from lsm3.format.tags import check_tag_name, decode_tag, encode_tag, tag_key
+from lsm3.io.retry import with_retries
+from lsm3.io.store import ObjectStore, StoreStats, open_store
+from lsm3.read.changes import changes
+from lsm3.read.dataset import merged_dataset
+from lsm3.read.lookup import lookup
+from lsm3.read.scan import DEFAULT_SECTION_ROWS, make_request, scan_batches
+from lsm3.write.commit import commit_files
+from lsm3.write.log import SnapshotLog
+from lsm3.write.writer import Writer
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ class Table:
 
         Buckets that compaction left clean (no overlapping files, no tombstones) are lazy
         Parquet fragments with filter and projection pushdown; the other buckets are merged
-        now and held in memory. See ``lsm3/dataset.py`` for the details and limits.
+        now and held in memory. See ``lsm3/read/dataset.py`` for the details and limits.
         """
         snap = self.snapshot(snapshot_id, as_of, tag)
         schema = self._schema(snap.schema_id if snap else 0)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lsm3.devserver import LocalS3, LocalS3Server, find_weed_binary
+from lsm3.testing.devserver import LocalS3, LocalS3Server, find_weed_binary
 
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 logging.getLogger("werkzeug").setLevel(logging.ERROR)

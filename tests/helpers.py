@@ -92,10 +92,10 @@ def as_tuple_keys(keys: Iterable[Any]) -> list[Any]:
 def clear_read_caches() -> None:
     """Forget cached footers and key blocks (a test that damages files in place needs this:
     lsm3 may cache them forever because real objects never change)."""
-    import lsm3.runindex
+    import lsm3.read.runindex
 
-    for value in vars(lsm3.runindex).values():
-        if isinstance(value, lsm3.runindex.BlockCache):
+    for value in vars(lsm3.read.runindex).values():
+        if isinstance(value, lsm3.read.runindex.BlockCache):
             value.clear()
             continue
         items = getattr(value, "_items", None)

@@ -43,8 +43,8 @@ import pyarrow as pa
 
 import lsm3
 from compactor.maintenance import expire_snapshots, remove_orphan_files
-from lsm3.faults import FaultyStore
-from lsm3.storage import LocalStore, MemoryStore, ObjectStore
+from lsm3.io.store import LocalStore, MemoryStore, ObjectStore
+from lsm3.testing.faults import FaultyStore
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -238,7 +238,7 @@ def run_random_faults(
         clean = LocalStore(root, fsync=False)
     else:  # "s3": root is the URI
         assert root is not None
-        clean = lsm3.storage.open_store(root, storage_options)
+        clean = lsm3.io.store.open_store(root, storage_options)
     faulty = FaultyStore.random(clean, probability, seed=seed, hang_seconds=0.002)
     faulty.enabled = False
     lsm3.create_table(clean, FAULT_SCHEMA, "id", options=FAULT_OPTIONS)
@@ -379,8 +379,8 @@ def run_random_faults(
         if figures.anomalies:
             break
     if backend == "memory":
-        with lsm3.storage._MEMORY_LOCK:
-            lsm3.storage._MEMORY_SPACES.pop(clean.url[len("memory://") :], None)
+        with lsm3.io.store._MEMORY_LOCK:
+            lsm3.io.store._MEMORY_SPACES.pop(clean.url[len("memory://") :], None)
     return figures
 
 
@@ -464,7 +464,7 @@ def _fork_and_crash(target: Callable[[], None]) -> int:
 
 
 def _crash_rule(when: str, nth: int) -> list[Any]:
-    from lsm3.faults import Rule
+    from lsm3.testing.faults import Rule
 
     ops = "*" if when == "before" else ("write", "delete")  # after a read = before the next
     return [Rule(f"crash_{when}", ops, "*", nth=nth)]
@@ -1087,7 +1087,7 @@ def load_worker_main(args: argparse.Namespace) -> int:
             if "write stall" in record.getMessage():
                 stall_log.append(record.getMessage())
 
-    logging.getLogger("lsm3.writer").addHandler(Catch())
+    logging.getLogger("lsm3.write.writer").addHandler(Catch())
     options = {
         "memtable_bytes": args.memtable_bytes,
         "write_stall": args.stall,
@@ -1256,7 +1256,7 @@ def soak_main(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
-    from lsm3.devserver import LocalS3Server
+    from lsm3.testing.devserver import LocalS3Server
 
     logging.basicConfig(level=logging.ERROR)
     logging.disable(logging.WARNING)

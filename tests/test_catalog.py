@@ -23,7 +23,7 @@ import catalog
 import lsm3
 from catalog.log import LATEST_HINT, state_key
 from lsm3.errors import PreconditionFailed, StorageError
-from lsm3.storage import ObjectInfo, ObjectStore
+from lsm3.io.store import ObjectInfo, ObjectStore
 
 Location = tuple[str, Any]
 

@@ -24,7 +24,7 @@ from compactor.executor import run_task
 from compactor.lease import Lease
 from compactor.policy import Task, drops_tombstones
 from lsm3.errors import CommitConflict, InvalidInput
-from lsm3.metadata import DataFile
+from lsm3.format.metadata import DataFile
 
 compact_module = importlib.import_module("compactor.compact")
 

@@ -4,7 +4,7 @@ Two kinds of kill, each followed by checks through a fresh reader (``tests/soak.
 harness and its checkers):
 
 * *enumerated*: a forked child runs one commit, one compaction or one maintenance run on a
-  fresh copy of the same table and ``lsm3.faults.FaultyStore`` kills it with SIGKILL just
+  fresh copy of the same table and ``lsm3.testing.faults.FaultyStore`` kills it with SIGKILL just
   before its n-th request (and just after each request that changes something), for every
   n until the run completes. After each kill: the history is linear, every snapshot reads as
   the model, what is left over is exactly what ``remove_orphan_files`` finds, and the
@@ -32,7 +32,7 @@ from soak import check_orphans, run_crash_points, run_sigkills
 
 import lsm3
 from compactor.maintenance import remove_orphan_files
-from lsm3.storage import LocalStore
+from lsm3.io.store import LocalStore
 
 
 @pytest.fixture(autouse=True)

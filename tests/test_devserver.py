@@ -1,4 +1,4 @@
-"""The local S3 servers of :mod:`lsm3.devserver` behave like S3 where lsm3 relies on it.
+"""The local S3 servers of :mod:`lsm3.testing.devserver` behave like S3 where lsm3 relies on it.
 
 Object round trips, conditional puts (``If-None-Match: *``), ranged GETs, and - on SeaweedFS,
 which has real concurrency - a conditional-put race with exactly one winner per key.
@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from lsm3 import devserver
-from lsm3.devserver import LocalS3, LocalS3Server, reset_moto
+from lsm3.testing import devserver
+from lsm3.testing.devserver import LocalS3, LocalS3Server, reset_moto
 
 SERVERS = ["moto", "seaweedfs"]
 

@@ -1,6 +1,6 @@
 """Fault injection: requests that fail, hang, or succeed while the client sees an error.
 
-``lsm3.faults.FaultyStore`` wraps a real store (a local directory, moto over HTTP) and makes
+``lsm3.testing.faults.FaultyStore`` wraps a real store (a local directory, moto over HTTP) and makes
 chosen requests fail the way S3 requests fail once the client's own retries are spent. The
 rules checked here (docs/RELIABILITY.md has the table of which operation is retried where):
 
@@ -29,12 +29,12 @@ from soak import check_chain, check_orphans, run_random_faults
 
 import compactor
 import lsm3
-import lsm3.retry
+import lsm3.io.retry
 from catalog.client import Catalog
 from compactor.maintenance import expire_snapshots, remove_orphan_files
 from lsm3.errors import StorageError
-from lsm3.faults import RETRYABLE_FAULTS, FaultyStore, InjectedFault, Rule
-from lsm3.storage import LocalStore, ObjectStore, open_store
+from lsm3.io.store import LocalStore, ObjectStore, open_store
+from lsm3.testing.faults import RETRYABLE_FAULTS, FaultyStore, InjectedFault, Rule
 
 SCHEMA = pa.schema([("id", pa.int64()), ("v", pa.string())])
 Location = tuple[str, dict | None]
@@ -236,7 +236,7 @@ def test_anonymous_commit_retried_after_an_error_lands_once(tmp_path: Path) -> N
     # the put lands but its response is lost, then the read that would find it fails
     store.on_inject = lambda i: (
         i.fault == "ambiguous"
-        and store.script("transient", "get", "snapshot/*", times=lsm3.retry.ATTEMPTS)
+        and store.script("transient", "get", "snapshot/*", times=lsm3.io.retry.ATTEMPTS)
     )
     store.script("ambiguous", "put_if_absent", "snapshot/*")
     w.upsert([{"id": 5, "v": "A"}])
@@ -256,7 +256,7 @@ def test_failed_data_file_put_commits_nothing(any_inner: ObjectStore, fault: str
     inner = any_inner
     store, table = new_table(inner)
     commit(table, {1: "a"})
-    store.script(fault, "put", "data/*", times=lsm3.retry.ATTEMPTS)  # past every retry
+    store.script(fault, "put", "data/*", times=lsm3.io.retry.ATTEMPTS)  # past every retry
     w = table.writer("w")
     w.upsert([{"id": 2, "v": "b"}])
     with pytest.raises(lsm3.StorageError):
@@ -278,7 +278,7 @@ def test_failed_data_file_put_commits_nothing(any_inner: ObjectStore, fault: str
 def test_commit_retried_after_a_failed_data_put_keeps_the_rows(tmp_path: Path) -> None:
     inner = LocalStore(str(tmp_path))
     store, table = new_table(inner)
-    store.script("transient", "put", "data/*", times=lsm3.retry.ATTEMPTS)
+    store.script("transient", "put", "data/*", times=lsm3.io.retry.ATTEMPTS)
     w = table.writer("w")
     w.upsert([{"id": 1, "v": "a"}])
     with pytest.raises(lsm3.StorageError):
@@ -346,7 +346,7 @@ def test_failed_reads_raise_a_storage_error_never_a_wrong_result(
 def _get_after_footer_cached(store: FaultyStore, fault_op: str) -> None:
     t = lsm3.open_table(store)
     assert t.get(1) is not None  # footer cached
-    from lsm3.runindex import KEY_BLOCKS, ROW_BLOCKS
+    from lsm3.read.runindex import KEY_BLOCKS, ROW_BLOCKS
 
     KEY_BLOCKS.clear()  # but keep the footer
     ROW_BLOCKS.clear()
@@ -510,16 +510,16 @@ RETRIED_CALLS = {
 def test_safe_requests_are_retried_with_a_bound(op: str, fault: str) -> None:
     faulty = FaultyStore(open_store("memory://retry-" + op + fault), hang_seconds=0.001)
     faulty.inner.put("k", b"hello")
-    store = lsm3.retry.RetryingStore(faulty, sleep=lambda s: None)
+    store = lsm3.io.retry.RetryingStore(faulty, sleep=lambda s: None)
     call = RETRIED_CALLS[op]
-    faulty.script(fault, op, times=lsm3.retry.ATTEMPTS - 1)  # heals on the last attempt
+    faulty.script(fault, op, times=lsm3.io.retry.ATTEMPTS - 1)  # heals on the last attempt
     call(store)
-    assert len(faulty.injected) == lsm3.retry.ATTEMPTS - 1
-    assert store.retries == lsm3.retry.ATTEMPTS - 1
-    faulty.script(fault, op, times=lsm3.retry.ATTEMPTS)  # never heals: raised, bounded
+    assert len(faulty.injected) == lsm3.io.retry.ATTEMPTS - 1
+    assert store.retries == lsm3.io.retry.ATTEMPTS - 1
+    faulty.script(fault, op, times=lsm3.io.retry.ATTEMPTS)  # never heals: raised, bounded
     with pytest.raises(InjectedFault):
         call(store)
-    assert len(faulty.injected) == 2 * lsm3.retry.ATTEMPTS - 1
+    assert len(faulty.injected) == 2 * lsm3.io.retry.ATTEMPTS - 1
 
 
 @pytest.mark.parametrize("op", ["put_if_absent", "put_if_match"])
@@ -528,7 +528,7 @@ def test_conditional_puts_are_never_retried_by_the_store(op: str) -> None:
     faulty = FaultyStore(open_store("memory://retry-cond-" + op))
     faulty.inner.put("k", b"v")
     etag = faulty.inner.get_with_etag("k")[1]
-    store = lsm3.retry.RetryingStore(faulty, sleep=lambda s: None)
+    store = lsm3.io.retry.RetryingStore(faulty, sleep=lambda s: None)
     faulty.script("transient", op)
     with pytest.raises(InjectedFault):
         if op == "put_if_absent":
@@ -540,7 +540,7 @@ def test_conditional_puts_are_never_retried_by_the_store(op: str) -> None:
 
 def test_permanent_errors_are_not_retried() -> None:
     faulty = FaultyStore(open_store("memory://retry-permanent"), record=True)
-    store = lsm3.retry.RetryingStore(faulty, sleep=lambda s: None)
+    store = lsm3.io.retry.RetryingStore(faulty, sleep=lambda s: None)
     with pytest.raises(lsm3.errors.ObjectNotFound):
         store.get("missing")
     assert faulty.calls == [("get", "missing")] and store.retries == 0
@@ -549,10 +549,10 @@ def test_permanent_errors_are_not_retried() -> None:
 def test_tables_and_catalogs_reach_storage_through_one_retry_layer(tmp_path: Path) -> None:
     inner = LocalStore(str(tmp_path))
     table = lsm3.create_table(inner, pa.schema([("id", pa.int64())]), "id")
-    assert isinstance(table.store, lsm3.retry.RetryingStore)
+    assert isinstance(table.store, lsm3.io.retry.RetryingStore)
     again = lsm3.open_table(table.store)
     assert again.store is table.store  # never wrapped twice
     cat = Catalog(LocalStore(str(tmp_path / "wh")))
-    assert isinstance(cat.store, lsm3.retry.RetryingStore)
-    assert isinstance(cat.store.child("a/b"), lsm3.retry.RetryingStore)
-    assert not isinstance(cat.store.child("a/b").inner, lsm3.retry.RetryingStore)
+    assert isinstance(cat.store, lsm3.io.retry.RetryingStore)
+    assert isinstance(cat.store.child("a/b"), lsm3.io.retry.RetryingStore)
+    assert not isinstance(cat.store.child("a/b").inner, lsm3.io.retry.RetryingStore)

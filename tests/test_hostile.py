@@ -43,12 +43,12 @@ import lsm3
 from catalog.client import Catalog
 from catalog.state import CatalogState
 from lsm3.errors import CorruptDataFile, CorruptMetadata, Lsm3Error
-from lsm3.lookup import lookup
-from lsm3.metadata import DataFile, Snapshot, decode_manifest
-from lsm3.runfile import OpenRun, checksum_of, footer_checksum_of
-from lsm3.schema import TableSchema
-from lsm3.storage import MemoryStore
-from lsm3.tags import decode_tag
+from lsm3.format.metadata import DataFile, Snapshot, decode_manifest
+from lsm3.format.schema import TableSchema
+from lsm3.format.tags import decode_tag
+from lsm3.io.store import MemoryStore
+from lsm3.read.lookup import lookup
+from lsm3.read.runfile import OpenRun, checksum_of, footer_checksum_of
 
 EXAMPLES = int(os.environ.get("LSM3_HOSTILE_EXAMPLES", "40"))
 FUZZ = settings(
@@ -147,8 +147,8 @@ def _real_documents() -> dict[str, Any]:
         "tag": json.loads(t.store.get("tag/v1.json")),
         "catalog": json.loads(store.get(f"wh/catalog/state-{2:020d}.json")),
     }
-    with lsm3.storage._MEMORY_LOCK:
-        lsm3.storage._MEMORY_SPACES.pop(name, None)
+    with lsm3.io.store._MEMORY_LOCK:
+        lsm3.io.store._MEMORY_SPACES.pop(name, None)
     return docs
 
 
@@ -502,9 +502,9 @@ def test_data_files_fetched_in_parts_are_size_checked(
 ) -> None:
     """On S3 a large run is fetched as several ranged GETs at once; an object of another size
     than its manifest entry says is refused all the same, and nothing committed changes."""
-    import lsm3.storage
+    import lsm3.io.store
 
-    monkeypatch.setattr(lsm3.storage, "PART_BYTES", 1000)
+    monkeypatch.setattr(lsm3.io.store, "PART_BYTES", 1000)
     uri, options = s3_bucket_uri
     t = lsm3.create_table(
         uri,
@@ -655,7 +655,7 @@ def type_mismatch_lookup() -> None:
 def test_damaged_footer_does_not_abort_the_interpreter() -> None:
     """Regression: pyarrow 26 aborts the interpreter (an uncatchable C++ exception, SIGABRT)
     when it builds statistics for a column chunk whose physical type disagrees with the
-    schema; lsm3 checks the types first (lsm3/runindex.py ``_key_column_of``)."""
+    schema; lsm3 checks the types first (lsm3/read/runindex.py ``_key_column_of``)."""
     proc = subprocess.run(
         [sys.executable, __file__, "type-mismatch"],
         capture_output=True,

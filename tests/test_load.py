@@ -72,7 +72,7 @@ def test_write_stall_warn_logs_and_commits(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     t = make(tmp_path, write_stall="warn")
-    caplog.set_level(logging.WARNING, logger="lsm3.writer")
+    caplog.set_level(logging.WARNING, logger="lsm3.write.writer")
     commit(t, 1)
     commit(t, 2)
     assert not caplog.records

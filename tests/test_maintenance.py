@@ -17,9 +17,9 @@ from helpers import model_rows, sorted_rows, table_dir
 import lsm3
 from compactor import compact
 from compactor.maintenance import expire_snapshots, remove_orphan_files
-from lsm3.log import LATEST_HINT, snapshot_key
-from lsm3.manifests import write_manifest
-from lsm3.metadata import ManifestEntry, Snapshot
+from lsm3.format.manifests import write_manifest
+from lsm3.format.metadata import ManifestEntry, Snapshot
+from lsm3.write.log import LATEST_HINT, snapshot_key
 
 Location = tuple[str, dict[str, str] | None]
 SCHEMA = pa.schema([("id", pa.int64()), ("v", pa.string())])

@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lsm3
-from lsm3.merge import _newest_first_if_disjoint, merge_runs
-from lsm3.runfile import OpenRun
-from lsm3.schema import KIND_COLUMN, KIND_DELETE, KIND_UPSERT, SEQ_COLUMN, TableSchema
+from lsm3.format.schema import KIND_COLUMN, KIND_DELETE, KIND_UPSERT, SEQ_COLUMN, TableSchema
+from lsm3.read.merge import _newest_first_if_disjoint, merge_runs
+from lsm3.read.runfile import OpenRun
 
 
 def _schema(key_type: pa.DataType) -> TableSchema:

@@ -26,7 +26,7 @@ from hypothesis.stateful import (
 )
 
 import lsm3
-from lsm3.devserver import LocalS3
+from lsm3.testing.devserver import LocalS3
 
 Location = tuple[str, dict | None]
 

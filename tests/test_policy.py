@@ -28,7 +28,7 @@ from compactor.policy import (
     sorted_runs,
     universal,
 )
-from lsm3.metadata import DataFile
+from lsm3.format.metadata import DataFile
 
 _paths = itertools.count()
 

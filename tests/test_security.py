@@ -33,9 +33,9 @@ import compactor
 import lsm3
 from catalog.client import Catalog, connect
 from catalog.errors import CorruptMetadata, InvalidIdentifier
-from lsm3.devserver import LocalS3
-from lsm3.faults import FaultyStore
-from lsm3.storage import LocalStore, open_store
+from lsm3.io.store import LocalStore, open_store
+from lsm3.testing.devserver import LocalS3
+from lsm3.testing.faults import FaultyStore
 
 CANARY = "CANARY-SECRET-7f3e9a1c55d04b2e"
 ENV_CANARY = "CANARY-ENV-SECRET-0b5d7c2e9a4f"
@@ -370,7 +370,7 @@ def test_nothing_is_made_public(
     s3_bucket_uri: tuple[str, dict[str, str]], moto_server: LocalS3, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     uri, options = s3_bucket_uri
-    import lsm3.storage as storage
+    import lsm3.io.store as storage
 
     store = open_store(uri, options)
     assert isinstance(store, storage.S3Store)

@@ -418,9 +418,9 @@ def test_sectioned_scan_reads_large_runs_by_ranges(
             w.upsert([r(rng.randrange(2000), f"v{rng.random()}") for _ in range(600)])
             w.delete([rng.randrange(2000) for _ in range(50)])
     expected = rows(t)
-    import lsm3.scan
+    import lsm3.read.scan
 
-    monkeypatch.setattr(lsm3.scan, "WHOLE_READ_BYTES", 0)
+    monkeypatch.setattr(lsm3.read.scan, "WHOLE_READ_BYTES", 0)
     t.store.stats.reset()
     got = sorted_rows(t.to_batches(section_rows=300).read_all(), t.primary_key)
     assert got == expected
@@ -428,7 +428,7 @@ def test_sectioned_scan_reads_large_runs_by_ranges(
     # as to_arrow reads: runs decoded in parallel, the next section while one merges
     ahead = t._batches(None, None, None, None, 300, None, read_ahead=True).read_all()
     assert sorted_rows(ahead, t.primary_key) == expected
-    monkeypatch.setattr(lsm3.scan, "WHOLE_READ_BYTES", 1 << 40)
+    monkeypatch.setattr(lsm3.read.scan, "WHOLE_READ_BYTES", 1 << 40)
     t.store.stats.reset()
     assert sorted_rows(t.to_batches(section_rows=300).read_all(), t.primary_key) == expected
     whole = t.store.stats.snapshot()
@@ -441,7 +441,7 @@ def test_sectioned_scan_reads_large_runs_by_ranges(
     chunk = pq.ParquetFile(pa.BufferReader(original)).metadata.row_group(1).column(1)
     at = chunk.data_page_offset + chunk.total_compressed_size - 3  # inside the page body
     t.store.put(f.path, original[:at] + bytes([original[at] ^ 0xFF]) + original[at + 1 :])
-    monkeypatch.setattr(lsm3.scan, "WHOLE_READ_BYTES", 0)
+    monkeypatch.setattr(lsm3.read.scan, "WHOLE_READ_BYTES", 0)
     with pytest.raises(lsm3.CorruptDataFile):
         t.to_batches(section_rows=300).read_all()
     with pytest.raises(lsm3.CorruptDataFile):  # raised in a decoding thread, reported here
@@ -452,17 +452,17 @@ def test_sectioned_scan_reads_large_runs_by_ranges(
 def test_the_largest_runs_are_read_by_ranges_until_the_rest_fit_the_budget(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import lsm3.scan
+    import lsm3.read.scan
 
     files = [
         SimpleNamespace(path=name, size=size) for name, size in [("a", 5), ("b", 40), ("c", 30)]
     ]
-    monkeypatch.setattr(lsm3.scan, "WHOLE_READ_BYTES", 75)
-    assert lsm3.scan.ranged_runs(files) == set()  # type: ignore[arg-type]
-    monkeypatch.setattr(lsm3.scan, "WHOLE_READ_BYTES", 40)
-    assert lsm3.scan.ranged_runs(files) == {"b"}  # type: ignore[arg-type]
-    monkeypatch.setattr(lsm3.scan, "WHOLE_READ_BYTES", 4)
-    assert lsm3.scan.ranged_runs(files) == {"a", "b", "c"}  # type: ignore[arg-type]
+    monkeypatch.setattr(lsm3.read.scan, "WHOLE_READ_BYTES", 75)
+    assert lsm3.read.scan.ranged_runs(files) == set()  # type: ignore[arg-type]
+    monkeypatch.setattr(lsm3.read.scan, "WHOLE_READ_BYTES", 40)
+    assert lsm3.read.scan.ranged_runs(files) == {"b"}  # type: ignore[arg-type]
+    monkeypatch.setattr(lsm3.read.scan, "WHOLE_READ_BYTES", 4)
+    assert lsm3.read.scan.ranged_runs(files) == {"a", "b", "c"}  # type: ignore[arg-type]
 
 
 def test_non_key_filter_is_applied_after_merge_on_overlapping_runs(make_table: MakeTable) -> None:
@@ -572,7 +572,7 @@ def test_lookup_caches_are_bounded_and_answer_hot_keys_without_requests(
     with t.writer() as w:
         w.upsert([r(i, "new") for i in range(0, 1000, 3)])
     model = {x["id"]: x for x in rows(t)}
-    from lsm3.runindex import ROW_BLOCKS
+    from lsm3.read.runindex import ROW_BLOCKS
 
     try:
         limits = lsm3.set_cache_limits(row_block_bytes=64 * 1024)
@@ -599,8 +599,8 @@ def test_lookup_caches_are_bounded_and_answer_hot_keys_without_requests(
 def test_a_run_probed_often_has_its_whole_key_column_cached(make_table: MakeTable) -> None:
     """After a few key-block misses a run's key blocks are loaded in one whole-run GET: then
     a key the run lacks costs no request and one it holds a single ranged GET."""
-    from lsm3.lookup import KEY_INDEX_AFTER_MISSES
-    from lsm3.runindex import KEY_BLOCKS, ROW_BLOCKS
+    from lsm3.read.lookup import KEY_INDEX_AFTER_MISSES
+    from lsm3.read.runindex import KEY_BLOCKS, ROW_BLOCKS
 
     t = make_table(options={"row_group_rows": 20})
     with t.writer() as w:
@@ -635,7 +635,7 @@ def test_a_run_probed_often_has_its_whole_key_column_cached(make_table: MakeTabl
 def test_a_deleted_key_is_answered_from_its_key_block(make_table: MakeTable) -> None:
     """A lookup that lands on a delete reads the key block (keys and row kinds) and no row
     group; a key the same run does not delete still reads its row group."""
-    from lsm3.runindex import KEY_BLOCKS, ROW_BLOCKS
+    from lsm3.read.runindex import KEY_BLOCKS, ROW_BLOCKS
 
     t = make_table(options={"row_group_rows": 20})
     with t.writer() as w:
@@ -664,7 +664,7 @@ def test_deletes_kept_by_compaction_hide_older_versions_from_lookups(
     sequence numbers, so its key blocks carry them: a lookup of a key it deletes must stop
     there, not find the older version underneath."""
     import compactor
-    from lsm3.runindex import KEY_BLOCKS, ROW_BLOCKS
+    from lsm3.read.runindex import KEY_BLOCKS, ROW_BLOCKS
 
     t = make_table(options={"num_sorted_run_trigger": 3, "row_group_rows": 50})
     with t.writer() as w:

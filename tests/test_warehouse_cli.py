@@ -1,6 +1,6 @@
 """The warehouse on the ``lsm3`` command line: the catalog's plugin (``catalog.cli:plugin``)
 adds ``--warehouse``, ``namespaces``, ``tables``, ``drop`` and ``rename``, and makes every table
-command read ``namespace.table``; the plugin hook of :mod:`lsm3.cli_plugins` survives broken
+command read ``namespace.table``; the plugin hook of :mod:`lsm3.cli.plugins` survives broken
 plugins and says so when ``--warehouse`` is used without its plugin."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import catalog
 import catalog.cli
 import lsm3
 from lsm3.cli import main
-from lsm3.cli_plugins import CliExtension
+from lsm3.cli.plugins import CliExtension
 
 Location = tuple[str, dict[str, str] | None]
 SCHEMA = "id:int64,name:string,amount:float64"
@@ -393,7 +393,7 @@ class FakeEntryPoint:
 
 
 def use_plugins(monkeypatch: pytest.MonkeyPatch, *entry_points: FakeEntryPoint) -> None:
-    monkeypatch.setattr("lsm3.cli_plugins.entry_points", lambda group: list(entry_points))
+    monkeypatch.setattr("lsm3.cli.plugins.entry_points", lambda group: list(entry_points))
 
 
 REAL = FakeEntryPoint("catalog", "catalog.cli:plugin", catalog.cli.plugin)

@@ -5,7 +5,7 @@ path or ``memory://name``) and the common options ``--storage-option KEY=VALUE``
 and ``--debug``. S3 credentials and endpoint come from ``--storage-option`` or, as with boto3,
 from the standard AWS environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
 
-Plugins (:mod:`lsm3.cli_plugins`, entry-point group ``lsm3.cli``) add global options,
+Plugins (:mod:`lsm3.cli.plugins`, entry-point group ``lsm3.cli``) add global options,
 commands and resolvers of TABLE arguments; the warehouse catalog's plugin
 (``catalog.cli:plugin``) adds ``--warehouse`` and ``namespace.table`` names that way, so this
 package never imports ``catalog``.
@@ -14,10 +14,10 @@ Errors are printed as one line, ``lsm3: error: <message>``, with exit status 1 (
 error such as a malformed ``--schema`` or ``--filter``); ``--debug`` shows the traceback.
 
 The commands live beside this module, one module per concept, and import ``lsm3``, never the
-reverse: :mod:`lsm3.cli_schema` (create, schema, alter), :mod:`lsm3.cli_rows` (write, scan,
-get, changes) and :mod:`lsm3.cli_snapshots` (snapshots, tag, untag, tags, inspect), built on
-:mod:`lsm3.cli_args` (argument values), :mod:`lsm3.cli_filter` (the ``--filter`` language)
-and :mod:`lsm3.cli_io` (input files, outputs, values as text).
+reverse: :mod:`lsm3.cli.schema` (create, schema, alter), :mod:`lsm3.cli.rows` (write, scan,
+get, changes) and :mod:`lsm3.cli.snapshots` (snapshots, tag, untag, tags, inspect), built on
+:mod:`lsm3.cli.args` (argument values), :mod:`lsm3.cli.filter` (the ``--filter`` language)
+and :mod:`lsm3.cli.io` (input files, outputs, values as text).
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import lsm3
-from lsm3 import cli_rows, cli_schema, cli_snapshots
-from lsm3.cli_args import (
+from lsm3.cli import rows as cli_rows
+from lsm3.cli import schema as cli_schema
+from lsm3.cli import snapshots as cli_snapshots
+from lsm3.cli.args import (
     COMMON_OPTIONS,
     PROG,
     CliError,
@@ -42,9 +44,9 @@ from lsm3.cli_args import (
     parse_schema,
     parse_type,
 )
-from lsm3.cli_filter import parse_filter
-from lsm3.cli_io import format_rows, format_table, human_bytes, to_json_line
-from lsm3.cli_plugins import (
+from lsm3.cli.filter import parse_filter
+from lsm3.cli.io import format_rows, format_table, human_bytes, to_json_line
+from lsm3.cli.plugins import (
     PLUGIN_GROUP,
     CliExtension,
     Plugin,

@@ -20,7 +20,7 @@ import pyarrow as pa
 import lsm3
 
 if TYPE_CHECKING:
-    from lsm3.cli_plugins import TableResolver
+    from lsm3.cli.plugins import TableResolver
 
 PROG = "lsm3"
 #: The title of the option group every command shares (``--storage-option``, ``--debug``).
@@ -28,7 +28,7 @@ COMMON_OPTIONS = "common options"
 
 #: ``add(name, help, examples)``: declares a subcommand taking the common options (and, for a
 #: table command, the TABLE argument as ``args.uri``); the command modules receive it to
-#: declare their own subcommands, plugins through :class:`lsm3.cli_plugins.CliExtension`.
+#: declare their own subcommands, plugins through :class:`lsm3.cli.plugins.CliExtension`.
 AddCommand = Callable[[str, str, str], argparse.ArgumentParser]
 
 
@@ -253,7 +253,7 @@ def storage_options(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def table_resolvers(args: argparse.Namespace) -> Sequence[TableResolver]:
-    """The plugins' resolvers of TABLE arguments (see :mod:`lsm3.cli_plugins`), in order."""
+    """The plugins' resolvers of TABLE arguments (see :mod:`lsm3.cli.plugins`), in order."""
     resolvers: Sequence[TableResolver] = getattr(args, "table_resolvers", ())
     return resolvers
 

@@ -4,7 +4,7 @@ The text is parsed with :mod:`ast` and never evaluated: column names, literals (
 strings, True/False/None), comparisons (``== != < <= > >=``, chained ones too), ``in`` /
 ``not in`` a list of literals, ``is None`` / ``is not None``, ``and`` / ``or`` / ``not`` and
 parentheses are translated; everything else (calls, attributes, subscripts, arithmetic, ...)
-is refused with a :class:`~lsm3.cli_args.UsageError`. See :func:`parse_filter`.
+is refused with a :class:`~lsm3.cli.args.UsageError`. See :func:`parse_filter`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lsm3.cli_args import UsageError, format_type
+from lsm3.cli.args import UsageError, format_type
 
 _COMPARE: dict[type, Callable[[Any, Any], Any]] = {
     ast.Eq: lambda a, b: a == b,

@@ -20,7 +20,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lsm3.cli_args import CliError, UsageError
+from lsm3.cli.args import CliError, UsageError
 
 # --------------------------------------------------------------------------- values as text
 

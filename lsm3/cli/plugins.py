@@ -27,7 +27,7 @@ from typing import IO, Any, Protocol
 import pyarrow as pa
 
 import lsm3
-from lsm3.cli_args import COMMON_OPTIONS, PROG, AddCommand
+from lsm3.cli.args import COMMON_OPTIONS, PROG, AddCommand
 
 PLUGIN_GROUP = "lsm3.cli"
 

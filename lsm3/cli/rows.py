@@ -11,7 +11,7 @@ import os
 import sys
 from typing import IO
 
-from lsm3.cli_args import (
+from lsm3.cli.args import (
     PROG,
     AddCommand,
     UsageError,
@@ -21,8 +21,8 @@ from lsm3.cli_args import (
     parse_key,
     parse_names,
 )
-from lsm3.cli_filter import FILTER_HELP, parse_filter
-from lsm3.cli_io import (
+from lsm3.cli.filter import FILTER_HELP, parse_filter
+from lsm3.cli.io import (
     check_output_name,
     format_rows,
     input_format,

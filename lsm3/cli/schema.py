@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import IO, Any
 
-from lsm3.cli_args import (
+from lsm3.cli.args import (
     SCHEMA_HELP,
     AddCommand,
     UsageError,
@@ -27,9 +27,9 @@ from lsm3.cli_args import (
     parse_schema,
     parse_type,
 )
-from lsm3.cli_io import format_rows
-from lsm3.evolution import SchemaUpdate
-from lsm3.schema import TableSchema
+from lsm3.cli.io import format_rows
+from lsm3.format.evolution import SchemaUpdate
+from lsm3.format.schema import TableSchema
 
 
 def cmd_create(args: argparse.Namespace, out: IO[str]) -> int:

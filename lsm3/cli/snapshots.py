@@ -9,10 +9,10 @@ import json
 from typing import IO, Any
 
 import lsm3
-from lsm3.cli_args import AddCommand, UsageError, format_schema, open_table
-from lsm3.cli_io import format_rows, human_bytes, iso_ms, json_default, to_json_line
+from lsm3.cli.args import AddCommand, UsageError, format_schema, open_table
+from lsm3.cli.io import format_rows, human_bytes, iso_ms, json_default, to_json_line
 from lsm3.errors import InvalidInput, SnapshotNotFound
-from lsm3.tags import check_tag_name
+from lsm3.format.tags import check_tag_name
 
 # --------------------------------------------------------------------------- snapshots
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lsm3.errors import InvalidInput, ObjectNotFound, TableNotFound
-from lsm3.schema import (
+from lsm3.format.schema import (
     DEFAULT_OPTIONS,
     KIND_COLUMN,
     RESERVED_PREFIX,
@@ -26,7 +26,7 @@ from lsm3.schema import (
     TableSchema,
     validate_schema,
 )
-from lsm3.storage import ObjectStore
+from lsm3.io.store import ObjectStore
 
 
 def schema_key(schema_id: int) -> str:

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from lsm3.errors import CorruptMetadata, ObjectNotFound
-from lsm3.metadata import DataFile, ManifestEntry, Snapshot, decode_manifest, encode_manifest
-from lsm3.schema import TableSchema
-from lsm3.storage import ObjectStore
+from lsm3.format.metadata import DataFile, ManifestEntry, Snapshot, decode_manifest, encode_manifest
+from lsm3.format.schema import TableSchema
+from lsm3.io.store import ObjectStore
 
 
 class ManifestReader:

@@ -16,8 +16,8 @@ from typing import Any
 import pyarrow as pa
 
 from lsm3.errors import CorruptMetadata, UnsupportedFormatVersion
-from lsm3.keys import key_from_json, key_to_json
-from lsm3.schema import FORMAT_VERSION
+from lsm3.format.keys import key_from_json, key_to_json
+from lsm3.format.schema import FORMAT_VERSION
 
 SNAPSHOT_KINDS = ("APPEND", "COMPACT", "SCHEMA")
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9._=%+\-]+(/[A-Za-z0-9._=%+\-]+)*$")

@@ -14,7 +14,7 @@ import re
 import time
 
 from lsm3.errors import CorruptMetadata, InvalidInput
-from lsm3.metadata import Snapshot
+from lsm3.format.metadata import Snapshot
 
 _TAG_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 

@@ -6,7 +6,7 @@ reads (GET, ranged GET, HEAD, LIST), puts of fresh never-reused names (data file
 manifests) and of the advisory ``LATEST`` hint, and deletes. It never repeats a conditional
 put (``put_if_absent``, ``put_if_match``): whether such a failure was a lost race, a put
 that landed with a lost response, or nothing at all is for the commit loop to find out
-(``lsm3.log``), which it does by reading the log.
+(``lsm3.write.log``), which it does by reading the log.
 
 On S3 the boto3 client retries first (standard mode, 5 attempts); this layer adds a few
 more attempts over a longer horizon (an S3 brownout, a throttled prefix) and gives the
@@ -25,7 +25,7 @@ from typing import TypeVar
 import pyarrow as pa
 
 from lsm3.errors import ObjectNotFound, PreconditionFailed, SizeMismatch, StorageError
-from lsm3.storage import ObjectInfo, ObjectStore
+from lsm3.io.store import ObjectInfo, ObjectStore
 
 T = TypeVar("T")
 

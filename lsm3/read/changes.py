@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lsm3.errors import InvalidInput, SnapshotNotFound
-from lsm3.metadata import DataFile, Snapshot
-from lsm3.runfile import OpenRun
-from lsm3.scan import make_request, scan_batches
-from lsm3.schema import TableSchema
+from lsm3.format.metadata import DataFile, Snapshot
+from lsm3.format.schema import TableSchema
+from lsm3.read.runfile import OpenRun
+from lsm3.read.scan import make_request, scan_batches
 
 if TYPE_CHECKING:
     from lsm3.table import Table

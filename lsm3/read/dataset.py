@@ -25,10 +25,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from lsm3.metadata import DataFile
-from lsm3.scan import group_files, make_request, non_overlapping, scan_batches
-from lsm3.schema import TableSchema
-from lsm3.storage import ObjectStore
+from lsm3.format.metadata import DataFile
+from lsm3.format.schema import TableSchema
+from lsm3.io.store import ObjectStore
+from lsm3.read.scan import group_files, make_request, non_overlapping, scan_batches
 
 
 class _StoreHandler(pafs.FileSystemHandler):

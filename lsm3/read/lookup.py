@@ -1,7 +1,7 @@
 """Point lookups: the newest live row of given keys, reading as little as possible.
 
 Candidate runs are those whose (partition, bucket) and key range admit a key. They are probed
-newest first through the cached key blocks (``lsm3.runindex``), and only the row groups that
+newest first through the cached key blocks (``lsm3.read.runindex``), and only the row groups that
 really hold a key are read, so once the index is warm a lookup costs one ranged GET per hit.
 """
 
@@ -18,15 +18,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lsm3.errors import CorruptDataFile, SizeMismatch
-from lsm3.evolution import SCHEMAS, projection
-from lsm3.keys import bucket_of, python_key, storage_values
-from lsm3.merge import drop_deleted, merge_runs
-from lsm3.metadata import DataFile
-from lsm3.runfile import OpenRun, manifest_constants, with_constants, with_effective_seq
-from lsm3.runindex import FOOTERS, KEY_BLOCKS, ROW_BLOCKS, KeyBlock, RunIndex
-from lsm3.scan import group_files
-from lsm3.schema import KIND_COLUMN, KIND_DELETE, SEQ_COLUMN, TableSchema
-from lsm3.storage import ObjectStore
+from lsm3.format.evolution import SCHEMAS, projection
+from lsm3.format.keys import bucket_of, python_key, storage_values
+from lsm3.format.metadata import DataFile
+from lsm3.format.schema import KIND_COLUMN, KIND_DELETE, SEQ_COLUMN, TableSchema
+from lsm3.io.store import ObjectStore
+from lsm3.read.merge import drop_deleted, merge_runs
+from lsm3.read.runfile import OpenRun, manifest_constants, with_constants, with_effective_seq
+from lsm3.read.runindex import FOOTERS, KEY_BLOCKS, ROW_BLOCKS, KeyBlock, RunIndex
+from lsm3.read.scan import group_files
 
 
 def lookup_rows(

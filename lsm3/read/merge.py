@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lsm3.keys import storage_values
-from lsm3.schema import KIND_COLUMN, KIND_UPSERT, SEQ_COLUMN, TableSchema
+from lsm3.format.keys import storage_values
+from lsm3.format.schema import KIND_COLUMN, KIND_UPSERT, SEQ_COLUMN, TableSchema
 
 
 def order_columns(schema: TableSchema) -> list[str]:

@@ -3,7 +3,7 @@
 A run holds at most one row per key, sorted by the primary key, with two hidden columns: the
 sequence number (``_lsm3_seq``) and the row kind (``_lsm3_kind``: 0 upsert, 1 delete). Its
 manifest entry carries size and CRC-32 so a reader never returns data from a damaged or swapped
-file. The cached index of runs that lookups use lives in ``lsm3.runindex``.
+file. The cached index of runs that lookups use lives in ``lsm3.read.runindex``.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lsm3.errors import CorruptDataFile, ObjectNotFound, SizeMismatch
-from lsm3.evolution import SCHEMAS, projection
-from lsm3.keys import storage_values
-from lsm3.metadata import DataFile
-from lsm3.schema import KIND_COLUMN, KIND_UPSERT, SEQ_COLUMN, TableSchema
-from lsm3.storage import ObjectStore
+from lsm3.format.evolution import SCHEMAS, projection
+from lsm3.format.keys import storage_values
+from lsm3.format.metadata import DataFile
+from lsm3.format.schema import KIND_COLUMN, KIND_UPSERT, SEQ_COLUMN, TableSchema
+from lsm3.io.store import ObjectStore
 
 
 def checksum_of(data: bytes | pa.Buffer | memoryview) -> str:
@@ -266,7 +266,7 @@ class OpenRun:
     """A verified run held in memory, read (in whole or by row group) through ``read_schema``.
 
     Columns are asked for by their name in ``read_schema``; a file written with an older
-    schema version is mapped onto it by field id (see ``lsm3.evolution``).
+    schema version is mapped onto it by field id (see ``lsm3.format.evolution``).
     """
 
     def __init__(
@@ -277,7 +277,7 @@ class OpenRun:
         footer: pq.FileMetaData | None = None,
     ) -> None:
         """Fetch the whole run and check its size and CRC; or, given its ``footer`` (already
-        checked against ``footer_checksum``, see ``lsm3.runindex``), fetch nothing now and
+        checked against ``footer_checksum``, see ``lsm3.read.runindex``), fetch nothing now and
         read the row groups of each ``read`` later with one ranged request, each page
         checked against its CRC, so that memory holds what is read rather than the whole
         file."""

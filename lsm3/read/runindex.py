@@ -21,9 +21,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lsm3.errors import CorruptDataFile, InvalidInput, ObjectNotFound, SizeMismatch, StorageError
-from lsm3.metadata import DataFile
-from lsm3.runfile import checksum_of
-from lsm3.storage import ObjectStore
+from lsm3.format.metadata import DataFile
+from lsm3.io.store import ObjectStore
+from lsm3.read.runfile import checksum_of
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ class KeyBlock:
 
     For a run that holds deletes and a one-column key, the block also carries the row kinds
     (and the stored sequence numbers, unless the manifest states them), so that a lookup that
-    lands on a delete learns it without decoding the row group (``lsm3.lookup``)."""
+    lands on a delete learns it without decoding the row group (``lsm3.read.lookup``)."""
 
     def __init__(
         self, keys: pa.Array, kinds: pa.Array | None = None, seqs: pa.Array | None = None

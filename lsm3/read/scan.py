@@ -26,13 +26,13 @@ import pyarrow.dataset as ds
 from pyarrow.fs import LocalFileSystem
 
 from lsm3.errors import InvalidInput
-from lsm3.keys import storage_values
-from lsm3.merge import drop_deleted, merge_runs, order_columns
-from lsm3.metadata import DataFile
-from lsm3.runfile import OpenRun
-from lsm3.runindex import FOOTERS, RunIndex
-from lsm3.schema import KIND_COLUMN, SEQ_COLUMN, TableSchema
-from lsm3.storage import ObjectStore
+from lsm3.format.keys import storage_values
+from lsm3.format.metadata import DataFile
+from lsm3.format.schema import KIND_COLUMN, SEQ_COLUMN, TableSchema
+from lsm3.io.store import ObjectStore
+from lsm3.read.merge import drop_deleted, merge_runs, order_columns
+from lsm3.read.runfile import OpenRun
+from lsm3.read.runindex import FOOTERS, RunIndex
 
 #: Stored rows (over all overlapping runs) merged at a time. Smaller sections hold less and,
 #: in a fresh process, fault in less new memory: on the benchmark machine, 2^18 against 2^20

@@ -1,6 +1,6 @@
 """A fault-injecting object store, for reliability tests and the soak run.
 
-:class:`FaultyStore` wraps any :class:`~lsm3.storage.ObjectStore` and makes chosen requests
+:class:`FaultyStore` wraps any :class:`~lsm3.io.store.ObjectStore` and makes chosen requests
 fail the way S3 requests fail in production, *after* the client's own retries gave up (for
 S3, boto3 already retried 5xx, throttling and connection errors; what reaches lsm3 is what is
 left). A table opened on it (``lsm3.open_table(FaultyStore(inner))``) exercises lsm3's own
@@ -60,7 +60,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from lsm3.errors import StorageError
-from lsm3.storage import ObjectInfo, ObjectStore
+from lsm3.io.store import ObjectInfo, ObjectStore
 
 __all__ = [
     "ALL_OPS",

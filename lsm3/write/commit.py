@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lsm3.errors import CommitConflict, PreconditionFailed
-from lsm3.evolution import SCHEMAS, SchemaUpdate, schema_key
-from lsm3.metadata import CompactorLease, DataFile, ManifestEntry, Snapshot, WriterRecord
+from lsm3.format.evolution import SCHEMAS, SchemaUpdate, schema_key
+from lsm3.format.metadata import CompactorLease, DataFile, ManifestEntry, Snapshot, WriterRecord
 
 if TYPE_CHECKING:
     from lsm3.table import Table

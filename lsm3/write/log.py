@@ -26,10 +26,10 @@ from lsm3.errors import (
     SnapshotNotFound,
     StorageError,
 )
-from lsm3.metadata import Snapshot
-from lsm3.storage import ObjectStore
+from lsm3.format.metadata import Snapshot
+from lsm3.io.store import ObjectStore
 
-log = logging.getLogger("lsm3.log")
+log = logging.getLogger("lsm3.write.log")
 
 V = TypeVar("V")
 

@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lsm3.keys import bucket_of, storage_values
-from lsm3.merge import newest_indices
-from lsm3.schema import KIND_COLUMN, SEQ_COLUMN, TableSchema
+from lsm3.format.keys import bucket_of, storage_values
+from lsm3.format.schema import KIND_COLUMN, SEQ_COLUMN, TableSchema
+from lsm3.read.merge import newest_indices
 
 #: Small appended tables are joined into chunks of about this size, so a flush gathers from
 #: few chunks however small the writes were (the join's transient is one chunk).

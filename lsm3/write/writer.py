@@ -24,17 +24,17 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lsm3.commit import commit_files
 from lsm3.errors import InvalidInput, SchemaMismatch, WriteStalled
-from lsm3.memtable import Memtable, split_runs, with_constant_seq
-from lsm3.metadata import DataFile, Snapshot
-from lsm3.runfile import RunWriter
-from lsm3.schema import KIND_DELETE, KIND_UPSERT, TableSchema, conform, to_arrow_table
+from lsm3.format.metadata import DataFile, Snapshot
+from lsm3.format.schema import KIND_DELETE, KIND_UPSERT, TableSchema, conform, to_arrow_table
+from lsm3.read.runfile import RunWriter
+from lsm3.write.commit import commit_files
+from lsm3.write.memtable import Memtable, split_runs, with_constant_seq
 
 if TYPE_CHECKING:
     from lsm3.table import Table
 
-log = logging.getLogger("lsm3.writer")
+log = logging.getLogger("lsm3.write.writer")
 
 UPSERT_OPS = ("c", "r", "u", "+I", "+U")
 DELETE_OPS = ("d", "-D")
