@@ -31,8 +31,9 @@ from catalog.errors import (
 from catalog.identifiers import Identifier, check_namespace, format_table, parse_table
 from catalog.log import Change, StateLog
 from catalog.state import CatalogState, NamespaceEntry, TableEntry, new_location
+from lsm3.io.local import LocalStore
 from lsm3.io.retry import with_retries
-from lsm3.io.store import LocalStore, ObjectStore, open_store
+from lsm3.io.store import ObjectStore, open_store
 from lsm3.table import Table
 
 

@@ -43,7 +43,9 @@ import pyarrow as pa
 
 import lsm3
 from compactor.maintenance import expire_snapshots, remove_orphan_files
-from lsm3.io.store import LocalStore, MemoryStore, ObjectStore
+from lsm3.io.local import LocalStore
+from lsm3.io.memory import MemoryStore
+from lsm3.io.store import ObjectStore
 from lsm3.testing.faults import FaultyStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -379,8 +381,8 @@ def run_random_faults(
         if figures.anomalies:
             break
     if backend == "memory":
-        with lsm3.io.store._MEMORY_LOCK:
-            lsm3.io.store._MEMORY_SPACES.pop(clean.url[len("memory://") :], None)
+        with lsm3.io.memory._MEMORY_LOCK:
+            lsm3.io.memory._MEMORY_SPACES.pop(clean.url[len("memory://") :], None)
     return figures
 
 

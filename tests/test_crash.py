@@ -32,7 +32,7 @@ from soak import check_orphans, run_crash_points, run_sigkills
 
 import lsm3
 from compactor.maintenance import remove_orphan_files
-from lsm3.io.store import LocalStore
+from lsm3.io.local import LocalStore
 
 
 @pytest.fixture(autouse=True)

@@ -33,7 +33,8 @@ import lsm3.io.retry
 from catalog.client import Catalog
 from compactor.maintenance import expire_snapshots, remove_orphan_files
 from lsm3.errors import StorageError
-from lsm3.io.store import LocalStore, ObjectStore, open_store
+from lsm3.io.local import LocalStore
+from lsm3.io.store import ObjectStore, open_store
 from lsm3.testing.faults import RETRYABLE_FAULTS, FaultyStore, InjectedFault, Rule
 
 SCHEMA = pa.schema([("id", pa.int64()), ("v", pa.string())])

@@ -46,7 +46,7 @@ from lsm3.errors import CorruptDataFile, CorruptMetadata, Lsm3Error
 from lsm3.format.metadata import DataFile, Snapshot, decode_manifest
 from lsm3.format.schema import TableSchema
 from lsm3.format.tags import decode_tag
-from lsm3.io.store import MemoryStore
+from lsm3.io.memory import MemoryStore
 from lsm3.read.lookup import lookup
 from lsm3.read.runfile import OpenRun, checksum_of, footer_checksum_of
 
@@ -147,8 +147,8 @@ def _real_documents() -> dict[str, Any]:
         "tag": json.loads(t.store.get("tag/v1.json")),
         "catalog": json.loads(store.get(f"wh/catalog/state-{2:020d}.json")),
     }
-    with lsm3.io.store._MEMORY_LOCK:
-        lsm3.io.store._MEMORY_SPACES.pop(name, None)
+    with lsm3.io.memory._MEMORY_LOCK:
+        lsm3.io.memory._MEMORY_SPACES.pop(name, None)
     return docs
 
 
@@ -502,9 +502,9 @@ def test_data_files_fetched_in_parts_are_size_checked(
 ) -> None:
     """On S3 a large run is fetched as several ranged GETs at once; an object of another size
     than its manifest entry says is refused all the same, and nothing committed changes."""
-    import lsm3.io.store
+    import lsm3.io.s3
 
-    monkeypatch.setattr(lsm3.io.store, "PART_BYTES", 1000)
+    monkeypatch.setattr(lsm3.io.s3, "PART_BYTES", 1000)
     uri, options = s3_bucket_uri
     t = lsm3.create_table(
         uri,

@@ -33,7 +33,8 @@ import compactor
 import lsm3
 from catalog.client import Catalog, connect
 from catalog.errors import CorruptMetadata, InvalidIdentifier
-from lsm3.io.store import LocalStore, open_store
+from lsm3.io.local import LocalStore
+from lsm3.io.store import open_store
 from lsm3.testing.devserver import LocalS3
 from lsm3.testing.faults import FaultyStore
 
@@ -370,7 +371,7 @@ def test_nothing_is_made_public(
     s3_bucket_uri: tuple[str, dict[str, str]], moto_server: LocalS3, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     uri, options = s3_bucket_uri
-    import lsm3.io.store as storage
+    import lsm3.io.s3 as storage
 
     store = open_store(uri, options)
     assert isinstance(store, storage.S3Store)

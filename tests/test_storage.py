@@ -1,4 +1,4 @@
-"""The object-store layer (``lsm3.io.store``) against a local directory, memory:// and moto S3."""
+"""The object-store layer (``lsm3.io``) against a local directory, memory:// and moto S3."""
 
 from __future__ import annotations
 
@@ -20,7 +20,10 @@ from lsm3.errors import (
     SizeMismatch,
     StorageError,
 )
-from lsm3.io.store import LocalStore, MemoryStore, ObjectStore, S3Store, open_store
+from lsm3.io.local import LocalStore
+from lsm3.io.memory import MemoryStore
+from lsm3.io.s3 import S3Store
+from lsm3.io.store import ObjectStore, open_store
 from lsm3.testing.devserver import LocalS3
 
 BACKENDS = ["local", "memory", "s3"]
@@ -150,9 +153,9 @@ def test_get_buffer_of_known_size_fetches_large_objects_in_parts(
 ) -> None:
     """Given the object's size, S3 fetches a large object as ranged GETs of PART_BYTES, several
     at once, into one buffer; every backend returns the same bytes, counted once each."""
-    import lsm3.io.store
+    import lsm3.io.s3
 
-    monkeypatch.setattr(lsm3.io.store, "PART_BYTES", 1000)
+    monkeypatch.setattr(lsm3.io.s3, "PART_BYTES", 1000)
     data = bytes(range(256)) * 40  # 10,240 bytes: 11 parts
     store.put("blob", data)
     store.stats.reset()
