@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from lsm3.testing import devserver
+from lsm3.testing import process
 from lsm3.testing.devserver import LocalS3, LocalS3Server, reset_moto
 
 SERVERS = ["moto", "seaweedfs"]
@@ -169,14 +169,14 @@ def test_start_retries_when_picked_port_is_taken(monkeypatch: pytest.MonkeyPatch
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
         squatter.bind(("127.0.0.1", 0))
         taken = squatter.getsockname()[1]
-        real_any_port = devserver._PortReservation.any_port
+        real_any_port = process.PortReservation.any_port
         picks: list[int] = []
 
-        def first_pick_is_taken(self: devserver._PortReservation) -> int:
+        def first_pick_is_taken(self: process.PortReservation) -> int:
             picks.append(taken if not picks else real_any_port(self))
             return picks[-1]
 
-        monkeypatch.setattr(devserver._PortReservation, "any_port", first_pick_is_taken)
+        monkeypatch.setattr(process.PortReservation, "any_port", first_pick_is_taken)
         with LocalS3Server.start_moto() as server:
             assert _port_of(server.s3) != taken
             assert server.s3.client().list_buckets()["Buckets"] is not None

