@@ -123,7 +123,7 @@ def compact(
     lease: Lease | None = None
     try:
         for _ in range(max_rounds):
-            files = table._files_of(table.refresh())
+            files = table.files_of(table.refresh())
             tasks = plan(files, chosen, opts)
             if not tasks:
                 break
@@ -165,7 +165,7 @@ def compact(
         if lease is not None:
             with contextlib.suppress(Fenced):
                 lease.release()
-        result.files_after = len(table._files_of(table.refresh()))
+        result.files_after = len(table.files_of(table.refresh()))
         result.requests = table.store.stats.total_requests() - requests_before
         result.seconds = time.perf_counter() - started
     return result

@@ -286,7 +286,7 @@ def _only_referenced_by(
     # (or there are none: the first snapshot removes nothing).
     files: dict[str, int] = {}
     if dead:  # detached snapshots were never history: what they added goes too
-        live = {f.path for f in table._files_of(keep)}
+        live = {f.path for f in table.files_of(keep)}
         for snap in dead:
             for e in _named_entries(table, snap):
                 if e.op == "add" and e.file.path not in live:
@@ -305,7 +305,7 @@ def _delta_entries(table: Table, snap: Snapshot) -> list[ManifestEntry]:
     if snap.delta_manifest is None:
         return []
     try:
-        return table.manifests.entries(snap.delta_manifest, table._schema(snap.schema_id))
+        return table.manifests.entries(snap.delta_manifest, table.schema_at(snap.schema_id))
     except CorruptMetadata:
         return []
 
@@ -316,7 +316,7 @@ def _tag_references(table: Table) -> set[str]:
     out: set[str] = set()
     for snap in table.tagged_snapshots().values():
         out.update(snap.referenced_manifests)
-        out.update(f.path for f in table._files_of(snap))
+        out.update(f.path for f in table.files_of(snap))
     return out
 
 
@@ -430,7 +430,7 @@ def _collect_references(
 
     def live_files(snap: Snapshot) -> list[str]:
         try:
-            return [f.path for f in table._files_of(snap)]
+            return [f.path for f in table.files_of(snap)]
         except CorruptMetadata:
             if snap.snapshot_id in detached:
                 # keep what it names until expiry removes it
@@ -449,7 +449,7 @@ def _named_entries(table: Table, snap: Snapshot) -> list[ManifestEntry]:
     out: list[ManifestEntry] = []
     for path in snap.referenced_manifests:
         try:
-            out.extend(table.manifests.entries(path, table._schema(snap.schema_id)))
+            out.extend(table.manifests.entries(path, table.schema_at(snap.schema_id)))
         except CorruptMetadata:
             continue
     return out

@@ -172,7 +172,7 @@ def _planned_bytes(table: Table, config: JobConfig) -> int:
         values = resolve_options(table, config.options)
         policy = config.policy or values.pop("compaction_policy")
         values.pop("compaction_policy", None)
-        tasks = plan(table._files_of(table.current_snapshot()), policy, PolicyOptions(**values))
+        tasks = plan(table.files_of(table.current_snapshot()), policy, PolicyOptions(**values))
     except Lsm3Error:
         return 0  # compact() will report it
     total = sum(t.input_bytes for t in tasks)

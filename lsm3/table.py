@@ -98,19 +98,20 @@ class Table:
     def current_snapshot(self) -> Snapshot | None:
         return self._snapshot
 
-    def _advance(self, snapshot: Snapshot) -> None:
+    def advance(self, snapshot: Snapshot) -> None:
         """Move the pinned snapshot forward to one this process committed (never back)."""
         with self._lock:
             if self._snapshot is None or snapshot.snapshot_id > self._snapshot.snapshot_id:
                 self._snapshot = snapshot
 
-    def _schema(self, schema_id: int) -> TableSchema:
+    def schema_at(self, schema_id: int) -> TableSchema:
+        """Schema version ``schema_id`` (cached; versions never change)."""
         return SCHEMAS.get(self.store, schema_id)
 
     @property
     def table_schema(self) -> TableSchema:
         snap = self._snapshot
-        return self._schema(snap.schema_id if snap else 0)
+        return self.schema_at(snap.schema_id if snap else 0)
 
     @property
     def schema(self) -> pa.Schema:
@@ -157,8 +158,9 @@ class Table:
             return self.log.as_of(int(as_of))
         return self._snapshot
 
-    def _files_of(self, snap: Snapshot | None) -> list[DataFile]:
-        schema = self._schema(snap.schema_id if snap else 0)
+    def files_of(self, snap: Snapshot | None) -> list[DataFile]:
+        """The live data files of ``snap`` (None: the empty table), as the manifests list them."""
+        schema = self.schema_at(snap.schema_id if snap else 0)
         return self.manifests.live_files(snap, schema)
 
     def files(self, snapshot_id: int | None = None, tag: str | None = None) -> list[FileInfo]:
@@ -178,7 +180,7 @@ class Table:
                 f.effective_min_seq,
                 f.effective_max_seq,
             )
-            for f in self._files_of(snap)
+            for f in self.files_of(snap)
         ]
 
     def last_commit(self, writer_id: str) -> CommitRecord | None:
@@ -222,10 +224,10 @@ class Table:
         read_ahead: bool,
     ) -> pa.RecordBatchReader:
         snap = self.snapshot(snapshot_id, as_of, tag)
-        schema = self._schema(snap.schema_id if snap else 0)
+        schema = self.schema_at(snap.schema_id if snap else 0)
         request = make_request(schema, columns, filter)
         out_schema = pa.schema([schema.arrow.field(c).with_nullable(True) for c in request.columns])
-        files = self._files_of(snap)
+        files = self.files_of(snap)
 
         def batches() -> Iterator[pa.RecordBatch]:
             for batch in scan_batches(self.store, schema, files, request, section_rows, read_ahead):
@@ -259,8 +261,8 @@ class Table:
         now and held in memory. See ``lsm3/read/dataset.py`` for the details and limits.
         """
         snap = self.snapshot(snapshot_id, as_of, tag)
-        schema = self._schema(snap.schema_id if snap else 0)
-        return merged_dataset(self.store, schema, self._files_of(snap))
+        schema = self.schema_at(snap.schema_id if snap else 0)
+        return merged_dataset(self.store, schema, self.files_of(snap))
 
     def get(
         self,
@@ -281,8 +283,8 @@ class Table:
     ) -> list[dict[str, Any] | None]:
         """Rows for many keys at once (None where absent), in the order of ``keys``."""
         snap = self.snapshot(snapshot_id, tag=tag)
-        schema = self._schema(snap.schema_id if snap else 0)
-        return lookup(self.store, schema, self._files_of(snap), list(keys), columns)
+        schema = self.schema_at(snap.schema_id if snap else 0)
+        return lookup(self.store, schema, self.files_of(snap), list(keys), columns)
 
     def count(self, snapshot_id: int | None = None) -> int:
         """Live rows (merges the key columns only)."""
@@ -344,7 +346,7 @@ class Table:
     def schemas(self) -> list[TableSchema]:
         """Every schema version used by a retained snapshot, oldest first."""
         ids = {0} | {s.schema_id for s in self.snapshots()}
-        return [self._schema(i) for i in sorted(ids)]
+        return [self.schema_at(i) for i in sorted(ids)]
 
     def update_schema(self) -> _SchemaCommit:
         """Change the schema: ``with t.update_schema() as u: u.add_column("x", pa.int64())``.

@@ -575,7 +575,7 @@ def test_stale_task_loses_cleanly_to_an_earlier_compaction(table_location: Locat
     t = create(table_location)
     h = History(t)
     workload(h, rounds=3)
-    files = t._files_of(t.refresh())
+    files = t.files_of(t.refresh())
     (stale,) = plan(files, "full", PolicyOptions())
     assert compactor.compact(reopen(t, table_location), policy="full").tasks
     lease = Lease(t, "late-compactor", 600)
@@ -597,7 +597,7 @@ def test_task_loses_when_one_input_was_compacted_by_another_task(local_uri: Loca
     h = History(t)
     for i in range(3):
         h.commit(upserts=[row(k, f"{i}") for k in range(i, i + 5)])
-    f1, f2, f3 = sorted(t._files_of(t.refresh()), key=lambda f: f.effective_max_seq)
+    f1, f2, f3 = sorted(t.files_of(t.refresh()), key=lambda f: f.effective_max_seq)
     lease = Lease(t, "me", 600)
     lease.acquire()
     run_task(t, Task((), 0, (f2, f3), 1, "test"), lease, False)
@@ -617,7 +617,7 @@ def test_compact_abandons_a_task_whose_inputs_vanished(
     t = create(table_location, buckets=2)
     h = History(t)
     workload(h, rounds=3)
-    stale = plan(t._files_of(t.refresh()), "full", PolicyOptions())
+    stale = plan(t.files_of(t.refresh()), "full", PolicyOptions())
     assert compactor.compact(reopen(t, table_location), policy="full").tasks
     h.catch_up()
     files = t.files()
@@ -681,7 +681,7 @@ def test_zombie_compactor_is_fenced_and_changes_nothing(
     workload(h, rounds=3)
     zombie = Lease(t, "zombie", 600)
     zombie.acquire()
-    files = t._files_of(t.refresh())
+    files = t.files_of(t.refresh())
     (task,) = plan(files, "full", PolicyOptions())
     with pytest.raises(LeaseHeld):  # not expired yet: nobody can take it
         Lease(reopen(t, table_location), "successor", 600).acquire()
@@ -751,7 +751,7 @@ def test_writers_are_never_fenced(table_location: Location) -> None:
     h.commit(upserts=[row(1, "during-lease")], deletes=[2])
     snap = t.current_snapshot()
     assert snap.kind == "APPEND" and snap.compactor == held
-    files = lease.table._files_of(lease.table.refresh())
+    files = lease.table.files_of(lease.table.refresh())
     (task,) = plan(files, "full", PolicyOptions())
     h.commit(upserts=[row(3, "between-plan-and-commit")])
     result = run_task(lease.table, task, lease, drops_tombstones(task, files, False))
@@ -785,7 +785,7 @@ def test_max_bytes_stops_early_and_a_later_run_finishes(table_location: Location
     h.check(every=False)
     # a budget between one and all tasks: every task after the first fits in it
     workload(h, rounds=3, base=50)
-    planned = plan(t._files_of(t.refresh()), "full", PolicyOptions())
+    planned = plan(t.files_of(t.refresh()), "full", PolicyOptions())
     sizes = [task.input_bytes for task in planned]
     limit = sizes[0] + sizes[1]
     some = compactor.compact(reopen(t, table_location), policy="full", max_bytes=limit)

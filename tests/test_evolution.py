@@ -122,7 +122,7 @@ def test_every_snapshot_reads_as_the_model_through_evolution(
             assert t.schema.names == list(model.columns)
     for sid, rows in expected.items():
         got = read(t, sid)
-        schema_at = t._schema(t.snapshot(sid).schema_id).arrow  # type: ignore[union-attr]
+        schema_at = t.schema_at(t.snapshot(sid).schema_id).arrow  # type: ignore[union-attr]
         want = {k: {c: r.get(c) for c in schema_at.names} for k, r in rows.items()}
         assert got == want, sid
     # And everything again after a full compaction, through a fresh handle.

@@ -156,7 +156,7 @@ def test_a_large_flush_is_one_run_of_key_disjoint_pieces(
         w.upsert({"id": list(range(1000, 0, -1))})
     with t.writer() as w:
         w.upsert({"id": [5, 2000]})
-    files = t._files_of(t.current_snapshot())
+    files = t.files_of(t.current_snapshot())
     first = [f for f in files if f.rows > 2]
     assert len(first) == 3 and len({f.run_id for f in first}) == 1 and first[0].run_id
     spans = sorted((f.min_key, f.max_key) for f in first)
@@ -194,7 +194,7 @@ def test_a_flush_gathers_in_key_order_from_many_memtable_chunks(
             w.delete(gone)
             for i in gone:
                 model.pop(i, None)
-    files = t._files_of(t.current_snapshot())
+    files = t.files_of(t.current_snapshot())
     assert len(files) > 3  # several pieces, each gathered from several chunks
     for f in files:
         run = pq.read_table(os.path.join(str(tmp_path), "t", f.path))

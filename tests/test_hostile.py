@@ -478,7 +478,7 @@ def test_truncated_or_flipped_data_files_are_refused() -> None:
     point lookup reads only the footer and the row groups it needs: damage elsewhere may go
     unnoticed by it, but it must still return the right row."""
     body, t = _sample_run()
-    f = t._files_of(t.current_snapshot())[0]
+    f = t.files_of(t.current_snapshot())[0]
     right = t.get(5)
     rng = random.Random(7)
     damages: list[bytes] = [body[:n] for n in (0, 1, 4, len(body) // 2, len(body) - 1)]
@@ -560,7 +560,7 @@ def parquet_fuzz(n: int, seed: int, start: int = 0, emit: Callable[[str], None] 
     did not change what was read), different (a wrong result the forged checksum let
     through), or ESCAPED (anything else: the parent test fails)."""
     body, t = _sample_run()
-    f = t._files_of(t.current_snapshot())[0]
+    f = t.files_of(t.current_snapshot())[0]
     schema = t.table_schema
     expected = OpenRun(t.store, f, schema).read(["id", "name", "x"])
     for i in range(start, n):
@@ -637,7 +637,7 @@ def type_mismatch_lookup() -> None:
     n = int.from_bytes(body[-8:-4], "little")
     at = body.index(b"\x1c\x15\x04", len(body) - 8 - n) + 2
     forged = _forged(body[:at] + b"\x00" + body[at + 1 :], t, "type-mismatch")
-    f = t._files_of(t.current_snapshot())[0]
+    f = t.files_of(t.current_snapshot())[0]
     with contextlib.suppress(CorruptDataFile):
         lookup(t.store, t.table_schema, [forged], [5], None)
         raise AssertionError("lookup accepted a footer with a mismatched physical type")
@@ -669,7 +669,7 @@ def test_damaged_footer_does_not_abort_the_interpreter() -> None:
 
 def _forged(body: bytes, t: lsm3.Table, name: str, footer: bool = True) -> DataFile:
     """A manifest entry for ``body`` whose size and checksums match it (a forged entry)."""
-    f = t._files_of(t.current_snapshot())[0]
+    f = t.files_of(t.current_snapshot())[0]
     try:
         footer_crc = footer_checksum_of(body) if footer else ""
     except Exception:
@@ -705,7 +705,7 @@ def test_file_with_a_renamed_column_is_refused_or_read_exactly(
     bad = body[:at] + damage + body[at + 10 :]
     forged = _forged(bad, t, "renamed")
     schema = t.table_schema
-    f = t._files_of(t.current_snapshot())[0]
+    f = t.files_of(t.current_snapshot())[0]
 
     def read(entry: DataFile) -> Any:
         if reader == "scan":

@@ -127,7 +127,7 @@ def test_hidden_columns_from_the_manifest_equal_the_stored_ones() -> None:
     for start in (0, 100):  # the second commit's file has a non-zero sequence offset
         with t.writer() as w:
             w.upsert({"id": list(range(start, start + 50)), "v": ["x"] * 50})
-    files = t._files_of(t.current_snapshot())
+    files = t.files_of(t.current_snapshot())
     assert len(files) == 2 and any(f.seq_offset for f in files)
     columns = ["id", "v", SEQ_COLUMN, KIND_COLUMN]
     for f in files:

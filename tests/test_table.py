@@ -394,7 +394,7 @@ def test_sectioned_scan_fetches_each_whole_run_once(make_table: MakeTable) -> No
     for _ in range(4):
         with t.writer() as w:
             w.upsert([r(rng.randrange(2000), f"v{rng.random()}") for _ in range(600)])
-    runs = len(t._files_of(t.current_snapshot()))
+    runs = len(t.files_of(t.current_snapshot()))
     t.store.stats.reset()
     sectioned = t.to_batches(section_rows=300).read_all()  # footers not cached yet
     sectioned_gets = t.store.stats.requests["GET"]
@@ -436,7 +436,7 @@ def test_sectioned_scan_reads_large_runs_by_ranges(
     # a damaged page of a run read by ranges is refused, not decoded into wrong rows
     import pyarrow.parquet as pq
 
-    f = max(t._files_of(t.current_snapshot()), key=lambda f: f.size)
+    f = max(t.files_of(t.current_snapshot()), key=lambda f: f.size)
     original = t.store.get(f.path)
     chunk = pq.ParquetFile(pa.BufferReader(original)).metadata.row_group(1).column(1)
     at = chunk.data_page_offset + chunk.total_compressed_size - 3  # inside the page body
@@ -605,7 +605,7 @@ def test_a_run_probed_often_has_its_whole_key_column_cached(make_table: MakeTabl
     t = make_table(options={"row_group_rows": 20})
     with t.writer() as w:
         w.upsert([r(i) for i in range(0, 2000, 2)])  # one run, 50 row groups
-    (run,) = t._files_of(t.current_snapshot())
+    (run,) = t.files_of(t.current_snapshot())
     KEY_BLOCKS.clear()
     ROW_BLOCKS.clear()
     t.files()
@@ -675,7 +675,7 @@ def test_deletes_kept_by_compaction_hide_older_versions_from_lookups(
     with t.writer() as w:
         w.upsert([r(i, "new") for i in range(1, 100, 10)])
     compactor.compact(t)
-    files = t._files_of(t.current_snapshot())
+    files = t.files_of(t.current_snapshot())
     kept = [f for f in files if f.deletes]
     assert len(files) == 2 and len(kept) == 1 and kept[0].min_seq < kept[0].max_seq
     KEY_BLOCKS.clear()

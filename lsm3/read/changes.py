@@ -42,7 +42,7 @@ def added_files(table: Table, first: int, last: int) -> list[DataFile]:
             ) from None
         if snap.kind != "APPEND" or not snap.delta_manifest:
             continue
-        schema = table._schema(snap.schema_id)
+        schema = table.schema_at(snap.schema_id)
         out.extend(
             e.file for e in table.manifests.entries(snap.delta_manifest, schema) if e.op == "add"
         )
@@ -66,7 +66,7 @@ def _read_keys(
         term = pc.field(k).isin(pc.unique(touched.column(k)))
         expr = term if expr is None else expr & term
     request = make_request(schema, None, expr)
-    files = table._files_of(snap)
+    files = table.files_of(snap)
     out_schema = pa.schema([f.with_nullable(True) for f in schema.arrow])
     batches = [b.cast(out_schema) for b in scan_batches(table.store, schema, files, request)]
     rows = pa.Table.from_batches(batches, schema=out_schema)
@@ -89,7 +89,7 @@ def changes(
     if from_snapshot_id > last:
         raise InvalidInput(f"from_snapshot_id {from_snapshot_id} is after snapshot {last}")
     from_snap = table.snapshot(from_snapshot_id)
-    schema = table._schema(to_snap.schema_id if to_snap else 0)
+    schema = table.schema_at(to_snap.schema_id if to_snap else 0)
     if ROW_KIND in schema.arrow.names:
         raise InvalidInput(f"the table has a column named {ROW_KIND!r}; changes() needs that name")
     out_schema = pa.schema(

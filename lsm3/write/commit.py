@@ -62,7 +62,7 @@ def commit_files(
     def build(base: Snapshot | None) -> Snapshot | None:
         if already_committed(base) is not None:
             return None
-        schema = table._schema(base.schema_id if base else 0)
+        schema = table.schema_at(base.schema_id if base else 0)
         schema_id = schema.schema_id
         if schema_update is not None:
             schema_id = write_schema(table, schema_update.replay_onto(schema))
@@ -140,7 +140,7 @@ def commit_files(
         raise CommitConflict("internal error: commit finished without a snapshot")
     if mine.snapshot_id in built_live and mine.commit_id == commit_id:
         table.manifests.remember_live(mine.snapshot_id, built_live[mine.snapshot_id])
-    table._advance(mine)
+    table.advance(mine)
     return mine
 
 

@@ -325,7 +325,7 @@ class Writer:
         """
         if not self._pending:
             return
-        crowded = self._crowded_buckets(self.table._files_of(self.table.current_snapshot()))
+        crowded = self._crowded_buckets(self.table.files_of(self.table.current_snapshot()))
         if not crowded:
             return
         mode = self.schema.option("write_stall")
@@ -342,7 +342,7 @@ class Writer:
             deadline = time.monotonic() + self.schema.option("write_stall_timeout_seconds")
             while time.monotonic() < deadline:
                 time.sleep(1.0)
-                if not self._crowded_buckets(self.table._files_of(self.table.refresh())):
+                if not self._crowded_buckets(self.table.files_of(self.table.refresh())):
                     return
         raise WriteStalled(
             f"write stalled: {what} (stop trigger {stop}); run the compactor (python -m compactor "
