@@ -2,6 +2,12 @@
 
 Writers upload sorted Parquet runs and commit them with one conditional put of the next JSON
 snapshot; readers merge runs at read time into PyArrow. See README.md and docs/FORMAT.md.
+
+This module is the public API only. The code lives in layers that import downwards:
+:mod:`lsm3.io` (object stores), :mod:`lsm3.format` (what FORMAT.md specifies),
+:mod:`lsm3.read` and :mod:`lsm3.write`, then :mod:`lsm3.table` (the facade) and
+:mod:`lsm3.cli` (the command). :mod:`lsm3.testing` (local S3 servers, fault injection) is
+for tests and examples; importing ``lsm3`` loads neither it, the CLI nor boto3.
 """
 
 from lsm3.errors import (
