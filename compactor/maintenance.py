@@ -34,7 +34,7 @@ from lsm3.errors import CorruptMetadata, InvalidInput, Lsm3Error, SnapshotNotFou
 from lsm3.format.metadata import ManifestEntry, Snapshot
 from lsm3.io.store import ObjectInfo
 from lsm3.table import Table
-from lsm3.write.log import LATEST_HINT, SNAPSHOT_PREFIX, snapshot_key
+from lsm3.write.log import LATEST_HINT, SNAPSHOT_PREFIX, snapshot_key, split_history
 
 log = logging.getLogger("compactor.maintenance")
 
@@ -183,8 +183,9 @@ def expire_snapshots(
 
     listed = _snapshot_objects(table)
     if listed:
-        history, detached = _history(sorted(listed))
-        expired, consumed = _expirable(table, history[: max(0, len(history) - retain_last)], cutoff)
+        history, detached = split_history(sorted(listed), table.log.expired_through())
+        kept_from = _retained_from(table, history, retain_last)
+        expired, consumed = _expirable(table, history[:kept_from], cutoff)
         dead = [s for s in _load_snapshots(table, detached) if s is not None]
         result.expired = [s.snapshot_id for s in expired]
         result.detached = [s.snapshot_id for s in dead]
@@ -193,34 +194,41 @@ def expire_snapshots(
         result.snapshot_bytes = sum(listed[i].size for i in result.expired + result.detached)
         if dead:
             log.warning(
-                "%s: snapshot(s) %s lie below a gap in the snapshot ids: a process committed "
-                "them after older snapshots were expired, so they are not part of the table's "
-                "history; expiring them",
+                "%s: snapshot(s) %s lie below a gap in the snapshot ids or an expiry marker: a "
+                "process paused across an expiry put them after older snapshots were expired, "
+                "so they are not part of the table's history; expiring them",
                 table.uri,
                 result.detached,
             )
         if (expired or dead) and delete_files:
-            manifests, files = _only_referenced_by(table, dead, expired, history[consumed])
-            tagged = _tag_references(table)  # tagged snapshots keep what they read
-            manifests -= tagged
-            files = {p: size for p, size in files.items() if p not in tagged}
+            manifests, files = _only_referenced_by(table, expired, history[consumed])
             result.manifests = sorted(manifests)
             result.data_files = sorted(files)
-            result.data_bytes = sum(files.values())
-            if manifests:
-                sizes = {i.key: i.size for i in store.list("manifest/")}
-                result.manifest_bytes = sum(sizes.get(m, 0) for m in manifests)
         if (expired or dead) and not dry_run:
             gone = [*result.detached, *result.expired]
+            # The marker first: from now on no committer can take an expired id and report it
+            # as landed (docs/FORMAT.md, section 12).
+            table.log.mark_expired(max(gone))
             # Oldest first and one at a time: a crash leaves a contiguous suffix of
             # snapshots, which is what readers and the next expiry rely on.
             for sid in gone:
                 store.delete(snapshot_key(sid))
             _forget(table, gone, result.manifests)
             _fix_latest_hint(table, max(gone), history[-1])
-            # Snapshots before what they reference: never a snapshot with missing files.
-            _delete_all(table, result.manifests)
-            _delete_all(table, result.data_files)
+        if (expired or dead) and delete_files:
+            # Tags are read only now, after the snapshots are gone: a tag created until now
+            # is kept, and one created later sees the marker and refuses its snapshot.
+            tagged = _tag_references(table)
+            result.manifests = [m for m in result.manifests if m not in tagged]
+            result.data_files = [f for f in result.data_files if f not in tagged]
+            result.data_bytes = sum(files[f] for f in result.data_files)
+            if result.manifests:
+                sizes = {i.key: i.size for i in store.list("manifest/")}
+                result.manifest_bytes = sum(sizes.get(m, 0) for m in result.manifests)
+            if not dry_run:
+                # Snapshots before what they reference: never a snapshot with missing files.
+                _delete_all(table, result.manifests)
+                _delete_all(table, result.data_files)
     result._finish(table, requests_before, started)
     return result
 
@@ -241,17 +249,27 @@ def _expirable(table: Table, candidates: Sequence[int], cutoff: int) -> tuple[li
     return expired, len(candidates)
 
 
-def _history(ids: list[int]) -> tuple[list[int], list[int]]:
-    """Split sorted snapshot ids into the table's history (the run of consecutive ids that
-    ends with the newest) and the ids below a gap (detached)."""
-    start = len(ids) - 1
-    while start > 0 and ids[start - 1] == ids[start] - 1:
-        start -= 1
-    return ids[start:], ids[:start]
+def _retained_from(table: Table, history: Sequence[int], retain_last: int) -> int:
+    """The index in ``history`` of the oldest snapshot ``retain_last`` keeps: the newest
+    ``retain_last`` snapshots that are not compactor lease changes, and every snapshot after
+    the oldest of them (lease commits would otherwise push data snapshots out)."""
+    counted = 0
+    end = len(history)
+    while end > 0:
+        batch = history[max(0, end - _LOAD_BATCH) : end]
+        snaps = _load_snapshots(table, batch)
+        for index in range(len(batch) - 1, -1, -1):
+            snap = snaps[index]
+            if snap is None or not snap.is_lease_only:
+                counted += 1
+                if counted >= retain_last:
+                    return end - len(batch) + index
+        end -= len(batch)
+    return 0
 
 
 def _only_referenced_by(
-    table: Table, dead: Sequence[Snapshot], expired: Sequence[Snapshot], first_retained: int
+    table: Table, expired: Sequence[Snapshot], first_retained: int
 ) -> tuple[set[str], dict[str, int]]:
     """Manifests no retained snapshot needs, and data files (path -> size) no retained
     snapshot can read, given the snapshots being expired.
@@ -260,8 +278,10 @@ def _only_referenced_by(
     commit lists its parent's manifests plus a new one (or one merged manifest), so what an
     expired snapshot shares with any retained one it shares with the oldest retained one.
 
-    Detached snapshots (below a gap in the ids) were never part of the history: the files
-    their delta added go too, unless live in the oldest retained snapshot.
+    Detached snapshots (below a gap in the ids or an expiry marker) were never part of the
+    history. Only their snapshot objects are deleted here, not the files they name: the
+    paused committer that put one commits the same data files again in a later snapshot.
+    Orphan removal, which checks every retained snapshot, deletes what nothing took.
 
     Data files: a file leaves the live set only by a ``remove`` entry, which sits in the
     delta manifest of the snapshot that removed it. A file removed by an expired snapshot, or
@@ -276,21 +296,14 @@ def _only_referenced_by(
             f"snapshot {first_retained} of {table.uri} was expired by another process while "
             "this one was expiring; run one maintenance job per table"
         ) from None
-    gone = [*dead, *expired]
     kept_manifests = set(keep.referenced_manifests)
     manifests: set[str] = set()
-    for snap in gone:
+    for snap in expired:
         manifests.update(p for p in snap.referenced_manifests if p not in kept_manifests)
     # Files removed by the oldest retained snapshot were live only in its (expired) parent.
     # The oldest expired snapshot's removals were freed by the run that expired its parent
     # (or there are none: the first snapshot removes nothing).
     files: dict[str, int] = {}
-    if dead:  # detached snapshots were never history: what they added goes too
-        live = {f.path for f in table.files_of(keep)}
-        for snap in dead:
-            for e in _named_entries(table, snap):
-                if e.op == "add" and e.file.path not in live:
-                    files[e.file.path] = e.file.size
     # With nothing expired now, the oldest retained snapshot's removals were freed before.
     for snap in [*expired[1:], keep] if expired else []:
         files.update(
@@ -383,7 +396,8 @@ def remove_orphan_files(
     seen: set[int] = set()
     referenced: set[str] = set()
     ids = table.log.list_ids()
-    _collect_references(table, ids, set(_history(ids)[1]) if ids else set(), referenced, seen)
+    detached = set(split_history(ids, table.log.expired_through())[1]) if ids else set()
+    _collect_references(table, ids, detached, referenced, seen)
     # Commits that landed while we were reading: one more LIST, and their references too.
     newer = table.log.list_ids(after=max(ids) if ids else None)
     _collect_references(table, newer, set(), referenced, seen)

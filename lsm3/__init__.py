@@ -12,6 +12,7 @@ for tests and examples; importing ``lsm3`` loads neither it, the CLI nor boto3.
 
 from lsm3.errors import (
     CommitConflict,
+    CommitUncertain,
     CorruptDataFile,
     CorruptMetadata,
     InvalidInput,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CommitConflict",
     "CommitRecord",
+    "CommitUncertain",
     "CorruptDataFile",
     "CorruptMetadata",
     "DataFile",

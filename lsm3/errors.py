@@ -39,6 +39,11 @@ class CommitConflict(Lsm3Error):
     """A commit could not land after the bounded number of retries, or can never land."""
 
 
+class CommitUncertain(CommitConflict):
+    """An earlier attempt of a commit failed ambiguously and whether it landed can no longer
+    be decided (the snapshots that could tell were expired); nothing was committed now."""
+
+
 class SchemaMismatch(Lsm3Error):
     """Data does not fit the table schema (missing column, unsafe cast, null key...)."""
 

@@ -123,8 +123,9 @@ class Table:
         return self.table_schema.primary_key
 
     def snapshot_ids(self) -> list[int]:
-        """Ids of every retained snapshot, oldest first (one LIST request)."""
-        return self.log.list_ids()
+        """Ids of every retained snapshot of the history, oldest first (two LIST requests:
+        the snapshots and the expiry marker)."""
+        return self.log.history_ids()
 
     def snapshots(self) -> list[Snapshot]:
         """Every retained snapshot, oldest first."""
@@ -151,7 +152,7 @@ class Table:
                 )
             if snapshot_id == 0:
                 return None
-            return self.log.load(snapshot_id)
+            return self.log.load_history(snapshot_id)
         if as_of is not None:
             if hasattr(as_of, "timestamp"):
                 as_of = int(as_of.timestamp() * 1000)
@@ -333,6 +334,14 @@ class Table:
             self.store.put_if_absent(tag_key(name), encode_tag(snap))
         except PreconditionFailed:
             raise InvalidInput(f"tag {name!r} already exists; delete it first") from None
+        if self.log.is_detached(snap.snapshot_id):
+            # Expiry removed the snapshot after we read it and may have listed the tags
+            # before ours landed, so its files may be on their way out: refuse the tag.
+            self.store.delete(tag_key(name))
+            raise SnapshotNotFound(
+                f"snapshot {snap.snapshot_id} was expired while it was being tagged; "
+                "tag a retained snapshot (see table.snapshot_ids())"
+            )
         return snap.snapshot_id
 
     def delete_tag(self, name: str) -> None:

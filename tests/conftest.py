@@ -76,3 +76,11 @@ def table_location(request: pytest.FixtureRequest) -> Location:
     fixture = "local_uri" if request.param == "local" else "s3_bucket_uri"
     location: Location = request.getfixturevalue(fixture)
     return location
+
+
+@pytest.fixture
+def quiet_lsm3() -> Iterator[None]:
+    """lsm3's warnings (retries, write stalls) silenced: for tests that provoke them."""
+    logging.getLogger("lsm3").setLevel(logging.ERROR)
+    yield
+    logging.getLogger("lsm3").setLevel(logging.NOTSET)

@@ -152,6 +152,7 @@ def check_orphans(table: lsm3.Table, local_root: str | None = None) -> dict[str,
         if k.startswith("snapshot/")
         and k != "snapshot/LATEST"
         and not re.fullmatch(r"snapshot/snapshot-\d{20}\.json", k)
+        and not re.fullmatch(r"snapshot/expired/\d{20}", k)
         and not temporary.search(k)
     ]
     dry = remove_orphan_files(table, older_than=dt.timedelta(0), dry_run=True)

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +39,7 @@ SCHEMA = pa.schema([("id", pa.int64()), ("v", pa.string())])
 Location = tuple[str, dict | None]
 
 
-@pytest.fixture(autouse=True)
-def _quiet() -> Iterator[None]:
-    logging.getLogger("lsm3").setLevel(logging.ERROR)
-    yield
-    logging.getLogger("lsm3").setLevel(logging.NOTSET)
+pytestmark = pytest.mark.usefixtures("quiet_lsm3")
 
 
 @pytest.fixture

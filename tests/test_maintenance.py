@@ -57,6 +57,18 @@ def build(
     return t, states
 
 
+def kept_ids(t: lsm3.Table, ids: list[int], retain_last: int) -> list[int]:
+    """The ids ``retain_last`` keeps: the newest ``retain_last`` snapshots that are not
+    compactor lease changes, and every snapshot after the oldest of them."""
+    lease_only = {s.snapshot_id for s in t.snapshots() if s.is_lease_only}
+    counted = 0
+    for index in range(len(ids) - 1, -1, -1):
+        counted += ids[index] not in lease_only
+        if counted == retain_last:
+            return ids[index:]
+    return ids
+
+
 def rows_at(t: lsm3.Table, snapshot_id: int) -> list[dict]:
     return sorted_rows(t.to_arrow(snapshot_id=snapshot_id), t.primary_key)
 
@@ -83,19 +95,26 @@ def referenced(t: lsm3.Table) -> set[str]:
 
 
 def test_expiry_keeps_retain_last_and_retained_reads(table_location: Location) -> None:
-    t, states = build(table_location)
+    t, states = build(table_location, keep=None)
+    for i in range(2):  # two commits after the compaction: it is the third newest
+        with t.writer() as w:
+            w.upsert([{"id": 100 + i, "v": "after"}])
+        states[t.current_snapshot().snapshot_id] = rows_at(t, t.current_snapshot().snapshot_id)
     ids = sorted(states)
+    kept = kept_ids(t, ids, 3)
+    assert len(kept) == 4, "the lease release between is not counted"
+    gone = ids[: -len(kept)]
     before = objects(t)
     result = expire_snapshots(t, retain_last=3, older_than=0)
 
-    assert result.expired == ids[:-3]
-    assert result.retained == 3 and result.oldest_retained == ids[-3]
+    assert result.expired == gone
+    assert result.retained == len(kept) and result.oldest_retained == kept[0]
     fresh = reopen(t, table_location)
-    assert [s.snapshot_id for s in fresh.snapshots()] == ids[-3:]
-    for sid in ids[-3:]:
+    assert [s.snapshot_id for s in fresh.snapshots()] == kept
+    for sid in kept:
         assert rows_at(fresh, sid) == states[sid]
         assert rows_at(t, sid) == states[sid]
-    for sid in ids[:-3]:
+    for sid in gone:
         with pytest.raises(lsm3.SnapshotNotFound):
             fresh.to_arrow(snapshot_id=sid)
         with pytest.raises(lsm3.SnapshotNotFound):  # the expiring Table object forgot it too
@@ -117,10 +136,11 @@ def test_expiry_keeps_retain_last_and_retained_reads(table_location: Location) -
 def test_expiry_never_deletes_the_newest_snapshot(table_location: Location) -> None:
     t, states = build(table_location, commits=5)
     newest = max(states)
+    kept = kept_ids(t, sorted(states), 1)
     result = expire_snapshots(t, retain_last=1, older_than=0)
-    assert result.expired == sorted(states)[:-1]
+    assert result.expired == sorted(states)[: -len(kept)] and newest in kept
     fresh = reopen(t, table_location)
-    assert [s.snapshot_id for s in fresh.snapshots()] == [newest]
+    assert [s.snapshot_id for s in fresh.snapshots()] == kept
     assert rows_at(fresh, newest) == states[newest]
     assert expire_snapshots(t, retain_last=1, older_than=0).files == 0
     with pytest.raises(lsm3.InvalidInput):
@@ -151,7 +171,8 @@ def test_expiry_dry_run_deletes_nothing(table_location: Location) -> None:
     dry = expire_snapshots(t, retain_last=2, older_than=0, dry_run=True)
     assert dry.dry_run and dry.expired and dry.data_files
     assert objects(t) == before
-    assert len(reopen(t, table_location).snapshots()) == len(dry.expired) + 2
+    kept = kept_ids(t, sorted(s.snapshot_id for s in t.snapshots()), 2)
+    assert len(reopen(t, table_location).snapshots()) == len(dry.expired) + len(kept)
     real = expire_snapshots(t, retain_last=2, older_than=0)
     assert (real.expired, real.manifests, real.data_files, real.bytes) == (
         dry.expired,
@@ -185,15 +206,21 @@ def test_expiry_interrupted_leaves_a_contiguous_suffix(
         expire_snapshots(t, retain_last=2, older_than=0)
     monkeypatch.undo()
 
+    # The expiry marker went first: the snapshots it did not get to delete are no longer
+    # history (time travel refuses them), but their objects are still there.
     fresh = reopen(t, local_uri)
-    left = [s.snapshot_id for s in fresh.snapshots()]
-    assert left == ids[3:]  # the three oldest went first
-    for sid in left:
+    kept = kept_ids(fresh, ids, 2)
+    assert [s.snapshot_id for s in fresh.snapshots()] == kept
+    for sid in kept:
         assert rows_at(fresh, sid) == states[sid]
+    with pytest.raises(lsm3.SnapshotNotFound):
+        fresh.to_arrow(snapshot_id=ids[3])
+    assert sorted(fresh.log.list_ids()) == ids[3:]  # the three oldest went first
+    # The next run deletes the leftovers as detached (their files are left to orphan
+    # removal, which keeps everything a retained snapshot references).
     result = expire_snapshots(fresh, retain_last=2, older_than=0)
-    assert result.expired == ids[3:-2]
-    assert [s.snapshot_id for s in reopen(t, local_uri).snapshots()] == ids[-2:]
-    # Whatever the first run left behind is now an orphan, and only that.
+    assert result.detached == ids[3 : -len(kept)] and result.expired == []
+    assert [s.snapshot_id for s in reopen(t, local_uri).snapshots()] == kept
     orphans = remove_orphan_files(fresh, older_than=0, dry_run=True)
     assert set(orphans.removed).isdisjoint(referenced(fresh))
     assert rows_at(reopen(t, local_uri), ids[-1]) == states[ids[-1]]
@@ -212,9 +239,11 @@ def test_expiry_repoints_a_stale_latest_hint(table_location: Location) -> None:
 
 def test_expiry_removes_detached_snapshots(local_uri: Location) -> None:
     """A snapshot below a gap in the ids (what a process committing on a long-expired base
-    leaves behind) is not history: it is expired whatever its age, with its own files."""
+    leaves behind) is not history: it is expired whatever its age; its files are left to
+    orphan removal (its committer may commit them again in a later snapshot)."""
     t, states = build(local_uri)
     ids = sorted(states)
+    kept = kept_ids(t, ids, 3)
     stale = t.snapshot(ids[2])
     assert stale is not None
     expire_snapshots(t, retain_last=3, older_than=0)
@@ -241,10 +270,12 @@ def test_expiry_removes_detached_snapshots(local_uri: Location) -> None:
     assert run.path not in orphans.removed and manifest not in orphans.removed
     result = expire_snapshots(t, retain_last=3, older_than=dt.timedelta(days=1))
     assert result.detached == [ids[3]] and result.expired == []
-    assert run.path in result.data_files and manifest in result.manifests
+    assert run.path not in result.data_files and manifest not in result.manifests
     fresh = reopen(t, local_uri)
-    assert [s.snapshot_id for s in fresh.snapshots()] == ids[-3:]
+    assert [s.snapshot_id for s in fresh.snapshots()] == kept
     assert rows_at(fresh, ids[-1]) == states[ids[-1]]
+    orphans = remove_orphan_files(t, older_than=0)
+    assert run.path in orphans.removed and manifest in orphans.removed
     assert not (table_dir(local_uri[0]) / run.path).exists()
 
 

@@ -239,6 +239,12 @@ class Snapshot:
     delta_manifest: str | None = None
 
     @property
+    def is_lease_only(self) -> bool:
+        """A compactor lease change (acquire, renew, release) that changes no file: expiry's
+        ``retain_last`` does not count these (docs/FORMAT.md, section 12)."""
+        return self.kind == "COMPACT" and self.delta_manifest is None
+
+    @property
     def referenced_manifests(self) -> tuple[str, ...]:
         """Every manifest this snapshot needs: its list plus its own delta."""
         if self.delta_manifest and self.delta_manifest not in self.manifests:

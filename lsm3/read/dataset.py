@@ -7,8 +7,11 @@ kinds of pieces:
   what full compaction produces) become lazy Parquet fragments: engines push filters down to
   row-group statistics and read only the columns they need. They are read through
   :class:`StoreFileSystem`, so every request goes through the counted storage layer and works
-  for every backend (S3, local, memory). These reads are ranged, so the object's size is
-  checked but not its checksum.
+  for every backend (S3, local, memory). These reads are ranged, so the whole-file checksum
+  cannot be checked; what is checked instead (docs/FORMAT.md, section 4): the object's size
+  on every read, each file's footer against its ``footer_checksum`` when the dataset is
+  built (before any fragment exists), and every data page against its page CRC as it is
+  decoded (a mismatch fails the scan with an error, never rows).
 * Every other bucket is merged on construction (exactly as ``to_batches`` does) and held in
   memory.
 
@@ -28,6 +31,7 @@ import pyarrow.fs as pafs
 from lsm3.format.metadata import DataFile
 from lsm3.format.schema import TableSchema
 from lsm3.io.store import ObjectStore
+from lsm3.read.runindex import FOOTERS
 from lsm3.read.scan import group_files, make_request, non_overlapping, scan_batches
 
 
@@ -103,8 +107,14 @@ def merged_dataset(
         (clean if _is_clean(group, schema) else dirty).extend(group)
     children: list[ds.Dataset] = []
     if clean:
+        for f in clean:  # a damaged footer is refused here, not parsed by an engine's scan
+            FOOTERS.get(store, f, schema.primary_key[0])
         filesystem = StoreFileSystem(store, clean)
-        fmt = ds.ParquetFileFormat()
+        fmt = ds.ParquetFileFormat(
+            default_fragment_scan_options=ds.ParquetFragmentScanOptions(
+                page_checksum_verification=True
+            )
+        )
         fragments = [
             fmt.make_fragment(f.path, filesystem=filesystem, file_size=f.size)
             for f in sorted(clean, key=lambda f: (repr(f.partition), f.bucket, f.min_key))

@@ -42,6 +42,14 @@ Example::
 
 Every injected fault is recorded in :attr:`FaultyStore.injected` (and counted by kind in
 :meth:`FaultyStore.counts`), so a test can tell which request failed and how.
+
+**Pauses.** :meth:`FaultyStore.pause` runs a callback just before a chosen request is sent,
+in the requesting thread: the request waits while the callback runs. That is a committer
+paused between reading the latest snapshot and putting the next one (a GC pause, a
+suspended VM) while the callback commits, compacts or expires through another table
+object, without sleeps::
+
+    store.pause("put_if_absent", "snapshot/*", lambda: expire_snapshots(other, 1, 0))
 """
 
 from __future__ import annotations
@@ -99,6 +107,9 @@ FAULTS = ("transient", "reset", "timeout", "ambiguous", "denied", "crash_before"
 RETRYABLE_FAULTS = ("transient", "reset", "timeout", "ambiguous")
 
 T = TypeVar("T")
+
+#: Set in a thread while it runs a pause's action, so the action's own requests pass.
+_pausing = threading.local()
 
 
 class InjectedFault(StorageError):
@@ -184,6 +195,7 @@ class FaultyStore(ObjectStore):
         #: Called with every injection, before the error is raised (a test can script the
         #: next fault from here: "then fail the read that would have found it").
         self.on_inject: Callable[[Injection], None] | None = None
+        self._pauses: list[tuple[Rule, Callable[[], None]]] = []
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
 
@@ -221,10 +233,48 @@ class FaultyStore(ObjectStore):
             self.rules.append(Rule(fault, ops, pattern, nth=nth, times=times))
         return self
 
+    def pause(
+        self,
+        ops: str | Iterable[str],
+        pattern: str,
+        action: Callable[[], None],
+        nth: int = 1,
+        times: int | None = 1,
+    ) -> FaultyStore:
+        """Run ``action`` just before the ``nth`` matching request is sent (``times`` times
+        in a row), as if this client were paused there while ``action`` ran. Requests that
+        ``action`` makes through this store do not trigger pauses. Returns the store."""
+        with self._lock:
+            self._pauses.append((Rule("transient", ops, pattern, nth=nth, times=times), action))
+        return self
+
+    def _paused(self, op: str, keys: Sequence[str]) -> None:
+        if getattr(_pausing, "active", False):
+            return
+        due = []
+        with self._lock:
+            for rule, action in self._pauses:
+                if not rule.selects(op, keys):
+                    continue
+                rule.seen += 1
+                if rule.seen < (rule.nth or 1) or (
+                    rule.times is not None and rule.fired >= rule.times
+                ):
+                    continue
+                rule.fired += 1
+                due.append(action)
+        for action in due:
+            _pausing.active = True
+            try:
+                action()
+            finally:
+                _pausing.active = False
+
     def clear(self) -> None:
-        """Remove every rule (the history of injected faults stays)."""
+        """Remove every rule and pause (the history of injected faults stays)."""
         with self._lock:
             self.rules = []
+            self._pauses = []
 
     def counts(self) -> Counter[str]:
         """Injected faults by kind."""
@@ -259,6 +309,7 @@ class FaultyStore(ObjectStore):
             return chosen, seq
 
     def _call(self, op: str, keys: Sequence[str], fn: Callable[[], T]) -> T:
+        self._paused(op, keys)
         fault, seq = self._decide(op, keys)
         if fault is None:
             return fn()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from lsm3.errors import CommitConflict, PreconditionFailed
+from lsm3.errors import CommitConflict, CommitUncertain, PreconditionFailed
 from lsm3.format.evolution import SCHEMAS, SchemaUpdate, schema_key
 from lsm3.format.metadata import CompactorLease, DataFile, ManifestEntry, Snapshot, WriterRecord
 
@@ -43,30 +43,53 @@ def commit_files(
     ``compactor`` computes the new snapshot's compactor lease from its parent (and may
     raise to fence a stale compactor); by default the parent's lease is carried over."""
     removed_paths = {f.path for f in removed}
+    added_paths = {f.path for f in added}
     built_live: dict[int, list[DataFile]] = {}
 
-    def already_committed(base: Snapshot | None) -> Snapshot | None:
-        """This commit, if it landed before: a named writer's last commit (across calls and
-        processes), or any snapshot after ``since`` (an earlier attempt of this call's batch).
-        Retries inside this call are recognised by the log itself."""
-        rec = base.writers.get(writer_id) if base is not None and writer_id else None
+    def already_committed(
+        base: Snapshot | None, live: Sequence[DataFile] | None
+    ) -> Snapshot | None:
+        """This commit, if an earlier attempt landed (docs/FORMAT.md, section 6, "commit
+        identity"): a named writer's last commit (recorded in every snapshot), any of the
+        files it adds being live (their names are fresh, so only this commit adds them), or
+        a snapshot after ``since`` (an earlier call's attempt) carrying its identity. Returns
+        the snapshot that landed, or ``base`` when that one was expired since."""
+        if base is None:
+            return None
+        rec = base.writers.get(writer_id) if writer_id else None
         if rec is not None and rec.commit_id == commit_id:
-            return table.log.load(rec.snapshot_id)
-        if since is not None and base is not None:
-            for sid in range(since + 1, base.snapshot_id + 1):
-                snap = table.log.try_load(sid)
-                if snap is not None and snap.commit_id == commit_id and snap.writer_id == writer_id:
-                    return snap
+            return table.log.try_load(rec.snapshot_id) or base
+        if live is not None and added_paths and any(f.path in added_paths for f in live):
+            return base
+        if since is None or base.snapshot_id <= since:
+            return None
+        floor = table.log.expired_through(since)
+        unchecked = floor > since
+        for sid in range(max(since, floor) + 1, base.snapshot_id + 1):
+            snap = table.log.try_load(sid)
+            if snap is None:
+                unchecked = True
+            elif snap.commit_id == commit_id and snap.writer_id == writer_id:
+                return snap
+        if unchecked and not writer_id:  # a named writer's record above is authoritative
+            raise CommitUncertain(
+                f"cannot tell whether the earlier attempt of commit {commit_id} landed: "
+                f"snapshots after {since} that could record it were expired meanwhile, and "
+                "none of its files is live now (they may have been compacted); nothing was "
+                "committed now. Call abort() on the writer to drop the batch, or write it again "
+                "with a named writer (table.writer(writer_id=...)), whose last commit every "
+                "snapshot records"
+            )
         return None
 
     def build(base: Snapshot | None) -> Snapshot | None:
-        if already_committed(base) is not None:
-            return None
         schema = table.schema_at(base.schema_id if base else 0)
+        live = table.manifests.live_files(base, schema)
+        if already_committed(base, live) is not None:
+            return None
         schema_id = schema.schema_id
         if schema_update is not None:
             schema_id = write_schema(table, schema_update.replay_onto(schema))
-        live = table.manifests.live_files(base, schema)
         if removed_paths:
             live_paths = {f.path for f in live}
             gone = removed_paths - live_paths
@@ -135,7 +158,15 @@ def commit_files(
         hint_interval=schema.option("latest_hint_interval"),
         known=table.current_snapshot(),
     )
-    mine = result if result is not None and is_mine(result) else already_committed(result)
+    if result is not None and is_mine(result):
+        mine: Snapshot | None = result
+    else:
+        live = (
+            table.manifests.live_files(result, table.schema_at(result.schema_id))
+            if result
+            else None
+        )
+        mine = already_committed(result, live)
     if mine is None:
         raise CommitConflict("internal error: commit finished without a snapshot")
     if mine.snapshot_id in built_live and mine.commit_id == commit_id:

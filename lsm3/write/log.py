@@ -6,10 +6,20 @@ processes, so a 412 means "someone else committed N+1": reload, rebuild on top o
 and retry. An advisory ``LATEST`` object only speeds up discovery; the versioned objects are
 the truth. The logic knows nothing of tables: table snapshots (:class:`SnapshotLog`) and the
 catalog's state both use it.
+
+A log whose old versions are deleted (table snapshots, by expiry) must never let a deleted
+name be taken again: a committer paused between reading version N and putting N+1 would
+otherwise "win" N+1 after expiry freed it and report a commit that no reader follows. So
+expiry first writes an *expiry marker* ``<expired_prefix><K as 20 digits>`` (K: the newest
+version it is about to delete), and a committer whose put succeeded lists the markers above
+N: one there means its version was expired before it was put, so it is not history; the
+committer rebases and tries again. No clocks are involved, only the order "marker, then
+delete" and the store's read-after-write consistency.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
@@ -46,6 +56,7 @@ class VersionLog(Generic[V]):
         version_of: Callable[[V], int],
         encode: Callable[[V], bytes],
         what: str,
+        expired_prefix: str | None = None,
     ) -> None:
         self.store = store
         self.prefix = prefix
@@ -54,6 +65,7 @@ class VersionLog(Generic[V]):
         self._version_of = version_of
         self._encode = encode
         self.what = what
+        self.expired_prefix = expired_prefix
         self._pattern = re.compile("^" + re.escape(prefix) + r"(\d{20})\.json$")
         self._cache: dict[int, V] = {}
         self._lock = threading.Lock()
@@ -138,6 +150,44 @@ class VersionLog(Generic[V]):
         newer = self.list_ids(after=self._version_of(following))
         return self._must_load(newer[-1]) if newer else following
 
+    # ----------------------------------------------------------------- expiry markers
+
+    def expired_key(self, version: int) -> str:
+        assert self.expired_prefix is not None, f"the {self.what} log is never expired"
+        return f"{self.expired_prefix}{version:020d}"
+
+    def expired_through(self, above: int = 0) -> int:
+        """The newest version expiry has deleted or is deleting (0: none), from one LIST of
+        the markers above ``above`` (0 when there is none: a log without expiry, or no marker
+        above it)."""
+        if self.expired_prefix is None:
+            return 0
+        start = self.expired_key(above) if above > 0 else None
+        found = [
+            int(info.key[len(self.expired_prefix) :])
+            for info in self.store.list(self.expired_prefix, start_after=start)
+            if info.key[len(self.expired_prefix) :].isdigit()
+        ]
+        return max(found, default=0)
+
+    def mark_expired(self, through: int) -> None:
+        """Record, before deleting them, that versions up to ``through`` are expired; drop
+        older markers (never the newest one listed, so the maximum only grows)."""
+        with contextlib.suppress(PreconditionFailed):  # another expiry's marker: same meaning
+            self.store.put_if_absent(self.expired_key(through), b"")
+        markers = sorted(i.key for i in self.store.list(self.expired_prefix or ""))
+        older = [k for k in markers[:-1] if k < self.expired_key(through)]
+        if older:
+            try:
+                self.store.delete_many(older)
+            except StorageError as exc:  # they only cost a LIST entry each
+                log.warning("could not delete old expiry markers: %s", exc)
+
+    def is_detached(self, version: int) -> bool:
+        """True if ``version`` lies at or below an expiry marker: an object under that name
+        is not part of the history (expired, or put by a paused committer after expiry)."""
+        return self.expired_prefix is not None and self.expired_through(version - 1) >= version
+
     # ----------------------------------------------------------------- committing
 
     def commit(
@@ -176,16 +226,24 @@ class VersionLog(Generic[V]):
                 last_error = exc
                 log.warning("commit of %s %d failed (%s); retrying", self.what, number, exc)
             else:
-                with self._lock:
-                    self._cache[number] = candidate
-                return self._committed(candidate, hint_interval)
+                if not self.is_detached(number):
+                    with self._lock:
+                        self._cache[number] = candidate
+                    return self._committed(candidate, hint_interval)
+                log.warning(
+                    "%s %d was put after expiry had removed that id (this committer was "
+                    "paused since it read %s %d): it is not part of the history; rebasing",
+                    self.what,
+                    number,
+                    self.what,
+                    number - 1,
+                )
             _backoff(attempt)
             base = self.latest(base)
             newest = self._version_of(base) if base is not None else 0
-            for version in range(checked + 1, newest + 1):
-                existing = self._must_load(version)
-                if is_mine(existing):
-                    return self._committed(existing, hint_interval)
+            mine = self._find_mine(checked, newest, is_mine)
+            if mine is not None:
+                return self._committed(mine, hint_interval)
             checked = newest
         if last_error is not None:
             raise CommitConflict(
@@ -196,6 +254,20 @@ class VersionLog(Generic[V]):
             f"gave up after {retries + 1} attempts: other commits kept winning the race for the "
             f"next {self.what}; retry later or raise the retry limit"
         )
+
+    def _find_mine(self, after: int, newest: int, is_mine: Callable[[V], bool]) -> V | None:
+        """Our version among ``after+1 .. newest``, if an earlier attempt landed. Versions
+        expired meanwhile cannot be checked (the caller's own rule, such as a named writer's
+        record or its files being live, decides then), and versions at or below an expiry
+        marker are not history even where an object exists."""
+        if newest <= after:
+            return None
+        floor = self.expired_through(after)
+        for version in range(max(after, floor) + 1, newest + 1):
+            existing = self.try_load(version)
+            if existing is not None and is_mine(existing):
+                return existing
+        return None
 
     def _committed(self, value: V, hint_interval: int) -> V:
         if self._version_of(value) % hint_interval == 0:
@@ -215,6 +287,8 @@ def _backoff(attempt: int) -> None:
 
 SNAPSHOT_PREFIX = "snapshot/snapshot-"
 LATEST_HINT = "snapshot/LATEST"
+#: Expiry markers (docs/FORMAT.md, section 12): ``snapshot/expired/<id as 20 digits>``.
+EXPIRED_PREFIX = "snapshot/expired/"
 
 
 def snapshot_key(snapshot_id: int) -> str:
@@ -233,6 +307,7 @@ class SnapshotLog(VersionLog[Snapshot]):
             lambda s: s.snapshot_id,
             lambda s: s.encode(),
             "snapshot",
+            expired_prefix=EXPIRED_PREFIX,
         )
 
     def load(self, snapshot_id: int) -> Snapshot:
@@ -242,10 +317,26 @@ class SnapshotLog(VersionLog[Snapshot]):
             raise SnapshotNotFound(f"snapshot {snapshot_id} does not exist (or was expired)")
         return found
 
+    def load_history(self, snapshot_id: int) -> Snapshot:
+        """Snapshot ``snapshot_id`` of the table's history, for time travel: like
+        :meth:`load`, but an object at or below an expiry marker (put by a committer paused
+        across expiry) is refused as expired (one LIST more than :meth:`load`)."""
+        found = self.load(snapshot_id)
+        if self.is_detached(snapshot_id):
+            raise SnapshotNotFound(
+                f"snapshot {snapshot_id} was expired (the object under that name was put by a "
+                "committer paused across snapshot expiry and is not part of the history)"
+            )
+        return found
+
+    def history_ids(self) -> list[int]:
+        """Ids of the retained history, oldest first (two LIST requests)."""
+        return split_history(self.list_ids(), self.expired_through())[0]
+
     def as_of(self, timestamp_ms: int) -> Snapshot:
         """The newest snapshot committed at or before ``timestamp_ms``."""
         chosen: Snapshot | None = None
-        for sid in self.list_ids():
+        for sid in self.history_ids():
             snap = self.try_load(sid)
             if snap is None:  # expired while we read
                 continue
@@ -256,3 +347,16 @@ class SnapshotLog(VersionLog[Snapshot]):
         if chosen is None:
             raise SnapshotNotFound(f"no snapshot was committed at or before {timestamp_ms} ms")
         return chosen
+
+
+def split_history(ids: list[int], expired_through: int) -> tuple[list[int], list[int]]:
+    """Split sorted snapshot ids into the history (the run of consecutive ids above the
+    newest expiry marker that ends with the newest id) and the *detached* rest: objects put
+    by committers paused across expiry, which no reader follows (docs/FORMAT.md, section 12).
+    The newest id is always history: expiry never deletes the newest snapshot, so no marker
+    reaches it.
+    """
+    start = len(ids) - 1
+    while start > 0 and ids[start - 1] == ids[start] - 1 and ids[start - 1] > expired_through:
+        start -= 1
+    return ids[start:], ids[:start]

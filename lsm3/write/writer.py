@@ -6,6 +6,11 @@ and one snapshot. The runs carry local sequence numbers 0..n-1, one per flush of
 ``seq_offset`` the commit receives from its parent snapshot (``next_sequence``). On a conflict
 only the manifest and snapshot are rewritten with the new offset: that is the rebase, and it
 makes commit order decide between concurrent writers without re-uploading any data.
+
+A commit that raised may still have landed (the snapshot put succeeded, the response was
+lost). The writer then keeps that batch apart, under the identity of its attempt, until a
+later ``commit()`` settles it: rows written after the failure form a separate, later commit,
+so nothing is dropped and nothing is applied twice (see :meth:`Writer.commit`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -41,6 +47,23 @@ DELETE_OPS = ("d", "-D")
 IGNORED_OPS = ("-U",)
 
 
+@dataclass
+class _FailedCommit:
+    """A batch whose ``commit()`` raised: it may or may not have landed. It keeps the identity
+    of its attempt until a later ``commit()`` settles it."""
+
+    files: list[DataFile]
+    seq_count: int
+    asked_id: str | None  # the commit_id the caller passed (None: anonymous)
+    commit_id: str  # the identity the attempt used
+    since: int  # the newest snapshot id before the first attempt
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+
 class Writer:
     """Buffers changes to one table and commits them; use as a context manager."""
 
@@ -53,8 +76,7 @@ class Writer:
         self._memtable = Memtable(self.schema)
         self._pending: list[DataFile] = []
         self._closed = False
-        # (commit_id asked for, commit id used, snapshot id before the first attempt)
-        self._attempt: tuple[str | None, str, int] | None = None
+        self._failed: _FailedCommit | None = None
 
     # ----------------------------------------------------------------- buffering
 
@@ -196,7 +218,14 @@ class Writer:
 
     @property
     def pending_rows(self) -> int:
-        return self._memtable.rows + sum(f.rows for f in self._pending)
+        """Records written and not yet known to be committed (a failed commit's included)."""
+        failed = self._failed.rows if self._failed else 0
+        return self._memtable.rows + sum(f.rows for f in self._pending) + failed
+
+    @property
+    def unresolved_commit(self) -> str | None:
+        """The identity of a commit that raised and is not settled yet (see :meth:`commit`)."""
+        return self._failed.commit_id if self._failed else None
 
     def flush(self) -> list[DataFile]:
         """Sort buffered records and upload them as runs (not yet visible: see commit)."""
@@ -256,11 +285,27 @@ class Writer:
         With nothing buffered and neither ``commit_id`` nor ``metadata`` given, nothing is
         committed and None is returned. ``commit_id`` (default: a fresh UUID) identifies the
         commit: committing the same (writer_id, commit_id) twice applies it once.
+
+        **After a failed commit.** A ``commit()`` that raised may still have landed (the
+        store took the snapshot but the response was lost). The writer keeps that batch, with
+        the identity of the failed attempt, apart from rows written afterwards, and the next
+        ``commit()`` first settles it: it finds the attempt in the table or commits it now,
+        exactly once. Then the rows written since the failure are committed as a separate,
+        later commit. So after a failure you may:
+
+        * call ``commit()`` again (same ``commit_id``, or none for an anonymous writer) with
+          nothing new written: the failed batch is applied exactly once, and its snapshot
+          returned;
+        * keep writing and call ``commit()`` / ``commit(new_id)``: both batches land, each
+          once, in order; the newest snapshot is returned;
+        * call :meth:`abort` to drop both (a batch that had in fact landed stays committed).
+
+        Reusing the failed ``commit_id`` for rows written after the failure is refused
+        (InvalidInput): that id already names the earlier batch. If the table can no longer
+        tell whether an anonymous writer's attempt landed (the snapshots that could were
+        expired), ``commit()`` raises CommitUncertain and changes nothing.
         """
         self._check_open()
-        self.flush()
-        if not self._pending and commit_id is None and metadata is None:
-            return None
         if commit_id is not None and (not isinstance(commit_id, str) or not commit_id):
             raise InvalidInput("commit_id must be a non-empty string")
         if commit_id is not None and self.writer_id is None:
@@ -270,29 +315,61 @@ class Writer:
             )
         meta = dict(metadata or {})
         _check_json(meta)
+        failed = self._failed
+        retry = failed is not None and failed.asked_id == commit_id
+        if retry and commit_id is not None and self._has_new_rows():
+            raise InvalidInput(
+                f"commit id {commit_id!r} names the batch whose commit failed; the rows written "
+                "since need a commit id of their own: call commit() with a new commit_id "
+                "(the failed batch is settled first, then these rows commit after it), or "
+                "abort() to drop both"
+            )
+        self.flush()
+        settled = self._settle_failed() if failed is not None else None
+        if retry and not self._pending:
+            return settled
+        if not self._pending and commit_id is None and metadata is None:
+            return settled
         self._apply_write_stall()
-        # A retried commit() of the same batch keeps the identity of its first attempt, so a
-        # snapshot that landed although the call raised is recognised, not applied twice.
-        retry = self._attempt is not None and self._attempt[0] == commit_id
-        if self._attempt is None or not retry:
-            base = self.table.current_snapshot()
-            first = base.snapshot_id if base else 0
-            self._attempt = (commit_id, commit_id or uuid.uuid4().hex, first)
-        snapshot = commit_files(
-            self.table,
-            added=self._pending,
-            removed=[],
+        base = self.table.current_snapshot()
+        attempt = _FailedCommit(
+            files=self._pending,
             seq_count=self._memtable.flushes,
-            kind="APPEND",
-            writer_id=self.writer_id,
-            commit_id=self._attempt[1],
+            asked_id=commit_id,
+            commit_id=commit_id or uuid.uuid4().hex,
+            since=base.snapshot_id if base else 0,
             metadata=meta,
-            since=self._attempt[2] if retry else None,
         )
-        self._attempt = None
         self._pending = []
         self._memtable.end_commit()
+        try:
+            return self._commit_batch(attempt, retried=False)
+        except BaseException:
+            self._failed = attempt
+            raise
+
+    def _has_new_rows(self) -> bool:
+        return bool(self._pending) or self._memtable.rows > 0
+
+    def _settle_failed(self) -> Snapshot:
+        """Find the failed attempt in the table or commit it now (exactly once)."""
+        assert self._failed is not None
+        snapshot = self._commit_batch(self._failed, retried=True)
+        self._failed = None
         return snapshot
+
+    def _commit_batch(self, batch: _FailedCommit, retried: bool) -> Snapshot:
+        return commit_files(
+            self.table,
+            added=batch.files,
+            removed=[],
+            seq_count=batch.seq_count,
+            kind="APPEND",
+            writer_id=self.writer_id,
+            commit_id=batch.commit_id,
+            metadata=batch.metadata,
+            since=batch.since if retried else None,
+        )
 
     def _crowded_buckets(self, files: list[DataFile]) -> dict[tuple[Any, int], int]:
         """Buckets this commit adds to whose sorted runs would reach the stop trigger."""
@@ -350,11 +427,12 @@ class Writer:
         )
 
     def abort(self) -> None:
-        """Drop everything not yet committed (uploaded runs become orphans for cleanup)."""
+        """Drop everything not yet committed, a failed commit's batch included (uploaded runs
+        become orphans for cleanup; a failed commit that had in fact landed stays committed)."""
         self._memtable.drain()
         self._memtable.end_commit()
         self._pending = []
-        self._attempt = None
+        self._failed = None
 
     def close(self) -> None:
         self._closed = True
