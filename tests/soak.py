@@ -40,12 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from identity_harness import IdentityFigures, run_continued_writers
 
 import lsm3
 from compactor.maintenance import expire_snapshots, remove_orphan_files
 from lsm3.io.local import LocalStore
 from lsm3.io.memory import MemoryStore
-from lsm3.io.store import ObjectStore
+from lsm3.io.store import ObjectStore, open_store
 from lsm3.testing.faults import FaultyStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -1354,6 +1355,25 @@ def soak_main(args: argparse.Namespace) -> int:
 
     report["races"] = phase("races")(races)
 
+    # ---- continued writers, paused committers (the commit-identity harness)
+    def identity() -> IdentityFigures:
+        total = IdentityFigures()
+        deadline = time.monotonic() + budget(60)
+        seed = 0
+        while time.monotonic() < deadline:
+            root = work / f"identity-{seed}"
+            total.merge(run_continued_writers(LocalStore(str(root), fsync=False), seed, 60))
+            seed += 1
+        with LocalS3Server.start_seaweedfs() as server:
+            for i in range(max(1, int(4 * scale))):
+                bucket = f"soak-identity-{i}-{uuid.uuid4().hex[:8]}"
+                server.s3.create_bucket(bucket)
+                inner = open_store(f"s3://{bucket}/t", server.s3.storage_options())
+                total.merge(run_continued_writers(inner, 5000 + i, 40))
+        return total
+
+    report["identity"] = phase("identity")(identity)
+
     # ---- hostile input
     def hostile() -> Counter[tuple[str, str]]:
         import test_hostile
@@ -1403,6 +1423,7 @@ def soak_main(args: argparse.Namespace) -> int:
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     anomalies = report["faults"].anomalies + report["crash"].anomalies + report["races"].anomalies
+    anomalies += report["identity"].anomalies
     escaped = [k for k in report["hostile"] if k[1].startswith("ESCAPED")]
     return 1 if anomalies or escaped else 0
 
@@ -1430,10 +1451,12 @@ def render(r: dict[str, Any]) -> str:
     c: CrashFigures = r["crash"]
     ra: RaceFigures = r["races"]
     h: Counter[tuple[str, str]] = r["hostile"]
+    ci: IdentityFigures = r["identity"]
     out = [
         f"Run {r['when']} on {r['machine']}: `{r['command']}` took {r['total_seconds']} s "
         f"(faults {r['faults_seconds']} s, crashes {r['crash_seconds']} s, races "
-        f"{r['races_seconds']} s, hostile input {r['hostile_seconds']} s, load "
+        f"{r['races_seconds']} s, commit identity {r['identity_seconds']} s, hostile input "
+        f"{r['hostile_seconds']} s, load "
         f"{r['load_seconds']} s).",
         "",
         "**Kills survived** (every one followed by the checks of the crash section):",
@@ -1477,6 +1500,18 @@ def render(r: dict[str, Any]) -> str:
         f"{ra.snapshots} snapshots, {ra.compactions} compactions, {ra.reads_checked} reads "
         f"compared with the model at their snapshot. Anomalies: **{len(ra.anomalies)}**.",
         "",
+        f"**Continued writers and paused committers** ({ci.runs} runs of the "
+        f"commit-identity harness, {ci.steps} steps, local directory and SeaweedFS): "
+        f"{ci.batches} main-writer commits returned, {ci.failed_commits} raised (faults "
+        f"injected: {', '.join(f'{k} {n}' for k, n in sorted(ci.injected.items()))}) and the "
+        f"writer went on, {ci.settled_later} failed batches settled by a later commit, "
+        f"{ci.uncertain} undecidable (CommitUncertain, anonymous writer after expiry); "
+        f"{ci.rival_batches} rival commits, {ci.pauses} pauses before a snapshot put spanning "
+        f"rival commits, {ci.compactions} compactions and {ci.expiries} expiries; "
+        f"{ci.tags} tags created and {ci.tags_refused} refused while expiry ran; "
+        f"{ci.snapshots_checked} reads compared with the fold of landed batches. Anomalies: "
+        f"**{len(ci.anomalies)}**.",
+        "",
         "**Hostile inputs** (how each input ended):",
         "",
         _table(
@@ -1518,7 +1553,7 @@ def render(r: dict[str, Any]) -> str:
             ],
         ),
     ]
-    anomalies = f.anomalies + c.anomalies + ra.anomalies
+    anomalies = f.anomalies + c.anomalies + ra.anomalies + ci.anomalies
     if anomalies:
         out += ["", "Anomalies:", ""] + [f"- {a}" for a in anomalies[:20]]
     return "\n".join(out)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from identity_harness import run_continued_writers
 
 import lsm3
 from compactor import compact
@@ -273,3 +274,17 @@ def test_lease_commits_do_not_push_data_snapshots_out_of_retain_last(
     kept = [s.snapshot_id for s in lsm3.open_table(inner).snapshots() if not s.is_lease_only]
     assert kept == data[-2:]
     assert rows(inner, snapshot_id=data[-2]) == {0: "v0", 1: "v1", 2: "v2"}
+
+
+# ------------------------------------------------------------ the harness, short
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_continued_writers_and_paused_committers_lose_nothing(
+    inner: ObjectStore, seed: int
+) -> None:
+    """The commit-identity harness (tests/identity_harness.py; ``make soak`` runs it long):
+    zero anomalies over random faults, continued writers, pauses across expiry and tags."""
+    figures = run_continued_writers(inner, seed, steps=30)
+    assert figures.anomalies == []
+    assert figures.snapshots_checked > 0 and figures.steps == 30
