@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lsm3.errors import InvalidInput, ObjectNotFound, TableNotFound
+from lsm3.format.engines import columns_with_settings, is_field_option
 from lsm3.format.schema import (
     DEFAULT_OPTIONS,
     KIND_COLUMN,
@@ -136,8 +137,9 @@ _WIDENINGS: dict[pa.DataType, tuple[pa.DataType, ...]] = {
     pa.binary(): (pa.large_binary(),),
 }
 
-# Options whose change would alter what existing data means.
-_FROZEN_OPTIONS = ("sequence_field",)
+# Options whose change would alter what existing data means (also every ``fields.*`` option:
+# a stored partial fold means what its column's function made it).
+_FROZEN_OPTIONS = ("sequence_field", "merge_engine")
 
 
 class SchemaUpdate:
@@ -164,6 +166,11 @@ class SchemaUpdate:
             )
         if name == self.base.sequence_field:
             raise InvalidInput(f"cannot {action} {name!r}: it is the table's sequence_field")
+        if name in columns_with_settings(self.base.options):
+            raise InvalidInput(
+                f"cannot {action} {name!r}: the table's merge engine options "
+                "(fields.<column>.*) name it, and they are fixed at create time"
+            )
 
     def add_column(self, name: str, type: pa.DataType, *, nullable: bool = True) -> SchemaUpdate:
         if not nullable:
@@ -213,8 +220,14 @@ class SchemaUpdate:
 
     def set_options(self, options: Mapping[str, Any]) -> SchemaUpdate:
         for k, v in options.items():
-            if k in _FROZEN_OPTIONS and v != self.base.options.get(k):
-                raise InvalidInput(f"option {k} cannot change once a table exists")
+            frozen = k in _FROZEN_OPTIONS or is_field_option(k)
+            if frozen and v != self.base.options.get(k, DEFAULT_OPTIONS.get(k)):
+                raise InvalidInput(
+                    f"option {k} cannot change once a table exists (it decides what stored "
+                    "rows mean); create a new table and copy the data"
+                )
+            if is_field_option(k):
+                continue
             if k not in DEFAULT_OPTIONS:
                 raise InvalidInput(f"unknown table option {k!r}; known: {sorted(DEFAULT_OPTIONS)}")
             self._options[k] = v

@@ -12,24 +12,33 @@ import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from lsm3.errors import CorruptMetadata, InvalidInput, SchemaMismatch, UnsupportedFormatVersion
+from lsm3.format.engines import ENGINES, EngineSpec, engine_spec, is_field_option
 
 FORMAT_VERSION = 1
+#: Schemas of tables with a merge engine other than deduplicate are written as version 2, so a
+#: reader that knows only version 1 (and would read partial folds as whole rows) refuses them.
+ENGINE_SCHEMA_VERSION = 2
 SEQ_COLUMN = "_lsm3_seq"
 KIND_COLUMN = "_lsm3_kind"
 RESERVED_PREFIX = "_lsm3_"
 KIND_UPSERT = 0
 KIND_DELETE = 1
+#: A version that replaces everything older of its key (a delete followed by upserts, folded):
+#: written only by merge engines other than deduplicate (docs/FORMAT.md, section 15).
+KIND_RESET = 2
 
 # Every option a table understands, with its default. Unknown options are refused, so a typo
 # never silently falls back to a default.
 DEFAULT_OPTIONS: dict[str, Any] = {
     "sequence_field": None,  # a column whose value orders versions of a key (e.g. source LSN)
+    "merge_engine": "deduplicate",  # what a key's value is: see lsm3.format.engines
     "memtable_bytes": 128 * 1024 * 1024,  # a writer flushes when buffered Arrow data exceeds this
     "row_group_rows": 4096,  # rows per Parquet row group: a point lookup decodes one
     "target_file_bytes": 128 * 1024 * 1024,  # compaction output size
@@ -53,6 +62,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 }
 
 CHOICE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "merge_engine": ENGINES,
     "compaction_policy": ("universal", "leveled", "full"),
     "write_stall": ("warn", "wait", "error"),
 }
@@ -210,6 +220,11 @@ class TableSchema:
         value = self.option("sequence_field")
         return str(value) if value else None
 
+    @cached_property
+    def engine(self) -> EngineSpec:
+        """The merge engine and its per-column settings (validated with the schema)."""
+        return engine_spec(self.arrow, self.primary_key, self.options, self.sequence_field)
+
     @property
     def value_columns(self) -> list[str]:
         return [n for n in self.arrow.names if n not in self.primary_key]
@@ -224,8 +239,9 @@ class TableSchema:
         return cached
 
     def to_json(self) -> dict[str, Any]:
+        engines = self.option("merge_engine") != "deduplicate"
         return {
-            "format_version": FORMAT_VERSION,
+            "format_version": ENGINE_SCHEMA_VERSION if engines else FORMAT_VERSION,
             "schema_id": self.schema_id,
             "fields": [
                 {"id": fid, **_field_to_json(f)}
@@ -252,10 +268,10 @@ class TableSchema:
         version = j.get("format_version")
         if not isinstance(version, int):
             raise CorruptMetadata(f"{what} has no integer format_version; is this an lsm3 table?")
-        if version > FORMAT_VERSION:
+        if version > ENGINE_SCHEMA_VERSION:
             raise UnsupportedFormatVersion(
                 f"{what} uses format version {version}; this lsm3 reads up to "
-                f"{FORMAT_VERSION}: upgrade lsm3"
+                f"{ENGINE_SCHEMA_VERSION}: upgrade lsm3"
             )
         try:
             fields = j["fields"]
@@ -345,7 +361,7 @@ def validate_schema(s: TableSchema) -> None:
             )
     if not isinstance(s.buckets, int) or not 1 <= s.buckets <= 65536:
         raise InvalidInput(f"buckets must be an integer from 1 to 65536, got {s.buckets!r}")
-    unknown = set(s.options) - set(DEFAULT_OPTIONS)
+    unknown = {k for k in s.options if k not in DEFAULT_OPTIONS and not is_field_option(k)}
     if unknown:
         raise InvalidInput(
             f"unknown table options {sorted(unknown)}; known: {sorted(DEFAULT_OPTIONS)}"
@@ -390,6 +406,7 @@ def validate_schema(s: TableSchema) -> None:
             )
     if s.option("num_levels") < 2:
         raise InvalidInput("option num_levels must be at least 2")
+    engine_spec(s.arrow, s.primary_key, s.options, seq_field)
 
 
 # --------------------------------------------------------------------------- incoming data

@@ -21,7 +21,7 @@ from lsm3.errors import CorruptDataFile, SizeMismatch
 from lsm3.format.evolution import SCHEMAS, projection
 from lsm3.format.keys import bucket_of, python_key, storage_values
 from lsm3.format.metadata import DataFile
-from lsm3.format.schema import KIND_COLUMN, KIND_DELETE, SEQ_COLUMN, TableSchema
+from lsm3.format.schema import KIND_COLUMN, KIND_DELETE, KIND_UPSERT, SEQ_COLUMN, TableSchema
 from lsm3.io.store import ObjectStore
 from lsm3.read.merge import drop_deleted, merge_runs
 from lsm3.read.runfile import OpenRun, manifest_constants, with_constants, with_effective_seq
@@ -321,6 +321,8 @@ def lookup(
             hits.append(found)
             older_max = max((c[0].effective_max_seq for c in ordered[i + 1 :]), default=-1)
             newer = found.filter(pc.greater(found.column(SEQ_COLUMN), older_max))
+            if not schema.engine.is_deduplicate:  # only a delete or reset hides older versions
+                newer = newer.filter(pc.not_equal(newer.column(KIND_COLUMN), KIND_UPSERT))
             cols = [storage_values(newer.column(k)).to_pylist() for k in key_names]
             resolved.update(zip(*cols, strict=True))
     hits = [h for h in hits if h.num_rows]

@@ -4,6 +4,8 @@ One implementation serves the writer (deduplicating a memtable before a flush), 
 (merge-on-read) and the compactor. It sorts only the key and ordering columns, finds the last
 row of each key on the sorted index, and gathers the surviving rows with a single ``take``:
 the gather of wide rows is the expensive part, so it is done once, on the rows that survive.
+That is the ``deduplicate`` merge engine; the other engines fold a key's versions instead
+(:mod:`lsm3.read.fold`), and ``merge_runs`` hands their runs to that fold.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lsm3.format.keys import storage_values
-from lsm3.format.schema import KIND_COLUMN, KIND_UPSERT, SEQ_COLUMN, TableSchema
+from lsm3.format.schema import KIND_COLUMN, KIND_DELETE, SEQ_COLUMN, TableSchema
+from lsm3.read.fold import fold_versions
 
 
 def order_columns(schema: TableSchema) -> list[str]:
@@ -48,7 +51,7 @@ def newest_indices(table: pa.Table, schema: TableSchema, drop_deletes: bool) -> 
     keep = last_per_key_mask(sorted_keys)
     if drop_deletes:
         kinds = pc.take(table.column(KIND_COLUMN), idx)
-        keep = pc.and_(keep, pc.equal(kinds, KIND_UPSERT))
+        keep = pc.and_(keep, pc.not_equal(kinds, KIND_DELETE))
     return pc.filter(idx, keep)
 
 
@@ -68,6 +71,9 @@ def merge_runs(
     if not tables:
         raise ValueError("merge_runs needs at least one (possibly empty) table")
     nonempty = [t for t in tables if t.num_rows] or [tables[0]]
+    if not schema.engine.is_deduplicate:
+        table = pa.concat_tables(nonempty) if len(nonempty) > 1 else nonempty[0]
+        return fold_versions(table, schema, drop_deletes=drop_deletes, columns=columns)
     newest_first = _newest_first_if_disjoint(nonempty, schema)
     if newest_first is not None:
         table = pa.concat_tables(newest_first)
@@ -134,7 +140,7 @@ def _first_per_integer_key(table: pa.Table, schema: TableSchema, drop_deletes: b
     keep = order[first]
     if drop_deletes:
         kinds = table.column(KIND_COLUMN).to_numpy()
-        keep = keep[kinds[keep] == KIND_UPSERT]
+        keep = keep[kinds[keep] != KIND_DELETE]
     return pa.array(keep)
 
 
@@ -143,6 +149,6 @@ def drop_deleted(table: pa.Table, columns: Sequence[str] | None = None) -> pa.Ta
     the row-kind column holds no deletes (its file has none)."""
     if KIND_COLUMN not in table.column_names:
         return table.select(list(columns)) if columns is not None else table
-    if table.num_rows and pc.any(pc.not_equal(table.column(KIND_COLUMN), KIND_UPSERT)).as_py():
-        table = table.filter(pc.equal(table.column(KIND_COLUMN), KIND_UPSERT))
+    if table.num_rows and pc.any(pc.equal(table.column(KIND_COLUMN), KIND_DELETE)).as_py():
+        table = table.filter(pc.not_equal(table.column(KIND_COLUMN), KIND_DELETE))
     return table.select(list(columns)) if columns is not None else table

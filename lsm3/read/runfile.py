@@ -159,7 +159,9 @@ class RunWriter:
         lo, hi = int(seq["min"].as_py()), int(seq["max"].as_py())
         self._min_seq = lo if self._min_seq is None else min(self._min_seq, lo)
         self._max_seq = hi if self._max_seq is None else max(self._max_seq, hi)
-        self._deletes += int(pc.sum(rows.column(KIND_COLUMN)).as_py() or 0)
+        # Rows that are not plain upserts: tombstones, and reset rows of merge engines.
+        kinds = rows.column(KIND_COLUMN)
+        self._deletes += int(pc.sum(pc.not_equal(kinds, KIND_UPSERT)).as_py() or 0)
         self.rows += n
 
     def finish(self) -> EncodedRun:

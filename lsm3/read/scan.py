@@ -87,6 +87,9 @@ def make_request(
     if filter is not None and not key_filter and not references_only(filter, schema.arrow, names):
         raise InvalidInput(f"filter {filter} references a column the table does not have ({names})")
     needed = list(schema.primary_key) + order_columns(schema) + [KIND_COLUMN]
+    for group_sequence, members in schema.engine.sequence_groups.items():
+        if any(m in out for m in members):  # a group's columns are folded by its sequence
+            needed.append(group_sequence)
     if filter is not None and not key_filter:
         needed += names  # the filter's columns are unknown: read them all
     read = [c for c in [*names, SEQ_COLUMN, KIND_COLUMN] if c in out or c in needed]

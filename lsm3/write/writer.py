@@ -33,9 +33,10 @@ import pyarrow.compute as pc
 from lsm3.errors import InvalidInput, SchemaMismatch, WriteStalled
 from lsm3.format.metadata import DataFile, Snapshot
 from lsm3.format.schema import KIND_DELETE, KIND_UPSERT, TableSchema, conform, to_arrow_table
+from lsm3.read.fold import fold_versions
 from lsm3.read.runfile import RunWriter
 from lsm3.write.commit import commit_files
-from lsm3.write.memtable import Memtable, split_runs, with_constant_seq
+from lsm3.write.memtable import BufferedRows, Memtable, split_runs, with_constant_seq
 
 if TYPE_CHECKING:
     from lsm3.table import Table
@@ -86,7 +87,9 @@ class Writer:
         table = to_arrow_table(data, "upsert data")
         if table.num_rows == 0:
             return
+        table = self._fill_omitted(table)
         rows = conform(table, self.schema, self.schema.arrow.names, "upsert data")
+        rows = self._normalise_counts(rows)
         self._check_sequence_field(rows)
         self._add(rows, _kinds(rows.num_rows, KIND_UPSERT))
 
@@ -145,12 +148,37 @@ class Writer:
             ops = pc.filter(ops, keep)
         if table.num_rows == 0:
             return
+        table = self._fill_omitted(table)
         rows = conform(table, self.schema, self.schema.arrow.names, "CDC data", check_nulls=False)
+        rows = self._normalise_counts(rows)
         is_delete = pc.is_in(ops, value_set=pa.array(DELETE_OPS))
         self._check_cdc_nulls(rows, is_delete)
         self._check_sequence_field(rows)
         kinds = pc.cast(is_delete, pa.int8())
         self._add(rows, kinds.combine_chunks() if isinstance(kinds, pa.ChunkedArray) else kinds)
+
+    def _fill_omitted(self, table: pa.Table) -> pa.Table:
+        """partial_update and aggregation: value columns an upsert leaves out are null
+        ("not given"), so a record may carry just the key and the columns it sets."""
+        if self.schema.engine.name not in ("partial_update", "aggregation"):
+            return table
+        keys = set(self.schema.primary_key) | {self.schema.sequence_field}
+        for f in self.schema.arrow:
+            if f.name not in table.column_names and f.name not in keys and f.nullable:
+                table = table.append_column(f.name, pa.nulls(table.num_rows, f.type))
+        return table
+
+    def _normalise_counts(self, rows: pa.Table) -> pa.Table:
+        """aggregation ``count`` columns store 1 per non-null value (and null for null), so
+        every stored row, a record or a partial fold, holds a count and folds by summing."""
+        for name, function in self.schema.engine.functions.items():
+            if function != "count":
+                continue
+            col = rows.column(name)
+            one = pa.scalar(1, col.type)
+            counted = pc.if_else(pc.is_valid(col), one, pa.scalar(None, col.type))
+            rows = rows.set_column(rows.schema.get_field_index(name), rows.field(name), counted)
+        return rows
 
     def _check_cdc_nulls(self, rows: pa.Table, is_delete: Any) -> None:
         for f in self.schema.arrow:
@@ -232,6 +260,12 @@ class Writer:
         buffered = self._memtable.drain()
         if buffered is None:
             return []
+        if not self.schema.engine.is_deduplicate:
+            # A run holds one row per key: the merge engine's fold of the key's records here
+            # (a partial fold, or a reset or delete row: lsm3.read.fold), so a flush of many
+            # records of one key stores one row.
+            folded = fold_versions(buffered.view(), self.schema, drop_deletes=False)
+            buffered = BufferedRows([folded])
         runs = [
             (partition, bucket, piece, run_id)
             for partition, bucket, indices in split_runs(buffered.view(), self.schema)
