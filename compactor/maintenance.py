@@ -19,6 +19,7 @@ request), report what they removed in objects and bytes, and with ``dry_run`` on
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import logging
@@ -33,6 +34,7 @@ import lsm3
 from lsm3.errors import CorruptMetadata, InvalidInput, Lsm3Error, SnapshotNotFound
 from lsm3.format.metadata import ManifestEntry, Snapshot
 from lsm3.io.store import ObjectInfo
+from lsm3.read.consumer import ConsumerState, consumer_key, list_consumers
 from lsm3.table import Table
 from lsm3.write.log import LATEST_HINT, SNAPSHOT_PREFIX, snapshot_key, split_history
 
@@ -81,6 +83,7 @@ class ExpireResult(_Report):
 
     expired: list[int] = field(default_factory=list)
     detached: list[int] = field(default_factory=list)
+    dropped_consumers: list[str] = field(default_factory=list)
     retained: int = 0
     oldest_retained: int | None = None
     manifests: list[str] = field(default_factory=list)
@@ -104,6 +107,7 @@ class ExpireResult(_Report):
             "dry_run": self.dry_run,
             "expired_snapshots": self.expired,
             "detached_snapshots": self.detached,
+            "dropped_consumers": self.dropped_consumers,
             "retained_snapshots": self.retained,
             "oldest_retained": self.oldest_retained,
             "manifests": len(self.manifests),
@@ -185,6 +189,14 @@ def expire_snapshots(
     if listed:
         history, detached = split_history(sorted(listed), table.log.expired_through())
         kept_from = _retained_from(table, history, retain_last)
+        consumers, idle = _consumers(table)
+        if consumers:  # a consumer needs its position's snapshot and every later one
+            held = min(c.snapshot_id for c in consumers.values())
+            kept_from = min(kept_from, bisect.bisect_left(history, held))
+        result.dropped_consumers = sorted(idle)
+        if not dry_run:  # idle past consumer_expiration: they hold nothing any more
+            for consumer_id in result.dropped_consumers:
+                store.delete(consumer_key(consumer_id))
         expired, consumed = _expirable(table, history[:kept_from], cutoff)
         dead = [s for s in _load_snapshots(table, detached) if s is not None]
         result.expired = [s.snapshot_id for s in expired]
@@ -209,6 +221,14 @@ def expire_snapshots(
             # The marker first: from now on no committer can take an expired id and report it
             # as landed (docs/FORMAT.md, section 12).
             table.log.mark_expired(max(gone))
+            # Consumers again, now that the marker is there: one created since the first
+            # listing either sees the marker (and refuses an expired start) or is seen here.
+            late = [c for c in _consumers(table)[0].values() if c.snapshot_id <= max(gone)]
+            if late:
+                raise ConcurrentMaintenance(
+                    f"consumer {late[0].consumer_id} of {table.uri} was created at snapshot "
+                    f"{late[0].snapshot_id} while expiry ran; nothing was deleted, run it again"
+                )
             # Oldest first and one at a time: a crash leaves a contiguous suffix of
             # snapshots, which is what readers and the next expiry rely on.
             for sid in gone:
@@ -247,6 +267,18 @@ def _expirable(table: Table, candidates: Sequence[int], cutoff: int) -> tuple[li
                 return expired, start + offset
             expired.append(snap)
     return expired, len(candidates)
+
+
+def _consumers(table: Table) -> tuple[dict[str, ConsumerState], set[str]]:
+    """The live changelog consumers, and the ids of those idle past the table's
+    ``consumer_expiration`` (which expiry drops: they hold nothing)."""
+    every = list_consumers(table.store)
+    seconds = table.table_schema.option("consumer_expiration")
+    if not seconds:
+        return every, set()
+    cutoff = time.time_ns() // 1_000_000 - seconds * 1000
+    idle = {c for c, state in every.items() if state.updated_ms < cutoff}
+    return {c: s for c, s in every.items() if c not in idle}, idle
 
 
 def _retained_from(table: Table, history: Sequence[int], retain_last: int) -> int:

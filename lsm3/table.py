@@ -34,7 +34,9 @@ from lsm3.format.schema import TableSchema, new_schema
 from lsm3.format.tags import check_tag_name, decode_tag, encode_tag, tag_key
 from lsm3.io.retry import with_retries
 from lsm3.io.store import ObjectStore, StoreStats, open_store
+from lsm3.read.changelog import changelog_batches, changelog_schema
 from lsm3.read.changes import changes
+from lsm3.read.consumer import Consumer, follow, list_consumers
 from lsm3.read.dataset import merged_dataset
 from lsm3.read.lookup import lookup
 from lsm3.read.scan import DEFAULT_SECTION_ROWS, make_request, scan_batches
@@ -307,6 +309,44 @@ class Table:
         once; compaction contributes nothing.
         """
         return changes(self, from_snapshot_id, to_snapshot_id, include_update_before)
+
+    def changelog(
+        self,
+        start_snapshot_id: int,
+        end_snapshot_id: int | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pa.Table:
+        """Every change of the commits in (start, end], commit by commit, with ``_row_kind``
+        (``+I -U +U -D``) and ``_snapshot_id`` (see :mod:`lsm3.read.changelog`)."""
+        end = self.snapshot(end_snapshot_id) if end_snapshot_id is not None else self.refresh()
+        schema = self.schema_at(end.schema_id if end else 0)
+        batches = list(changelog_batches(self, start_snapshot_id, end_snapshot_id, columns))
+        return pa.Table.from_batches(batches, schema=changelog_schema(schema, columns))
+
+    def changelog_batches(
+        self,
+        start_snapshot_id: int,
+        end_snapshot_id: int | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """:meth:`changelog`, streamed one commit at a time."""
+        return changelog_batches(self, start_snapshot_id, end_snapshot_id, columns)
+
+    def consumer(self, consumer_id: str, start_snapshot_id: int | None = None) -> Consumer:
+        """The changelog consumer ``consumer_id`` (created at ``start_snapshot_id``, default
+        the current snapshot, if new); expiry keeps what it has not consumed yet."""
+        return Consumer(self, consumer_id, start_snapshot_id)
+
+    def consumers(self) -> dict[str, int]:
+        """Consumer id -> the last snapshot it has processed."""
+        return {c: s.snapshot_id for c, s in list_consumers(self.store).items()}
+
+    def follow(
+        self, consumer_id: str, poll_interval: float = 1.0, stop: Any = None
+    ) -> Iterator[tuple[int, pa.Table]]:
+        """Yield ``(snapshot_id, changes)`` for each new commit as consumer ``consumer_id``
+        (see :func:`lsm3.read.consumer.follow`)."""
+        return follow(self, consumer_id, poll_interval, stop=stop)
 
     # ----------------------------------------------------------------- tags
 

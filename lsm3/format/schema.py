@@ -59,6 +59,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "write_stall": "warn",  # warn | wait | error, when a bucket reaches the stop trigger
     "write_stall_timeout_seconds": 60,  # how long "wait" waits before raising
     "compactor_lease_seconds": 600,  # how long a compactor's lease lasts between renewals
+    "consumer_expiration": None,  # seconds a changelog consumer may idle before expiry drops it
 }
 
 CHOICE_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -404,6 +405,14 @@ def validate_schema(s: TableSchema) -> None:
             raise InvalidInput(
                 f"option {name} must be one of {list(choices)}, got {s.option(name)!r}"
             )
+    expiration = s.option("consumer_expiration")
+    if expiration is not None and (
+        not isinstance(expiration, int) or isinstance(expiration, bool) or expiration < 1
+    ):
+        raise InvalidInput(
+            f"option consumer_expiration must be a number of seconds >= 1 or null (never), "
+            f"got {expiration!r}"
+        )
     if s.option("num_levels") < 2:
         raise InvalidInput("option num_levels must be at least 2")
     engine_spec(s.arrow, s.primary_key, s.options, seq_field)

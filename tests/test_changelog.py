@@ -1,0 +1,182 @@
+"""The changelog and its consumers: every commit's changes, applied in order to the table as
+read before it, give the table as read after it, under every merge engine, compaction
+included; consumers hold what they have not read from expiry."""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+import lsm3
+from compactor import compact
+from compactor.maintenance import expire_snapshots
+
+SCHEMA = pa.schema([("id", pa.int64()), ("a", pa.int64()), ("b", pa.string())])
+ENGINES: dict[str, dict[str, Any]] = {
+    "deduplicate": {},
+    "first_row": {"merge_engine": "first_row"},
+    "partial_update": {"merge_engine": "partial_update"},
+    "aggregation": {"merge_engine": "aggregation", "fields.a.aggregate_function": "sum"},
+}
+
+
+def state(t: lsm3.Table, snapshot_id: int) -> dict[int, dict[str, Any]]:
+    return {r["id"]: r for r in t.to_arrow(snapshot_id=snapshot_id).to_pylist()}
+
+
+def apply(before: dict[int, dict[str, Any]], changes: pa.Table) -> dict[int, dict[str, Any]]:
+    """Apply changes as plain upserts and deletes, checking every before-image."""
+    out = dict(before)
+    for row in changes.to_pylist():
+        kind, value = row.pop("_row_kind"), row
+        value.pop("_snapshot_id")
+        if kind in ("-U", "-D"):
+            assert out.get(value["id"]) == value, f"{kind} must carry the exact old values"
+            if kind == "-D":
+                del out[value["id"]]
+        else:
+            assert (kind == "+I") == (value["id"] not in out)
+            out[value["id"]] = value
+    return out
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_each_commits_changes_turn_the_previous_state_into_the_next(
+    tmp_path: Path, engine: str
+) -> None:
+    rng = random.Random(engine)
+    options = {**ENGINES[engine], "num_sorted_run_trigger": 2, "row_group_rows": 2}
+    t = lsm3.create_table(str(tmp_path / "t"), SCHEMA, "id", options=options)
+    for step in range(25):
+        if step % 6 == 5:
+            compact(t, policy=rng.choice(["universal", "full"]), owner="test")
+            continue
+        with t.writer() as w:
+            for _ in range(rng.randint(1, 6)):
+                k = rng.randrange(8)
+                if rng.random() < 0.25:
+                    w.delete([k])
+                else:
+                    a = rng.choice([None, 1, 2, 3])
+                    b = rng.choice([None, "x", "y"])
+                    w.upsert([{"id": k, "a": a, "b": b}])
+    ids = t.snapshot_ids()
+    for sid in ids:
+        changes = t.changelog(sid - 1, sid)
+        assert apply(state(t, sid - 1), changes) == state(t, sid), f"snapshot {sid}"
+        if t.snapshot(sid).kind != "APPEND":
+            assert changes.num_rows == 0, "compaction changes no value"
+    whole = t.changelog(0)
+    assert apply({}, whole) == state(t, ids[-1])
+    assert whole.column("_snapshot_id").to_pylist() == sorted(
+        whole.column("_snapshot_id").to_pylist()
+    )
+    streamed = pa.Table.from_batches(list(t.changelog_batches(0)), schema=whole.schema)
+    assert streamed.equals(whole)
+    assert t.changelog(0, columns=["id", "b"]).schema.names == [
+        "id",
+        "b",
+        "_row_kind",
+        "_snapshot_id",
+    ]
+
+
+def test_unchanged_values_give_no_rows(tmp_path: Path) -> None:
+    t = lsm3.create_table(str(tmp_path / "t"), SCHEMA, "id", options=ENGINES["first_row"])
+    with t.writer() as w:
+        w.upsert([{"id": 1, "a": 1, "b": "x"}])
+    with t.writer() as w:
+        w.upsert([{"id": 1, "a": 2, "b": "y"}])  # ignored by first_row
+    assert t.changelog(1).num_rows == 0
+
+
+def test_a_consumer_reads_each_change_once_and_holds_it_from_expiry(tmp_path: Path) -> None:
+    t = lsm3.create_table(str(tmp_path / "t"), SCHEMA, "id")
+    with t.writer() as w:
+        w.upsert([{"id": 1, "a": 1, "b": "x"}])
+    consumer = t.consumer("warehouse")
+    assert consumer.position == 1 and t.consumers() == {"warehouse": 1}
+    for i in range(2, 6):
+        with t.writer() as w:
+            w.upsert([{"id": i, "a": i, "b": "x"}])
+    expire_snapshots(t, retain_last=1, older_than=0)
+    assert t.snapshot_ids()[0] == 1, "the consumer's position and later snapshots are kept"
+    changes = consumer.read()
+    assert changes.column("id").to_pylist() == [2, 3, 4, 5]
+    consumer.commit(changes.column("_snapshot_id").to_pylist()[-1])
+    again = lsm3.open_table(str(tmp_path / "t")).consumer("warehouse")
+    assert again.position == 5 and again.read().num_rows == 0
+    expire_snapshots(t, retain_last=1, older_than=0)
+    assert t.snapshot_ids() == [5]
+    with pytest.raises(lsm3.InvalidInput, match="cannot move back"):
+        again.commit(3)
+
+
+def test_two_processes_cannot_both_advance_one_consumer(tmp_path: Path) -> None:
+    t = lsm3.create_table(str(tmp_path / "t"), SCHEMA, "id")
+    for i in range(3):
+        with t.writer() as w:
+            w.upsert([{"id": i, "a": i, "b": None}])
+    first = t.consumer("c", start_snapshot_id=0)
+    second = lsm3.open_table(str(tmp_path / "t")).consumer("c")
+    first.commit(2)
+    with pytest.raises(lsm3.CommitConflict, match="another process"):
+        second.commit(3)
+    assert t.consumers() == {"c": 2}
+
+
+def test_an_idle_consumer_is_dropped_after_consumer_expiration(tmp_path: Path) -> None:
+    t = lsm3.create_table(str(tmp_path / "t"), SCHEMA, "id", options={"consumer_expiration": 1})
+    with t.writer() as w:
+        w.upsert([{"id": 1, "a": 1, "b": "x"}])
+    consumer = t.consumer("gone")
+    state_before = consumer.state
+    object.__setattr__(state_before, "updated_ms", 0)  # as if idle since 1970
+    t.store.put("consumer/gone.json", state_before.encode())
+    with t.writer() as w:
+        w.upsert([{"id": 2, "a": 1, "b": "x"}])
+    result = expire_snapshots(t, retain_last=1, older_than=0)
+    assert result.dropped_consumers == ["gone"] and t.consumers() == {}
+    assert t.snapshot_ids() == [2]
+
+
+def test_a_consumer_cannot_start_at_an_expired_snapshot(tmp_path: Path) -> None:
+    t = lsm3.create_table(str(tmp_path / "t"), SCHEMA, "id")
+    for i in range(3):
+        with t.writer() as w:
+            w.upsert([{"id": i, "a": i, "b": None}])
+    expire_snapshots(t, retain_last=1, older_than=0)
+    with pytest.raises(lsm3.SnapshotNotFound, match="expired"):
+        t.consumer("late", start_snapshot_id=1)
+    assert t.consumers() == {}
+
+
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", ".hidden", "x" * 200, "a..b", 7])
+def test_consumer_ids_with_path_characters_are_refused(tmp_path: Path, bad: Any) -> None:
+    t = lsm3.create_table(str(tmp_path / "t"), SCHEMA, "id")
+    with pytest.raises(lsm3.InvalidInput, match="consumer id"):
+        t.consumer(bad)
+    assert t.consumers() == {}
+
+
+def test_follow_yields_each_commit_and_commits_the_position(tmp_path: Path) -> None:
+    t = lsm3.create_table(str(tmp_path / "t"), SCHEMA, "id")
+    with t.writer() as w:
+        w.upsert([{"id": 0, "a": 0, "b": None}])
+    t.consumer("f")  # starts at snapshot 1
+    for i in range(1, 4):
+        with t.writer() as w:
+            w.upsert([{"id": i, "a": i, "b": None}])
+    stop = threading.Event()
+    seen = []
+    for sid, changes in t.follow("f", poll_interval=0.01, stop=stop):
+        seen.append((sid, changes.column("id").to_pylist()))
+        if sid == 4:
+            stop.set()
+    assert seen == [(2, [1]), (3, [2]), (4, [3])]
+    assert t.consumers() == {"f": 4}
