@@ -306,9 +306,11 @@ def _only_referenced_by(
     """Manifests no retained snapshot needs, and data files (path -> size) no retained
     snapshot can read, given the snapshots being expired.
 
-    Manifests: a retained snapshot needs its manifest list and its delta manifest, and every
-    commit lists its parent's manifests plus a new one (or one merged manifest), so what an
-    expired snapshot shares with any retained one it shares with the oldest retained one.
+    Manifests: a retained snapshot needs its manifest list, the manifests that list names,
+    its tail and its delta manifest. Every commit keeps its parent's manifests or replaces
+    some of them by new ones (fresh names, never listed again once dropped), so the
+    snapshots that need one object are consecutive, and what an expired snapshot shares with
+    any retained one it shares with the oldest retained one.
 
     Detached snapshots (below a gap in the ids or an expiry marker) were never part of the
     history. Only their snapshot objects are deleted here, not the files they name: the
@@ -328,10 +330,10 @@ def _only_referenced_by(
             f"snapshot {first_retained} of {table.uri} was expired by another process while "
             "this one was expiring; run one maintenance job per table"
         ) from None
-    kept_manifests = set(keep.referenced_manifests)
+    kept_manifests = table.manifests.referenced(keep)
     manifests: set[str] = set()
     for snap in expired:
-        manifests.update(p for p in snap.referenced_manifests if p not in kept_manifests)
+        manifests.update(p for p in _referenced(table, snap) if p not in kept_manifests)
     # Files removed by the oldest retained snapshot were live only in its (expired) parent.
     # The oldest expired snapshot's removals were freed by the run that expired its parent
     # (or there are none: the first snapshot removes nothing).
@@ -360,9 +362,18 @@ def _tag_references(table: Table) -> set[str]:
     it outlives the expiry of ``snapshot/`` objects; its files must too)."""
     out: set[str] = set()
     for snap in table.tagged_snapshots().values():
-        out.update(snap.referenced_manifests)
+        out.update(table.manifests.referenced(snap))
         out.update(f.path for f in table.files_of(snap))
     return out
+
+
+def _referenced(table: Table, snap: Snapshot) -> set[str]:
+    """The manifest objects ``snap`` needs; of a snapshot whose manifest list is gone (an
+    interrupted expiry, or a detached snapshot) only the objects it names itself."""
+    try:
+        return table.manifests.referenced(snap)
+    except CorruptMetadata:
+        return set(snap.referenced_manifests)
 
 
 def _fix_latest_hint(table: Table, newest_expired: int, newest: int) -> None:
@@ -471,8 +482,19 @@ def _collect_references(
     todo = [i for i in ids if i not in seen]
     seen.update(todo)
     snapshots = [snap for snap in _load_snapshots(table, todo) if snap is not None]
-    for snap in snapshots:
-        referenced.update(snap.referenced_manifests)
+
+    def manifests_of(snap: Snapshot) -> set[str]:
+        try:
+            return table.manifests.referenced(snap)
+        except CorruptMetadata:
+            if snap.snapshot_id in detached:
+                return set(snap.referenced_manifests)
+            if table.store.head(snapshot_key(snap.snapshot_id)) is None:
+                return set()  # its snapshot was expired meanwhile
+            raise
+
+    for names in _parallel(manifests_of, snapshots):
+        referenced.update(names)
 
     def live_files(snap: Snapshot) -> list[str]:
         try:
@@ -493,7 +515,7 @@ def _named_entries(table: Table, snap: Snapshot) -> list[ManifestEntry]:
     """Entries of the manifests of ``snap`` that still exist (a detached snapshot's older
     manifests may be gone)."""
     out: list[ManifestEntry] = []
-    for path in snap.referenced_manifests:
+    for path in _referenced(table, snap):
         try:
             out.extend(table.manifests.entries(path, table.schema_at(snap.schema_id)))
         except CorruptMetadata:

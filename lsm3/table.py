@@ -189,7 +189,7 @@ class Table:
     def last_commit(self, writer_id: str) -> CommitRecord | None:
         """The last commit of the named writer, from the newest snapshot (refreshes first)."""
         snap = self.refresh()
-        record = snap.writers.get(writer_id) if snap else None
+        record = self.manifests.writer_record(snap, writer_id)
         if record is None:
             return None
         return CommitRecord(writer_id, record.commit_id, record.snapshot_id, dict(record.metadata))

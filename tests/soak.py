@@ -129,10 +129,10 @@ def check_orphans(table: lsm3.Table, local_root: str | None = None) -> dict[str,
     store = table.store
     referenced: set[str] = set()
     for s in table.snapshots():
-        referenced.update(s.referenced_manifests)
+        referenced.update(table.manifests.referenced(s))
         referenced.update(f.path for f in table.files_of(s))
     for s in table.tagged_snapshots().values():
-        referenced.update(s.referenced_manifests)
+        referenced.update(table.manifests.referenced(s))
         referenced.update(f.path for f in table.files_of(s))
     temporary = re.compile(r"\.[0-9a-f]{32}\.tmp$")  # of local puts killed mid-write
     everything = [i.key for i in store.list("")]

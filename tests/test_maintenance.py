@@ -82,11 +82,11 @@ def objects(t: lsm3.Table) -> dict[str, int]:
 
 
 def referenced(t: lsm3.Table) -> set[str]:
-    """Every manifest a snapshot present needs (its list and its delta) and every data file
+    """Every manifest (list) a snapshot present needs and every data file
     live in one of them: what time travel and incremental reads can still touch."""
     out: set[str] = set()
     for snap in t.snapshots():
-        out.update(snap.referenced_manifests)
+        out.update(t.manifests.referenced(snap))
         out.update(f.path for f in t.files(snap.snapshot_id))
     return out
 

@@ -170,7 +170,7 @@ def inspect_table(table: lsm3.Table, snapshot_id: int | None = None) -> dict[str
         if snap is None
         else {
             w: {"commit_id": r.commit_id, "snapshot_id": r.snapshot_id, "metadata": r.metadata}
-            for w, r in sorted(snap.writers.items())
+            for w, r in sorted(table.manifests.all_writers(snap).items())
         },
     }
     report["requests"] = table.store_stats()

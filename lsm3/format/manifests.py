@@ -1,10 +1,10 @@
-"""Manifests: reading a snapshot's live file set and writing delta and merged manifests.
+"""Manifests: reading a snapshot's live file set, its manifest list and writer records.
 
-A snapshot lists manifests in order; replaying their ``add`` and ``remove`` entries gives the
-live data files. A commit writes one small delta manifest and appends it to its parent's list,
-so no commit rewrites the whole file list. When the list grows past the table option
-``manifest_merge_threshold`` the committer writes one merged manifest of the live files and the
-new snapshot lists only that one. Manifests are immutable and cached forever.
+A snapshot's manifests are those of its manifest list (version 2) followed by its own tail;
+replaying their ``add`` and ``remove`` entries in order gives the live data files. A commit
+writes one small delta manifest and appends it to the tail; how tails are folded into new
+manifest lists is the committer's business (``lsm3/write/manifest_merge.py``). Manifests and
+lists are immutable and cached forever.
 """
 
 from __future__ import annotations
@@ -16,20 +16,30 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from lsm3.errors import CorruptMetadata, ObjectNotFound
-from lsm3.format.metadata import DataFile, ManifestEntry, Snapshot, decode_manifest, encode_manifest
+from lsm3.format.manifest_list import ManifestList
+from lsm3.format.metadata import (
+    DataFile,
+    ManifestEntry,
+    Snapshot,
+    WriterRecord,
+    decode_manifest,
+    encode_manifest,
+)
 from lsm3.format.schema import TableSchema
 from lsm3.io.store import ObjectStore
 
 
 class ManifestReader:
-    """Loads manifests through a small LRU cache and computes live file sets."""
+    """Loads manifests and manifest lists through LRU caches and computes live file sets."""
 
     def __init__(self, store: ObjectStore, capacity: int = 1024) -> None:
         self.store = store
         self._cache: OrderedDict[str, list[ManifestEntry]] = OrderedDict()
+        self._lists: OrderedDict[str, ManifestList] = OrderedDict()
         self._lock = threading.Lock()
         self._capacity = capacity
-        self._live_cache: OrderedDict[int, list[DataFile]] = OrderedDict()
+        self._live_cache: OrderedDict[int, tuple[Snapshot, dict[str, DataFile]]] = OrderedDict()
+        self._list_live: OrderedDict[str, dict[str, DataFile]] = OrderedDict()
 
     def write(self, entries: Sequence[ManifestEntry], schema: TableSchema) -> str:
         """Upload a new manifest and keep its entries cached (no GET to read it back)."""
@@ -38,16 +48,21 @@ class ManifestReader:
             self._cache[path] = list(entries)
         return path
 
-    def remember_live(self, snapshot_id: int, files: list[DataFile]) -> None:
-        """Seed the live-file cache for a snapshot this process just committed."""
+    def write_list(self, manifest_list: ManifestList) -> str:
+        """Upload a new manifest list (a fresh name) and keep it cached."""
+        path = f"{MANIFEST_LIST_PREFIX}{uuid.uuid4().hex}.json"
+        self.store.put_if_absent(path, manifest_list.encode())
         with self._lock:
-            self._live_cache[snapshot_id] = files
+            self._lists[path] = manifest_list
+        return path
 
     def forget(self, paths: list[str], snapshot_ids: list[int]) -> None:
         """Drop deleted manifests and expired snapshots' file lists from the caches."""
         with self._lock:
             for path in paths:
                 self._cache.pop(path, None)
+                self._lists.pop(path, None)
+                self._list_live.pop(path, None)
             for sid in snapshot_ids:
                 self._live_cache.pop(sid, None)
 
@@ -70,31 +85,137 @@ class ManifestReader:
                 self._cache.popitem(last=False)
         return entries
 
-    def live_files(self, snapshot: Snapshot | None, schema: TableSchema) -> list[DataFile]:
-        """The data files visible in ``snapshot``, in commit order."""
-        if snapshot is None:
-            return []
+    def manifest_list(self, path: str) -> ManifestList:
+        """The manifest list at ``path`` (cached forever: lists are immutable)."""
         with self._lock:
-            found = self._live_cache.get(snapshot.snapshot_id)
-        if found is not None:
-            return found
-        missing = [m for m in snapshot.manifests if m not in self._cache]
-        if len(missing) > 1:  # cold start: fetch in parallel
+            found = self._lists.get(path)
+            if found is not None:
+                self._lists.move_to_end(path)
+                return found
+        try:
+            raw = self.store.get(path)
+        except ObjectNotFound:
+            raise CorruptMetadata(
+                f"manifest list {path} is named by a snapshot but missing"
+            ) from None
+        found = ManifestList.decode(raw, f"manifest list {path}")
+        with self._lock:
+            self._lists[path] = found
+            while len(self._lists) > 64:
+                self._lists.popitem(last=False)
+        return found
+
+    def listed(self, snapshot: Snapshot) -> ManifestList:
+        """The snapshot's manifest list (an empty one for a version-1 snapshot)."""
+        if snapshot.manifest_list is None:
+            return EMPTY_LIST
+        return self.manifest_list(snapshot.manifest_list)
+
+    def all_manifests(self, snapshot: Snapshot) -> list[str]:
+        """Every manifest of the snapshot in replay order: its list's, then its tail."""
+        return [*self.listed(snapshot).paths, *snapshot.manifests]
+
+    def referenced(self, snapshot: Snapshot) -> set[str]:
+        """Every object under ``manifest/`` the snapshot needs: its manifest list, the
+        manifests the list names, its tail and its delta manifest."""
+        return {*snapshot.referenced_manifests, *self.listed(snapshot).paths}
+
+    def writer_record(self, snapshot: Snapshot | None, writer_id: str) -> WriterRecord | None:
+        """The last commit of a named writer as of ``snapshot``: the snapshot's own records
+        override those its manifest list carries."""
+        if snapshot is None:
+            return None
+        found = snapshot.writers.get(writer_id)
+        if found is None and snapshot.manifest_list is not None:
+            found = self.listed(snapshot).writers.get(writer_id)
+        return found
+
+    def all_writers(self, snapshot: Snapshot | None) -> dict[str, WriterRecord]:
+        """Every named writer's last commit as of ``snapshot``."""
+        if snapshot is None:
+            return {}
+        return {**self.listed(snapshot).writers, **snapshot.writers}
+
+    def fetch(self, paths: Sequence[str], schema: TableSchema) -> None:
+        """Load the manifests not cached yet, in parallel."""
+        missing = [m for m in dict.fromkeys(paths) if m not in self._cache]
+        if len(missing) > 1:
             with ThreadPoolExecutor(max_workers=min(16, len(missing))) as pool:
                 list(pool.map(lambda m: self.entries(m, schema), missing))
-        live: dict[str, DataFile] = {}
-        for path in snapshot.manifests:
-            for e in self.entries(path, schema):
-                if e.op == "add":
-                    live[e.file.path] = e.file
-                else:
-                    live.pop(e.file.path, None)
-        files = list(live.values())
+
+    def live_files(self, snapshot: Snapshot | None, schema: TableSchema) -> list[DataFile]:
+        """The data files visible in ``snapshot``, in commit order."""
+        return list(self.live_map(snapshot, schema).values())
+
+    def live_map(self, snapshot: Snapshot | None, schema: TableSchema) -> dict[str, DataFile]:
+        """Path -> data file of the files visible in ``snapshot`` (do not modify it).
+
+        Derived from the parent's cached set when the snapshot only appends its delta to the
+        parent's manifests, else from the cached replay of its manifest list plus its tail.
+        """
+        if snapshot is None:
+            return {}
         with self._lock:
-            self._live_cache[snapshot.snapshot_id] = files
-            while len(self._live_cache) > 64:
+            found = self._live_cache.get(snapshot.snapshot_id)
+            parent = self._live_cache.get(snapshot.snapshot_id - 1)
+        if found is not None and found[0] == snapshot:
+            return found[1]
+        if parent is not None and _extends(parent[0], snapshot):
+            live = dict(parent[1])
+            if snapshot.delta_manifest is not None:
+                _replay(live, self.entries(snapshot.delta_manifest, schema))
+        else:
+            listed = self.listed(snapshot)
+            self.fetch([*listed.paths, *snapshot.manifests], schema)
+            live = dict(self._list_replay(snapshot.manifest_list, listed, schema))
+            for path in snapshot.manifests:
+                _replay(live, self.entries(path, schema))
+        with self._lock:
+            self._live_cache[snapshot.snapshot_id] = (snapshot, live)
+            while len(self._live_cache) > 8:
                 self._live_cache.popitem(last=False)
-        return files
+        return live
+
+    def _list_replay(
+        self, path: str | None, listed: ManifestList, schema: TableSchema
+    ) -> dict[str, DataFile]:
+        if path is None:
+            return {}
+        with self._lock:
+            found = self._list_live.get(path)
+        if found is not None:
+            return found
+        live: dict[str, DataFile] = {}
+        for manifest in listed.paths:
+            _replay(live, self.entries(manifest, schema))
+        with self._lock:
+            self._list_live[path] = live
+            while len(self._list_live) > 2:
+                self._list_live.popitem(last=False)
+        return live
+
+
+#: Manifest lists live beside the manifests: ``manifest/list-<32 hex>.json``.
+MANIFEST_LIST_PREFIX = "manifest/list-"
+EMPTY_LIST = ManifestList(())
+
+
+def _replay(live: dict[str, DataFile], entries: Sequence[ManifestEntry]) -> None:
+    for e in entries:
+        if e.op == "add":
+            live[e.file.path] = e.file
+        else:
+            live.pop(e.file.path, None)
+
+
+def _extends(parent: Snapshot, child: Snapshot) -> bool:
+    """True if ``child``'s manifests are exactly ``parent``'s plus its own delta (or the
+    same, when it changed no file), so its live set is the parent's with the delta applied."""
+    if child.manifest_list != parent.manifest_list:
+        return False
+    if child.delta_manifest is None:
+        return child.manifests == parent.manifests
+    return child.manifests == (*parent.manifests, child.delta_manifest)
 
 
 def write_manifest(

@@ -20,6 +20,9 @@ from lsm3.format.keys import key_from_json, key_to_json
 from lsm3.format.schema import FORMAT_VERSION
 
 SNAPSHOT_KINDS = ("APPEND", "COMPACT", "SCHEMA")
+#: Snapshots that name a manifest list (docs/FORMAT.md, section 4a) are version 2; the others
+#: are written as version 1, which older readers still read. Readers read both.
+SNAPSHOT_FORMAT_VERSION = 2
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9._=%+\-]+(/[A-Za-z0-9._=%+\-]+)*$")
 
 
@@ -131,6 +134,11 @@ class DataFile:
         return f
 
 
+def metadata_int(v: Any) -> int:
+    """A 64-bit integer field of metadata (CorruptMetadata otherwise)."""
+    return _int(v)
+
+
 def _int(v: Any) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or abs(v) >= 2**63:
         raise CorruptMetadata(f"expected a 64-bit integer in metadata, got {v!r}")
@@ -196,6 +204,27 @@ class WriterRecord:
     metadata: dict[str, Any]
 
 
+def writers_to_json(writers: dict[str, WriterRecord]) -> dict[str, Any]:
+    return {
+        w: {"commit_id": r.commit_id, "snapshot_id": r.snapshot_id, "metadata": r.metadata}
+        for w, r in sorted(writers.items())
+    }
+
+
+def writers_from_json(doc: Any, what: str) -> dict[str, WriterRecord]:
+    if not isinstance(doc, dict):
+        raise CorruptMetadata(f"{what}: writers must be an object")
+    try:
+        return {
+            _str(w): WriterRecord(
+                _str(r["commit_id"]), _int(r["snapshot_id"]), dict(r.get("metadata") or {})
+            )
+            for w, r in doc.items()
+        }
+    except KeyError as exc:
+        raise CorruptMetadata(f"{what}: a writer record is missing {exc}") from None
+
+
 @dataclass(frozen=True)
 class CompactorLease:
     """Which compactor may commit COMPACT snapshots, and until when (ms since epoch)."""
@@ -237,6 +266,13 @@ class Snapshot:
     writers: dict[str, WriterRecord] = field(default_factory=dict)
     compactor: CompactorLease | None = None
     delta_manifest: str | None = None
+    #: Version 2: the manifest list holding the manifests before ``manifests`` (the tail) and
+    #: the writer records before ``writers`` (the recent ones); None in version 1.
+    manifest_list: str | None = None
+
+    @property
+    def format_version(self) -> int:
+        return 2 if self.manifest_list is not None else 1
 
     @property
     def is_lease_only(self) -> bool:
@@ -246,15 +282,20 @@ class Snapshot:
 
     @property
     def referenced_manifests(self) -> tuple[str, ...]:
-        """Every manifest this snapshot needs: its list plus its own delta."""
+        """Every object under ``manifest/`` this snapshot names itself: its manifest list,
+        its tail of manifests and its own delta. The manifests the list names are needed too
+        (``ManifestReader.referenced`` adds them)."""
+        out = list(self.manifests)
         if self.delta_manifest and self.delta_manifest not in self.manifests:
-            return (*self.manifests, self.delta_manifest)
-        return self.manifests
+            out.append(self.delta_manifest)
+        if self.manifest_list is not None:
+            out.append(self.manifest_list)
+        return tuple(out)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc = {
             "format": "lsm3",
-            "format_version": FORMAT_VERSION,
+            "format_version": self.format_version,
             "snapshot_id": self.snapshot_id,
             "parent_id": self.parent_id,
             "schema_id": self.schema_id,
@@ -266,13 +307,13 @@ class Snapshot:
             "commit_id": self.commit_id,
             "metadata": self.metadata,
             "summary": self.summary,
-            "writers": {
-                w: {"commit_id": r.commit_id, "snapshot_id": r.snapshot_id, "metadata": r.metadata}
-                for w, r in sorted(self.writers.items())
-            },
+            "writers": writers_to_json(self.writers),
             "compactor": self.compactor.to_json() if self.compactor else None,
             "delta_manifest": self.delta_manifest,
         }
+        if self.manifest_list is not None:
+            doc["manifest_list"] = self.manifest_list
+        return doc
 
     def encode(self) -> bytes:
         return json.dumps(self.to_json(), indent=1).encode()
@@ -280,7 +321,7 @@ class Snapshot:
     @staticmethod
     def decode(raw: bytes, what: str) -> Snapshot:
         doc = _load_json(raw, what)
-        _check_header(doc, "lsm3", what)
+        _check_header(doc, "lsm3", what, SNAPSHOT_FORMAT_VERSION)
         try:
             kind = _str(doc["kind"])
             if kind not in SNAPSHOT_KINDS:
@@ -294,12 +335,8 @@ class Snapshot:
             writers_doc = doc.get("writers") or {}
             if not all(isinstance(x, dict) for x in (metadata, summary, writers_doc)):
                 raise CorruptMetadata(f"{what}: metadata, summary and writers must be objects")
-            writers = {
-                _str(w): WriterRecord(
-                    _str(r["commit_id"]), _int(r["snapshot_id"]), dict(r.get("metadata") or {})
-                )
-                for w, r in writers_doc.items()
-            }
+            writers = writers_from_json(writers_doc, what)
+            listed = doc.get("manifest_list")
             return Snapshot(
                 snapshot_id=_int(doc["snapshot_id"]),
                 parent_id=None if parent is None else _int(parent),
@@ -318,6 +355,9 @@ class Snapshot:
                     None
                     if doc.get("delta_manifest") is None
                     else check_relative_path(doc["delta_manifest"], "manifest/", what)
+                ),
+                manifest_list=(
+                    None if listed is None else check_relative_path(listed, "manifest/", what)
                 ),
             )
         except KeyError as exc:
@@ -340,7 +380,19 @@ def _load_json(raw: bytes, what: str) -> dict[str, Any]:
     return doc
 
 
-def _check_header(doc: dict[str, Any], expected: str, what: str) -> None:
+def load_json(raw: bytes, what: str) -> dict[str, Any]:
+    """A metadata object's JSON document (CorruptMetadata if it is not one)."""
+    return _load_json(raw, what)
+
+
+def check_header(doc: dict[str, Any], expected: str, what: str, max_version: int) -> None:
+    """Refuse an object of another kind, or of a newer version than ``max_version``."""
+    _check_header(doc, expected, what, max_version)
+
+
+def _check_header(
+    doc: dict[str, Any], expected: str, what: str, max_version: int = FORMAT_VERSION
+) -> None:
     if doc.get("format") != expected:
         raise CorruptMetadata(
             f"{what} is not an lsm3 object (format={doc.get('format')!r}, expected {expected!r})"
@@ -348,8 +400,8 @@ def _check_header(doc: dict[str, Any], expected: str, what: str) -> None:
     version = doc.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise CorruptMetadata(f"{what} has no integer format_version")
-    if version > FORMAT_VERSION:
+    if version > max_version:
         raise UnsupportedFormatVersion(
-            f"{what} uses format version {version}; this lsm3 reads up to {FORMAT_VERSION}: "
+            f"{what} uses format version {version}; this lsm3 reads up to {max_version}: "
             "upgrade lsm3 to read this table"
         )

@@ -43,7 +43,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "row_group_rows": 4096,  # rows per Parquet row group: a point lookup decodes one
     "target_file_bytes": 128 * 1024 * 1024,  # compaction output size
     "commit_retries": 32,  # conditional-put conflicts a commit survives before giving up
-    "manifest_merge_threshold": 32,  # manifests per snapshot before a commit merges them
+    "manifest_merge_threshold": 32,  # tail manifests per snapshot before a commit folds them
+    "manifest_target_entries": 2048,  # file entries of a large manifest (never merged again)
+    "manifest_merge_min_count": 256,  # small manifests that a fold merges even if not large
     "latest_hint_interval": 16,  # write snapshot/LATEST every N snapshots (advisory only)
     "upload_concurrency": 8,  # parallel run uploads per flush
     # Compaction (read by the compactor; the stop trigger also by writers, for write stalls).
@@ -382,6 +384,8 @@ def validate_schema(s: TableSchema) -> None:
         "target_file_bytes",
         "commit_retries",
         "manifest_merge_threshold",
+        "manifest_target_entries",
+        "manifest_merge_min_count",
         "latest_hint_interval",
         "upload_concurrency",
         "num_sorted_run_trigger",

@@ -4,7 +4,9 @@ changes.
 A commit is built on the latest snapshot (``build``) and appended with the log's conditional
 put; on a conflict it is rebuilt on the new latest snapshot. Rebuilding is cheap: the data
 files are already uploaded, only the delta manifest (new sequence offsets) and the snapshot
-are written again.
+are written again. A writer's commit never reads the table's live file set: its cost is its
+delta plus, every ``manifest_merge_threshold`` commits, a fold of recent manifests
+(``lsm3/write/manifest_merge.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from lsm3.errors import CommitConflict, CommitUncertain, PreconditionFailed
 from lsm3.format.evolution import SCHEMAS, SchemaUpdate, schema_key
 from lsm3.format.metadata import CompactorLease, DataFile, ManifestEntry, Snapshot, WriterRecord
+from lsm3.format.schema import TableSchema
+from lsm3.write.manifest_merge import Layout, fold, needs_rewrite, rewrite
 
 if TYPE_CHECKING:
     from lsm3.table import Table
@@ -44,23 +48,30 @@ def commit_files(
     raise to fence a stale compactor); by default the parent's lease is carried over."""
     removed_paths = {f.path for f in removed}
     added_paths = {f.path for f in added}
-    built_live: dict[int, list[DataFile]] = {}
+    # Set once a put may have landed: only then can an added file already be live.
+    uncertain = [since is not None]
 
-    def already_committed(
-        base: Snapshot | None, live: Sequence[DataFile] | None
-    ) -> Snapshot | None:
+    def live_of(base: Snapshot | None) -> dict[str, DataFile]:
+        return table.manifests.live_map(base, table.schema_at(base.schema_id if base else 0))
+
+    def already_committed(base: Snapshot | None) -> Snapshot | None:
         """This commit, if an earlier attempt landed (docs/FORMAT.md, section 6, "commit
-        identity"): a named writer's last commit (recorded in every snapshot), any of the
-        files it adds being live (their names are fresh, so only this commit adds them), or
-        a snapshot after ``since`` (an earlier call's attempt) carrying its identity. Returns
-        the snapshot that landed, or ``base`` when that one was expired since."""
+        identity"): a named writer's last commit (recorded in every snapshot or its manifest
+        list), any of the files it adds being live (their names are fresh, so only this
+        commit adds them), or a snapshot after ``since`` (an earlier call's attempt) carrying
+        its identity. Returns the snapshot that landed, or ``base`` when that one was expired
+        since. Before any attempt could have landed it costs nothing."""
         if base is None:
             return None
-        rec = base.writers.get(writer_id) if writer_id else None
+        rec = table.manifests.writer_record(base, writer_id) if writer_id else None
         if rec is not None and rec.commit_id == commit_id:
             return table.log.try_load(rec.snapshot_id) or base
-        if live is not None and added_paths and any(f.path in added_paths for f in live):
-            return base
+        if not uncertain[0]:
+            return None
+        if added_paths:
+            live = live_of(base)
+            if any(p in live for p in added_paths):
+                return base
         if since is None or base.snapshot_id <= since:
             return None
         floor = table.log.expired_through(since)
@@ -84,15 +95,14 @@ def commit_files(
 
     def build(base: Snapshot | None) -> Snapshot | None:
         schema = table.schema_at(base.schema_id if base else 0)
-        live = table.manifests.live_files(base, schema)
-        if already_committed(base, live) is not None:
+        if already_committed(base) is not None:
             return None
         schema_id = schema.schema_id
         if schema_update is not None:
             schema_id = write_schema(table, schema_update.replay_onto(schema))
-        if removed_paths:
-            live_paths = {f.path for f in live}
-            gone = removed_paths - live_paths
+        live = live_of(base) if removed_paths else None
+        if live is not None:
+            gone = [p for p in removed_paths if p not in live]
             if gone:
                 raise CommitConflict(
                     f"{len(gone)} input file(s) of this commit were removed by another "
@@ -104,46 +114,27 @@ def commit_files(
             ManifestEntry("add", f.with_offset(offset) if assign_offset else f) for f in added
         ]
         entries += [ManifestEntry("remove", f) for f in removed]
-        manifests = list(base.manifests) if base else []
         delta = table.manifests.write(entries, schema) if entries else None
-        if delta is not None:
-            manifests.append(delta)
-        new_live = [f for f in live if f.path not in removed_paths] + [
-            e.file for e in entries if e.op == "add"
-        ]
-        if len(manifests) > schema.option("manifest_merge_threshold"):
-            merged = [ManifestEntry("add", f) for f in new_live]
-            manifests = [table.manifests.write(merged, schema)]
-        writers = dict(base.writers) if base else {}
         snapshot_id = (base.snapshot_id if base else 0) + 1
-        if writer_id is not None:
-            writers[writer_id] = WriterRecord(commit_id, snapshot_id, metadata)
-        summary = {
-            "added_files": len(added),
-            "removed_files": len(removed),
-            "added_rows": sum(f.rows for f in added),
-            "added_deletes": sum(f.deletes for f in added),
-            "added_bytes": sum(f.size for f in added),
-            "total_files": len(new_live),
-            "total_rows": sum(f.rows for f in new_live),
-            "total_bytes": sum(f.size for f in new_live),
-        }
-        built_live[snapshot_id] = new_live
+        own = {writer_id: WriterRecord(commit_id, snapshot_id, metadata)} if writer_id else {}
+        summary = _summary(table, base, added, removed)
+        layout = _layout(table, schema, base, delta, own, live, entries, summary)
         return Snapshot(
             snapshot_id=snapshot_id,
             parent_id=base.snapshot_id if base else None,
             schema_id=schema_id,
             timestamp_ms=max(time.time_ns() // 1_000_000, base.timestamp_ms if base else 0),
             kind=kind,
-            manifests=tuple(manifests),
+            manifests=layout.tail,
             next_sequence=offset + seq_count if assign_offset else offset,
             writer_id=writer_id,
             commit_id=commit_id,
             metadata=metadata,
             summary=summary,
-            writers=writers,
+            writers=layout.writers,
             compactor=lease,
             delta_manifest=delta,
+            manifest_list=layout.manifest_list,
         )
 
     schema = table.table_schema
@@ -151,28 +142,84 @@ def commit_files(
     def is_mine(s: Snapshot) -> bool:
         return s.commit_id == commit_id and s.writer_id == writer_id
 
+    def ambiguous() -> None:
+        uncertain[0] = True
+
     result = table.log.commit(
         build,
         retries=schema.option("commit_retries"),
         is_mine=is_mine,
         hint_interval=schema.option("latest_hint_interval"),
         known=table.current_snapshot(),
+        on_ambiguous=ambiguous,
     )
     if result is not None and is_mine(result):
         mine: Snapshot | None = result
     else:
-        live = (
-            table.manifests.live_files(result, table.schema_at(result.schema_id))
-            if result
-            else None
-        )
-        mine = already_committed(result, live)
+        uncertain[0] = True  # build found the commit already there: say where
+        mine = already_committed(result)
     if mine is None:
         raise CommitConflict("internal error: commit finished without a snapshot")
-    if mine.snapshot_id in built_live and mine.commit_id == commit_id:
-        table.manifests.remember_live(mine.snapshot_id, built_live[mine.snapshot_id])
     table.advance(mine)
     return mine
+
+
+def _summary(
+    table: Table, base: Snapshot | None, added: Sequence[DataFile], removed: Sequence[DataFile]
+) -> dict[str, int]:
+    """The commit's counts and the table's totals, from the parent's totals (O(files the
+    commit changes); a parent without totals has its live set counted once)."""
+    if base is None:
+        totals = {"total_files": 0, "total_rows": 0, "total_bytes": 0}
+    elif all(k in base.summary for k in ("total_files", "total_rows", "total_bytes")):
+        totals = {k: base.summary[k] for k in ("total_files", "total_rows", "total_bytes")}
+    else:
+        live = table.files_of(base)
+        totals = {
+            "total_files": len(live),
+            "total_rows": sum(f.rows for f in live),
+            "total_bytes": sum(f.size for f in live),
+        }
+    added_rows = sum(f.rows for f in added)
+    added_bytes = sum(f.size for f in added)
+    return {
+        "added_files": len(added),
+        "removed_files": len(removed),
+        "added_rows": added_rows,
+        "added_deletes": sum(f.deletes for f in added),
+        "added_bytes": added_bytes,
+        "total_files": totals["total_files"] + len(added) - len(removed),
+        "total_rows": totals["total_rows"] + added_rows - sum(f.rows for f in removed),
+        "total_bytes": totals["total_bytes"] + added_bytes - sum(f.size for f in removed),
+    }
+
+
+def _layout(
+    table: Table,
+    schema: TableSchema,
+    base: Snapshot | None,
+    delta: str | None,
+    own: dict[str, WriterRecord],
+    live: dict[str, DataFile] | None,
+    entries: Sequence[ManifestEntry],
+    summary: dict[str, int],
+) -> Layout:
+    """Where the new snapshot's manifests and writer records go (docs/FORMAT.md, 4a)."""
+    tail = [*(base.manifests if base else ()), *([delta] if delta else [])]
+    recent = dict(base.writers) if base else {}
+    if live is not None and base is not None and base.manifest_list is not None:
+        # A compactor commit (it knows the live set): shed dead entries when they pile up.
+        listed = table.manifests.listed(base)
+        if needs_rewrite(listed, summary["total_files"], schema.option("manifest_target_entries")):
+            new_live = dict(live)
+            for e in entries:
+                if e.op == "add":
+                    new_live[e.file.path] = e.file
+                else:
+                    new_live.pop(e.file.path, None)
+            writers = {**listed.writers, **recent}
+            return rewrite(table.manifests, schema, list(new_live.values()), writers, own)
+    return fold(table.manifests, schema, base, tail, recent, own)
 
 
 def write_schema(table: Table, update: SchemaUpdate) -> int:

@@ -198,6 +198,7 @@ class VersionLog(Generic[V]):
         is_mine: Callable[[V], bool],
         hint_interval: int = 1,
         known: V | None = None,
+        on_ambiguous: Callable[[], None] | None = None,
     ) -> V | None:
         """Append the version ``build(latest)`` returns, rebuilding it on every conflict.
 
@@ -206,6 +207,7 @@ class VersionLog(Generic[V]):
         it may raise to refuse. ``is_mine`` recognises our own version after an ambiguous
         failure, and every version committed since the first attempt is checked with it
         before each retry, so a commit whose response was lost is applied at most once.
+        ``on_ambiguous`` is called after a put that may have landed, before the rebuild.
         """
         base = self.latest(known)
         checked = self._version_of(base) if base is not None else 0
@@ -225,6 +227,8 @@ class VersionLog(Generic[V]):
             except StorageError as exc:  # ambiguous: the put may have landed
                 last_error = exc
                 log.warning("commit of %s %d failed (%s); retrying", self.what, number, exc)
+                if on_ambiguous is not None:
+                    on_ambiguous()
             else:
                 if not self.is_detached(number):
                     with self._lock:

@@ -1,0 +1,140 @@
+"""What a commit writes besides its delta manifest: folding the snapshot's tail into a new
+manifest list, merging small manifests by size tier, and (compactor commits only) rewriting
+manifests that carry many dead entries (docs/FORMAT.md, section 4a).
+
+A writer's commit appends its delta to the parent's tail. Once the tail is longer than
+``manifest_merge_threshold`` the commit folds it (and the recent writer records) into a new
+manifest list, which then lists the tail's manifests unchanged; only the newest run of small
+manifests is merged, when it holds ``manifest_target_entries`` entries or
+``manifest_merge_min_count`` manifests. Large manifests are never rewritten by writers, so a
+commit's work depends on what recent commits changed, not on the table's size. Remove
+entries that point into large manifests are shed only by a compactor commit, which rewrites
+all manifests when they make up half of the listed entries (amortised O(1) per removal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lsm3.format.manifest_list import ManifestList, ManifestMeta
+from lsm3.format.metadata import DataFile, ManifestEntry, Snapshot, WriterRecord
+from lsm3.format.schema import TableSchema
+
+if TYPE_CHECKING:
+    from lsm3.format.manifests import ManifestReader
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a new snapshot's manifests and writer records live."""
+
+    manifest_list: str | None
+    tail: tuple[str, ...]
+    writers: dict[str, WriterRecord]
+
+
+def merge_entries(runs: Sequence[Sequence[ManifestEntry]]) -> list[ManifestEntry]:
+    """One manifest's entries with the effect of replaying ``runs`` in order, after any
+    manifests before them. A data file path is added at most once in a table's history
+    (names are fresh), so an add and a later remove of one path inside ``runs`` cancel; a
+    remove of a path not added inside ``runs`` is kept (it undoes an older manifest's add)."""
+    net: dict[str, ManifestEntry] = {}
+    for entries in runs:
+        for e in entries:
+            before = net.get(e.file.path)
+            if e.op == "remove" and before is not None and before.op == "add":
+                del net[e.file.path]
+            else:
+                net[e.file.path] = e
+    return list(net.values())
+
+
+def small_suffix_to_merge(
+    metas: Sequence[ManifestMeta], target_entries: int, min_count: int
+) -> int | None:
+    """The index where the run of small manifests (fewer than ``target_entries`` entries)
+    at the end of ``metas`` starts, if that run should be merged into one manifest: it
+    holds ``target_entries`` entries in all or ``min_count`` manifests. Only a suffix is
+    merged, so replay order is kept; large manifests are left alone."""
+    start = len(metas)
+    while start > 0 and metas[start - 1].entries < target_entries:
+        start -= 1
+    run = metas[start:]
+    if len(run) >= 2 and (sum(m.entries for m in run) >= target_entries or len(run) >= min_count):
+        return start
+    return None
+
+
+def fold(
+    reader: ManifestReader,
+    schema: TableSchema,
+    base: Snapshot | None,
+    tail: Sequence[str],
+    writers: dict[str, WriterRecord],
+    own: dict[str, WriterRecord],
+) -> Layout:
+    """The layout of a new snapshot whose manifests are ``base``'s list, then ``tail``, and
+    whose recent writer records are ``writers`` plus this commit's ``own``: folded into a new
+    manifest list when the tail or the records pass ``manifest_merge_threshold``."""
+    threshold = schema.option("manifest_merge_threshold")
+    listed_path = base.manifest_list if base else None
+    if len(tail) <= threshold and len(writers) + len(own) <= threshold:
+        return Layout(listed_path, tuple(tail), {**writers, **own})
+    listed = reader.manifest_list(listed_path) if listed_path else ManifestList(())
+    reader.fetch(tail, schema)
+    metas = [*listed.manifests, *(_meta(p, reader.entries(p, schema)) for p in tail)]
+    metas = merge_small(reader, schema, metas)
+    folded = ManifestList(tuple(metas), {**listed.writers, **writers})
+    return Layout(reader.write_list(folded), (), dict(own))
+
+
+def merge_small(
+    reader: ManifestReader, schema: TableSchema, metas: list[ManifestMeta]
+) -> list[ManifestMeta]:
+    """Merge the small manifests at the end of ``metas`` if the size-tier rule says so."""
+    start = small_suffix_to_merge(
+        metas,
+        schema.option("manifest_target_entries"),
+        schema.option("manifest_merge_min_count"),
+    )
+    if start is None:
+        return metas
+    run = [m.path for m in metas[start:]]
+    reader.fetch(run, schema)
+    merged = merge_entries([reader.entries(p, schema) for p in run])
+    if not merged:
+        return metas[:start]
+    return [*metas[:start], _meta(reader.write(merged, schema), merged)]
+
+
+def needs_rewrite(listed: ManifestList, live_files: int, target_entries: int) -> bool:
+    """True when remove entries (each with the add it cancels) make up half the listed
+    entries: then a compactor commit rewrites the manifests to the live files only."""
+    removes = sum(m.removes for m in listed.manifests)
+    return removes >= target_entries and 4 * removes >= live_files + 2 * removes
+
+
+def rewrite(
+    reader: ManifestReader,
+    schema: TableSchema,
+    live: Sequence[DataFile],
+    writers: dict[str, WriterRecord],
+    own: dict[str, WriterRecord],
+) -> Layout:
+    """A new manifest list of ``add`` entries for exactly the ``live`` files, grouped by
+    partition and bucket and cut at ``manifest_target_entries`` (compactor commits only:
+    this is O(live files))."""
+    target = schema.option("manifest_target_entries")
+    ordered = sorted(live, key=lambda f: (repr(f.partition), f.bucket, f.path))
+    metas = []
+    for start in range(0, len(ordered), target):
+        chunk = [ManifestEntry("add", f) for f in ordered[start : start + target]]
+        metas.append(_meta(reader.write(chunk, schema), chunk))
+    folded = ManifestList(tuple(metas), writers)
+    return Layout(reader.write_list(folded), (), dict(own))
+
+
+def _meta(path: str, entries: Sequence[ManifestEntry]) -> ManifestMeta:
+    return ManifestMeta(path, len(entries), sum(1 for e in entries if e.op == "remove"))
