@@ -21,10 +21,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import lsm3
-from compactor.executor import TaskResult, run_task
+from compactor.executor import Executor, Job, LocalExecutor, TaskResult, commit_outputs
 from compactor.lease import Fenced, Lease, LeaseHeld
 from compactor.policy import POLICIES, PolicyOptions, Task, drops_tombstones, plan
 from lsm3.errors import CommitConflict, InvalidInput
+from lsm3.format.metadata import DataFile
 from lsm3.format.schema import validate_schema
 from lsm3.table import Table
 
@@ -44,6 +45,7 @@ class CompactionResult:
     files_after: int = 0
     requests: int = 0
     seconds: float = 0.0
+    worker_requests: int = 0  # requests made by remote workers (executor="ray")
 
     @property
     def bytes_read(self) -> int:
@@ -100,9 +102,18 @@ def compact(
     options: Mapping[str, Any] | None = None,
     stop: threading.Event | None = None,
     on_task: Callable[[TaskResult], None] | None = None,
+    executor: str | Executor = "local",
 ) -> CompactionResult:
     """Compact one table; see the module docstring. ``policy`` defaults to the table's
-    ``compaction_policy`` option; ``options`` override the table's compaction options."""
+    ``compaction_policy`` option; ``options`` override the table's compaction options.
+
+    ``executor``: ``"local"`` runs the tasks one by one in this process; ``"ray"`` runs the
+    tasks of a round as Ray tasks, at once, on the cluster ``RAY_ADDRESS`` names (else a
+    local one; needs ``pip install lsm3[ray]``; workers reopen the table from its URI and
+    ``storage_options``). Either way the plan is made here, and each task's outputs are
+    committed here, under this process's lease, as they arrive. With Ray, ``max_bytes``
+    is applied when tasks are started, and ``max_requests`` counts the workers' requests
+    of finished tasks too."""
     started = time.perf_counter()
     table = (
         table_or_uri
@@ -116,11 +127,27 @@ def compact(
     if chosen not in POLICIES:
         raise InvalidInput(f"unknown policy {chosen!r}; choose one of {sorted(POLICIES)}")
     opts = PolicyOptions(**values)
+    runner = _executor(executor, table, storage_options)
+    runner_is_remote = not isinstance(runner, LocalExecutor)
     requests_before = table.store.stats.total_requests()
     result = CompactionResult(uri=table.uri, policy=chosen)
     result.files_before = len(table.files())
     sequence_field = table.table_schema.sequence_field is not None
     lease: Lease | None = None
+    in_flight: list[int] = []  # input bytes of jobs started and not yet committed
+
+    def admit(job: Job) -> str | None:
+        reason = _over_budget(
+            result, table, requests_before, job.task, max_bytes, max_requests, in_flight
+        )
+        if stop is not None and stop.is_set():
+            reason = "stop"
+        if reason:
+            result.stopped_by = reason
+            return reason
+        in_flight.append(job.task.input_bytes)
+        return None
+
     try:
         for _ in range(max_rounds):
             files = table.files_of(table.refresh())
@@ -129,26 +156,25 @@ def compact(
                 break
             if lease is None:
                 lease = _acquire(table, owner or default_owner(), wait_for_lease, stop)
+            held = lease
+            jobs = [
+                Job(task, drops_tombstones(task, _bucket_files(files, task), sequence_field))
+                for task in tasks
+            ]
             done_any = False
-            for task in tasks:
-                reason = _over_budget(result, table, requests_before, task, max_bytes, max_requests)
-                if stop is not None and stop.is_set():
-                    reason = "stop"
-                if reason:
-                    result.stopped_by = reason
-                    break
+            for done in runner.run(table, jobs, admit, held.renew_if_needed):
+                in_flight.remove(done.job.task.input_bytes)
                 lease.renew_if_needed()
-                bucket_files = [
-                    f for f in files if (f.partition, f.bucket) == (task.partition, task.bucket)
-                ]
-                drop = drops_tombstones(task, bucket_files, sequence_field)
                 try:
-                    task_result = run_task(table, task, lease, drop)
+                    task_result = commit_outputs(
+                        table, done, lease, table.store.stats.total_requests(), time.perf_counter()
+                    )
                 except CommitConflict as exc:
                     log.warning("task abandoned: %s", exc)
                     result.abandoned.append(str(exc))
                     continue
                 result.tasks.append(task_result)
+                result.worker_requests += done.requests if runner_is_remote else 0
                 done_any = True
                 if on_task is not None:
                     on_task(task_result)
@@ -166,7 +192,9 @@ def compact(
             with contextlib.suppress(Fenced):
                 lease.release()
         result.files_after = len(table.files_of(table.refresh()))
-        result.requests = table.store.stats.total_requests() - requests_before
+        result.requests = (
+            table.store.stats.total_requests() - requests_before + result.worker_requests
+        )
         result.seconds = time.perf_counter() - started
     return result
 
@@ -190,6 +218,24 @@ def _acquire(
                 time.sleep(delay)
 
 
+def _bucket_files(files: list[DataFile], task: Task) -> list[DataFile]:
+    return [f for f in files if (f.partition, f.bucket) == (task.partition, task.bucket)]
+
+
+def _executor(
+    executor: str | Executor, table: Table, storage_options: Mapping[str, Any] | None
+) -> Executor:
+    if executor == "local":
+        return LocalExecutor()
+    if executor == "ray":
+        from compactor.ray_executor import RayExecutor  # Ray is optional: import on demand
+
+        return RayExecutor(table.uri, storage_options)
+    if isinstance(executor, str):
+        raise InvalidInput(f"unknown executor {executor!r}; choose 'local' or 'ray'")
+    return executor
+
+
 def _over_budget(
     result: CompactionResult,
     table: Table,
@@ -197,11 +243,14 @@ def _over_budget(
     task: Task,
     max_bytes: int | None,
     max_requests: int | None,
+    in_flight: list[int],
 ) -> str | None:
-    if max_bytes is not None and result.tasks and result.bytes_read + task.input_bytes > max_bytes:
+    started = bool(result.tasks or in_flight)
+    spent = result.bytes_read + sum(in_flight)
+    if max_bytes is not None and started and spent + task.input_bytes > max_bytes:
         return "max_bytes"
     # Like max_bytes, the request budget always lets one task run, so a run makes progress.
-    used = table.store.stats.total_requests() - requests_before
-    if max_requests is not None and result.tasks and used >= max_requests:
+    used = table.store.stats.total_requests() - requests_before + result.worker_requests
+    if max_requests is not None and started and used >= max_requests:
         return "max_requests"
     return None

@@ -1,4 +1,9 @@
-"""Running one compaction task: merge the inputs, write key-disjoint outputs, commit.
+"""Running compaction tasks: merge the inputs, write key-disjoint outputs, commit.
+
+Running a task (``write_outputs``: files uploaded, nothing committed) and committing it
+(``commit_outputs``) are separate steps, so an executor can run tasks elsewhere (``LocalExecutor``
+here, one by one in this process; ``compactor.ray_executor`` on a Ray cluster) while the
+commits stay in the process that holds the lease.
 
 The merge is ``lsm3.read.scan.merge_group``, the reader's own merge, streamed section by section so
 memory follows the task, not the table. Outputs keep each row's effective sequence number
@@ -12,9 +17,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from compactor.lease import Lease
 from compactor.policy import Task
@@ -102,11 +108,90 @@ def write_outputs(table: Table, task: Task, drop_tombstones: bool) -> list[DataF
         return [u.result() for u in uploads]
 
 
+@dataclass(frozen=True)
+class Job:
+    """A planned task and whether its merge drops tombstones."""
+
+    task: Task
+    drop_tombstones: bool
+
+
+@dataclass
+class Outputs:
+    """What running a job produced: uploaded, not yet committed files."""
+
+    job: Job
+    files: list[DataFile]
+    requests: int
+    seconds: float
+
+
+#: Called by an executor before it starts a job: a reason to start no more jobs, or None.
+Admit = Callable[[Job], "str | None"]
+
+
+class Executor(Protocol):
+    """Runs jobs (merge the inputs, upload the outputs) and yields their outputs, each once,
+    as they finish; committing is the caller's. It calls ``admit`` before starting each job
+    and starts no more once it returns a reason, and ``heartbeat`` at least every few seconds
+    while it waits (the caller renews its lease there)."""
+
+    def run(
+        self,
+        table: Table,
+        jobs: Sequence[Job],
+        admit: Admit,
+        heartbeat: Callable[[], None],
+    ) -> Iterator[Outputs]: ...
+
+
+class LocalExecutor:
+    """Jobs one after the other in this process: a job starts after the previous one's
+    outputs were handed over (and committed)."""
+
+    def run(
+        self,
+        table: Table,
+        jobs: Sequence[Job],
+        admit: Admit,
+        heartbeat: Callable[[], None],
+    ) -> Iterator[Outputs]:
+        for job in jobs:
+            if admit(job) is not None:
+                return
+            heartbeat()
+            started = time.perf_counter()
+            before = table.store.stats.total_requests()
+            files = write_outputs(table, job.task, job.drop_tombstones)
+            yield Outputs(
+                job,
+                files,
+                table.store.stats.total_requests() - before,
+                time.perf_counter() - started,
+            )
+
+
 def run_task(table: Table, task: Task, lease: Lease, drop_tombstones: bool) -> TaskResult:
     """Execute ``task`` and commit it under ``lease``; raises Fenced or CommitConflict."""
     started = time.perf_counter()
     requests_before = table.store.stats.total_requests()
     outputs = write_outputs(table, task, drop_tombstones)
+    return commit_outputs(
+        table,
+        Outputs(Job(task, drop_tombstones), outputs, 0, 0.0),
+        lease,
+        requests_before,
+        started,
+    )
+
+
+def commit_outputs(
+    table: Table, done: Outputs, lease: Lease, requests_before: int, started: float
+) -> TaskResult:
+    """Commit a job's outputs in place of its inputs under ``lease`` (outputs keep their
+    effective sequence numbers); raises Fenced or CommitConflict (another commit removed an
+    input: the outputs become orphans)."""
+    task, outputs, drop_tombstones = done.job.task, done.files, done.job.drop_tombstones
     snapshot: Snapshot = commit_files(
         table,
         added=outputs,
@@ -131,8 +216,8 @@ def run_task(table: Table, task: Task, lease: Lease, drop_tombstones: bool) -> T
         rows_in=sum(f.rows for f in task.inputs),
         rows_out=sum(f.rows for f in outputs),
         dropped_tombstones=drop_tombstones,
-        requests=table.store.stats.total_requests() - requests_before,
-        seconds=time.perf_counter() - started,
+        requests=table.store.stats.total_requests() - requests_before + done.requests,
+        seconds=time.perf_counter() - started + done.seconds,
         snapshot_id=snapshot.snapshot_id,
         output_files=[f.path for f in outputs],
     )

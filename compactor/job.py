@@ -120,6 +120,8 @@ def run_table(
             options=config.options,
             stop=stop,
             on_task=lambda task: reporter.task(outcome, task),
+            executor=config.executor,
+            storage_options=config.storage_options,
         )
         if config.expire and not stop.is_set():
             outcome.expire = expire_snapshots(

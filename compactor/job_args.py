@@ -54,6 +54,7 @@ class JobConfig:
     debug: bool
     warehouse: str | None = None
     namespaces: tuple[str, ...] = ()  # of the warehouse; () for all of them
+    executor: str = "local"  # "ray": compaction tasks as Ray tasks
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i?))?(b?)\s*$", re.IGNORECASE)
@@ -109,6 +110,7 @@ examples:
   {PROG} --interval 300 --warehouse s3://bucket/wh        # every table of the warehouse
   {PROG} --once --warehouse s3://bucket/wh --namespace sales --namespace billing
   {PROG} --once --max-bytes 20GiB --max-requests 50000 --owner nightly ./orders
+  RAY_ADDRESS=ray://head:10001 {PROG} --once --executor ray s3://bucket/orders
   python -m compactor --once --option num_sorted_run_trigger=3 --json ./orders
 
 Every pass compacts each table with its compaction_policy table option (or --policy) until
@@ -186,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--policy", choices=sorted(POLICIES), help="override the table's compaction_policy"
+    )
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where compaction tasks run: in this process (default) or as Ray tasks on the "
+        "cluster RAY_ADDRESS names, else a local one (pip install lsm3[ray])",
     )
     p.add_argument(
         "--max-bytes",
@@ -287,6 +296,7 @@ def parse_args(argv: Sequence[str]) -> JobConfig:
         orphan_grace=args.orphan_grace,
         json=args.json,
         debug=args.debug or os.environ.get("LSM3_DEBUG") == "1",
+        executor=args.executor,
     )
 
 

@@ -84,3 +84,17 @@ def quiet_lsm3() -> Iterator[None]:
     logging.getLogger("lsm3").setLevel(logging.ERROR)
     yield
     logging.getLogger("lsm3").setLevel(logging.NOTSET)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """A local Ray (2 CPUs, no dashboard) shared by the whole session. A test module whose
+    functions or classes run in workers registers itself with
+    ``ray.cloudpickle.register_pickle_by_value`` (workers cannot import test modules)."""
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -1,5 +1,5 @@
 """The package layout of lsm3 holds: layers import downwards only, and ``import lsm3`` stays
-light (no CLI, no test support, no boto3 until an S3 table is opened).
+light (no CLI, no test support, no Ray, no boto3 until an S3 table is opened).
 
 Layers, lowest first: ``lsm3.errors``; ``lsm3.io`` (object stores); ``lsm3.format`` (what
 docs/FORMAT.md specifies); ``lsm3.read`` and ``lsm3.write``; the table facade; ``lsm3.cli``.
@@ -106,10 +106,22 @@ def test_every_package_says_what_it_holds() -> None:
         assert doc and len(doc) > 80, f"{init.relative_to(PACKAGE.parent)} needs a docstring"
 
 
-def test_import_lsm3_loads_no_cli_testing_or_boto3() -> None:
+def test_only_the_ray_module_imports_ray() -> None:
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == PACKAGE / "ray.py":
+            continue
+        for module, _names, _type_only in imports_of(path):
+            if _within(module, "ray") or _within(module, "lsm3.ray"):
+                bad.append(f"{path.relative_to(PACKAGE.parent)} imports {module}")
+    assert not bad, "\n".join(bad)
+
+
+def test_import_lsm3_loads_no_cli_testing_boto3_or_ray() -> None:
     check = (
-        "import sys, lsm3; print([m for m in sys.modules "
-        "if m.startswith(('boto3','botocore','lsm3.cli','lsm3.testing'))])"
+        "import sys, lsm3, compactor; print([m for m in sys.modules "
+        "if m.startswith(('boto3','botocore','lsm3.cli','lsm3.testing','lsm3.ray'))"
+        " or m == 'ray' or m.startswith('ray.')])"
     )
     out = subprocess.run(
         [sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=60

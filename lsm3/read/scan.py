@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -107,13 +108,13 @@ def _partition_matches(
     schema: TableSchema, partition: tuple[Any, ...], expr: pc.Expression
 ) -> bool:
     arrays = {
-        name: _typed(schema.arrow.field(name).type, value)
+        name: typed_array(schema.arrow.field(name).type, value)
         for name, value in zip(schema.partition_by, partition, strict=True)
     }
     return pa.table(arrays).filter(expr).num_rows > 0
 
 
-def _typed(t: pa.DataType, value: Any) -> pa.Array:
+def typed_array(t: pa.DataType, value: Any) -> pa.Array:
     """A one-element array of type ``t`` from a storage value (section 7 of FORMAT.md)."""
     if pa.types.is_date32(t):
         return pa.array([value], pa.int32()).view(t)
@@ -140,12 +141,12 @@ def files_matching(
     try:
         guarantees = []
         for f in files:
-            lo, hi = _typed(key_type, f.min_key[0])[0], _typed(key_type, f.max_key[0])[0]
+            lo, hi = typed_array(key_type, f.min_key[0])[0], typed_array(key_type, f.max_key[0])[0]
             g = (pc.field(key0) >= lo) & (pc.field(key0) <= hi)
             for name, value in zip(schema.partition_by, f.partition, strict=True):
                 field = pc.field(name)
                 t = schema.arrow.field(name).type
-                g = g & (field.is_null() if value is None else field == _typed(t, value)[0])
+                g = g & (field.is_null() if value is None else field == typed_array(t, value)[0])
             guarantees.append(g)
         fragments = ds.FileSystemDataset.from_paths(
             [str(i) for i in range(len(files))],
@@ -160,6 +161,24 @@ def files_matching(
     return [f for i, f in enumerate(files) if i in kept]
 
 
+def groups_to_read(
+    schema: TableSchema, files: Sequence[DataFile], request: ScanRequest
+) -> dict[tuple[tuple[Any, ...], int], list[DataFile]]:
+    """The (partition, bucket) groups a scan reads, in scan order, with the files of each
+    that can hold a row the filter lets through."""
+    if request.filter is not None:
+        files = files_matching(schema, files, request.filter)
+    return {
+        (partition, bucket): group
+        for (partition, bucket), group in group_files(files).items()
+        if not (
+            request.partition_filter
+            and request.filter is not None
+            and not _partition_matches(schema, partition, request.filter)
+        )
+    }
+
+
 def scan_batches(
     store: ObjectStore,
     schema: TableSchema,
@@ -167,18 +186,14 @@ def scan_batches(
     request: ScanRequest,
     section_rows: int = DEFAULT_SECTION_ROWS,
     read_ahead: bool = False,
+    key_range: tuple[Any, Any] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Merged, delete-free batches of the requested columns, group by group in key order
-    (``read_ahead``: see ``merge_group``)."""
-    if request.filter is not None:
-        files = files_matching(schema, files, request.filter)
-    for (partition, _bucket), group in group_files(files).items():
-        if (
-            request.partition_filter
-            and request.filter is not None
-            and not _partition_matches(schema, partition, request.filter)
-        ):
-            continue
+    (``read_ahead``: see ``merge_group``). ``key_range`` (``lo``, ``hi``: storage values of
+    the first key column, None for open): only row groups that can hold keys in
+    ``lo <= key0 < hi`` are decoded; the request's filter must also restrict to that range
+    (see :mod:`lsm3.read.units`), which keeps the result exact."""
+    for group in groups_to_read(schema, files, request).values():
         pre_filter = (lambda t: _pre_filter(t, request)) if request.key_filter else None
         for table in merge_group(
             store,
@@ -190,6 +205,7 @@ def scan_batches(
             pre_filter=pre_filter,
             visible_columns=[c for c in request.read_columns if c not in (SEQ_COLUMN, KIND_COLUMN)],
             read_ahead=read_ahead,
+            key_range=key_range,
         ):
             yield from _finish(table, request).to_batches()
 
@@ -261,6 +277,7 @@ def merge_group(
     pre_filter: Callable[[pa.Table], pa.Table] | None = None,
     visible_columns: Sequence[str] | None = None,
     read_ahead: bool = False,
+    key_range: tuple[Any, Any] | None = None,
 ) -> Iterator[pa.Table]:
     """The newest version of every key in the files of one (partition, bucket), as
     key-ordered, key-disjoint tables of ``columns`` (which must include the key, ordering and
@@ -274,7 +291,11 @@ def merge_group(
     The runs of a section are decoded in parallel, one run per core (the stream's memory
     holds one section either way). ``read_ahead`` (for a caller that keeps everything, like
     ``to_arrow``): the next section is decoded while this one is merged. A stream leaves it
-    off: it would hold two sections at once."""
+    off: it would hold two sections at once.
+
+    ``key_range`` (``lo``, ``hi`` on the first key column, None for open): when sections are
+    merged, row groups wholly below ``lo`` are skipped and nothing at or above ``hi`` is
+    taken. Rows below ``lo`` may remain in the first section: the caller filters them."""
     columns = list(columns)
     output = list(visible_columns) if visible_columns is not None and drop_deletes else None
 
@@ -312,21 +333,24 @@ def merge_group(
         # and its footer comes with it, with no request of its own; a ranged run costs its
         # footer only.
         runs = _open_all(store, schema, ordered, ranged_runs(ordered))
+        lo, hi_end = key_range if key_range is not None else (None, None)
         cursors = [
-            _RunCursor(run, key0, FOOTERS.get(store, run.file, key0, metadata=run.metadata))
+            _RunCursor(run, key0, FOOTERS.get(store, run.file, key0, metadata=run.metadata), lo)
             for run in runs
         ]
-        bounds = [*_section_bounds(store, schema, ordered, section_rows), None]
+        cuts = section_bounds(store, schema, ordered, section_rows)
+        cuts = [b for b in cuts if (lo is None or b > lo) and (hi_end is None or b < hi_end)]
+        bounds = [*cuts, hi_end]
 
         def start_section(hi: Any) -> list[Future[pa.Table | None]]:
             live = [c for c in cursors if not c.done and (hi is None or c.file.min_key[0] < hi)]
             return [pool.submit(cursor.take_below, hi, read) for cursor in live]
 
         decoding = start_section(bounds[0])
-        for i, hi in enumerate(bounds):
+        for i in range(len(bounds)):
             pieces = [p for p in (d.result() for d in decoding) if p is not None and p.num_rows]
             decoding = []
-            if read_ahead and hi is not None:  # decodes while this section merges
+            if read_ahead and i + 1 < len(bounds):  # decodes while this section merges
                 decoding = start_section(bounds[i + 1])
             merged = (
                 merge_runs(pieces, schema, drop_deletes=drop_deletes, columns=output)
@@ -337,7 +361,7 @@ def merge_group(
             if merged is not None:
                 yield merged
                 del merged
-            if not read_ahead and hi is not None:
+            if not read_ahead and i + 1 < len(bounds):
                 decoding = start_section(bounds[i + 1])
 
 
@@ -346,10 +370,12 @@ class _RunCursor:
     section's upper bound are decoded in one call, and the rows at or above the bound wait
     for the next section. Holds at most one partly consumed row group."""
 
-    def __init__(self, run: OpenRun, key0: str, index: RunIndex) -> None:
+    def __init__(self, run: OpenRun, key0: str, index: RunIndex, lo: Any = None) -> None:
         self.file, self.key0, self.index = run.file, key0, index
         self.run: OpenRun | None = run  # dropped once the run is consumed
         self.next_group = 0
+        if lo is not None:  # skip the row groups whose every key is below lo
+            self.next_group = int(np.searchsorted(index.rg_max, lo, side="left"))
         self.pending: pa.Table | None = None
 
     @property
@@ -404,7 +430,7 @@ def _count_below(table: pa.Table, key0: str, hi: Any) -> int:
     return lo
 
 
-def _section_bounds(
+def section_bounds(
     store: ObjectStore, schema: TableSchema, files: Sequence[DataFile], section_rows: int
 ) -> list[Any]:
     """Cut points on the first key column, at row-group starts, ~section_rows apart."""

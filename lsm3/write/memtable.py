@@ -74,15 +74,16 @@ class Memtable:
     """Buffered records of one writer between flushes; ``flushes`` counts the flushes of the
     current commit (each one local sequence number)."""
 
-    def __init__(self, schema: TableSchema) -> None:
+    def __init__(self, schema: TableSchema, first_flush: int = 0) -> None:
         self.schema = schema
+        self.first_flush = first_flush
         self._chunks: list[pa.Table] = []  # one chunk per column, about CHUNK_BYTES each
         self._small: list[pa.Table] = []  # appended tables not yet joined into a chunk
         self._small_bytes = 0
         self.nbytes = 0
         self.rows = 0
         self.next_seq = 0  # arrival order of the next record
-        self.flushes = 0
+        self.flushes = first_flush
 
     def add(self, rows: pa.Table, kinds: pa.Array) -> None:
         """Append ``rows`` (all user columns, table types) with their row kinds."""
@@ -131,7 +132,7 @@ class Memtable:
 
     def end_commit(self) -> None:
         self.next_seq = 0
-        self.flushes = 0
+        self.flushes = self.first_flush
 
 
 def with_constant_seq(rows: pa.Table, seq: int) -> pa.Table:

@@ -68,13 +68,20 @@ class _FailedCommit:
 class Writer:
     """Buffers changes to one table and commits them; use as a context manager."""
 
-    def __init__(self, table: Table, writer_id: str | None = None) -> None:
+    def __init__(
+        self, table: Table, writer_id: str | None = None, *, first_sequence: int = 0
+    ) -> None:
+        """``first_sequence``: the local sequence number of this writer's first flush (0; a
+        coordinator that commits the runs of many writers at once, see :meth:`stage`, gives
+        each writer its own range)."""
         if writer_id is not None and (not isinstance(writer_id, str) or not writer_id):
             raise InvalidInput("writer_id must be a non-empty string or None")
+        if not isinstance(first_sequence, int) or first_sequence < 0:
+            raise InvalidInput("first_sequence must be a non-negative integer")
         self.table = table
         self.writer_id = writer_id
         self.schema: TableSchema = table.table_schema
-        self._memtable = Memtable(self.schema)
+        self._memtable = Memtable(self.schema, first_flush=first_sequence)
         self._pending: list[DataFile] = []
         self._closed = False
         self._failed: _FailedCommit | None = None
@@ -310,6 +317,21 @@ class Writer:
         self._pending.extend(files)
         self._memtable.flushes += 1
         return files
+
+    def stage(self) -> tuple[list[DataFile], int]:
+        """Flush, then hand over the runs uploaded since the last commit instead of committing
+        them: (files, sequence count), the count being one past the highest local sequence
+        number they use. For a coordinator that commits the runs of many writers in one
+        commit (``commit_files(..., added=all files, seq_count=max count)``); this writer
+        then holds nothing, and its runs are orphans until that commit lands."""
+        self._check_open()
+        if self._failed is not None:
+            raise InvalidInput("a failed commit is pending: commit() or abort() first")
+        self.flush()
+        files, count = self._pending, self._memtable.flushes
+        self._pending = []
+        self._memtable.end_commit()
+        return files, count
 
     def commit(
         self, commit_id: str | None = None, metadata: Mapping[str, Any] | None = None
