@@ -97,60 +97,90 @@ def _valid(column: pa.Array) -> np.ndarray:
     return np.asarray(pc.is_valid(column).to_numpy(zero_copy_only=False), dtype=bool)
 
 
+class _Versions:
+    """The input rows seen in (key, order) order without gathering them: a column is read
+    at sorted positions through the sort index, and only the rows a fold keeps (or the
+    values an aggregate needs) are gathered, once."""
+
+    def __init__(self, table: pa.Table, index: pa.Array) -> None:
+        self.table = table
+        self.index = np.asarray(index.to_numpy(), dtype=np.int64)
+        self._columns: dict[str, pa.Array] = {}
+
+    def column(self, name: str) -> pa.Array:
+        found = self._columns.get(name)
+        if found is None:
+            found = self._columns[name] = self.table.column(name).combine_chunks()
+        return found
+
+    def sorted_numpy(self, name: str) -> np.ndarray:
+        """A column without nulls (key, order, kind) in sorted order, as numpy."""
+        return np.asarray(self.column(name).to_numpy(zero_copy_only=False))[self.index]
+
+    def take(self, name: str, rows: np.ndarray) -> pa.Array:
+        """Column ``name`` at sorted positions ``rows`` (null where -1)."""
+        return _take(self.column(name), np.where(rows >= 0, self.index[np.maximum(rows, 0)], -1))
+
+    def valid(self, name: str) -> np.ndarray:
+        return _valid(self.column(name))[self.index]
+
+
 def fold_versions(
     table: pa.Table,
     schema: TableSchema,
     *,
     drop_deletes: bool,
     columns: Sequence[str] | None = None,
+    index: pa.Array | None = None,
 ) -> pa.Table:
     """One row per key of ``table`` (versions with the key, ordering and kind columns),
     folded by the table's merge engine; see the module docstring. ``columns`` selects the
-    output (default: every column of ``table``)."""
+    output (default: every column of ``table``); ``index``, if the caller has it, is the
+    (key, order) sort of ``table``'s rows."""
     spec = schema.engine
     keys = list(schema.primary_key)
     order = [schema.sequence_field, SEQ_COLUMN] if schema.sequence_field else [SEQ_COLUMN]
     out_names = list(columns) if columns is not None else table.column_names
     if table.num_rows == 0:
         return table.select(out_names)
-    sort_cols = keys + order
-    index = pc.sort_indices(
-        table.select(sort_cols), sort_keys=[(c, "ascending") for c in sort_cols]
-    )
-    versions = table.take(index)
-    if KIND_COLUMN in versions.column_names:
-        kinds = versions.column(KIND_COLUMN).to_numpy().astype(np.int8)
+    if index is None:
+        sort_cols = keys + order
+        index = pc.sort_indices(
+            table.select(sort_cols), sort_keys=[(c, "ascending") for c in sort_cols]
+        )
+    versions = _Versions(table, index)
+    n = table.num_rows
+    if KIND_COLUMN in table.column_names:
+        kinds = versions.sorted_numpy(KIND_COLUMN).astype(np.int8)
     else:
-        kinds = np.zeros(versions.num_rows, dtype=np.int8)
-    last_of_key = np.zeros(versions.num_rows, dtype=bool)
-    if versions.num_rows:
-        last_of_key[-1] = True
-        for k in keys:
-            col = versions.column(k).combine_chunks()
-            ne = pc.not_equal(col.slice(0, len(col) - 1), col.slice(1))
-            last_of_key[:-1] |= np.asarray(ne.to_numpy(zero_copy_only=False), dtype=bool)
+        kinds = np.zeros(n, dtype=np.int8)
+    last_of_key = np.zeros(n, dtype=bool)
+    last_of_key[-1] = True
+    for k in keys:
+        col = pc.take(table.column(k), index).combine_chunks()
+        ne = pc.not_equal(col.slice(0, n - 1), col.slice(1))
+        last_of_key[:-1] |= np.asarray(ne.to_numpy(zero_copy_only=False), dtype=bool)
     seg = _Segments(kinds, last_of_key)
     chosen = np.flatnonzero(seg.live) if drop_deletes else np.arange(seg.count)
     groups = _group_columns(spec, versions, seg, out_names)
     arrays = []
-    fields = []
     for name in out_names:
         if name == KIND_COLUMN:
             kind = np.zeros(seg.count, np.int8) if drop_deletes else seg.kind
             arrays.append(pa.array(kind[chosen], pa.int8()))
         elif name in keys or name in order:
-            arrays.append(_take(versions.column(name).combine_chunks(), seg.last[chosen]))
+            arrays.append(versions.take(name, seg.last[chosen]))
         else:
             folded = groups.get(name)
             if folded is None:
-                folded = _fold_column(spec, name, versions.column(name).combine_chunks(), seg)
-            arrays.append(pc.take(folded, pa.array(chosen)) if len(chosen) != seg.count else folded)
-        fields.append(versions.schema.field(name))
+                folded = _fold_column(spec, name, versions, seg)
+            arrays.append(folded if len(chosen) == seg.count else pc.take(folded, pa.array(chosen)))
+    fields = [table.schema.field(name) for name in out_names]
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
 def _group_columns(
-    spec: EngineSpec, versions: pa.Table, seg: _Segments, names: Sequence[str]
+    spec: EngineSpec, versions: _Versions, seg: _Segments, names: Sequence[str]
 ) -> dict[str, pa.Array]:
     """partial_update's sequence groups: each group's columns come together from the row with
     the highest group sequence (the newest such row on ties); rows whose group sequence is
@@ -160,41 +190,85 @@ def _group_columns(
         wanted = [m for m in members if m in names]
         if not wanted:
             continue
-        g = versions.column(seq_column).combine_chunks()
-        rows = np.flatnonzero(_valid(g) & seg.relevant)
+        rows = np.flatnonzero(versions.valid(seq_column) & seg.relevant)
         winner = np.full(seg.count, -1, dtype=np.int64)
         if len(rows):
-            g_values = pc.take(storage_values(g), pa.array(rows)).to_numpy()
-            order = np.lexsort((rows, g_values, seg.segment[rows]))
-            ranked = rows[order]
+            g = storage_values(versions.column(seq_column))
+            g_values = pc.take(g, pa.array(versions.index[rows])).to_numpy()
+            ranked = rows[np.lexsort((rows, g_values, seg.segment[rows]))]
             segs = seg.segment[ranked]
             is_last = np.ones(len(ranked), dtype=bool)
             is_last[:-1] = segs[1:] != segs[:-1]
             winner[segs[is_last]] = ranked[is_last]
         for m in wanted:
-            out[m] = _take(versions.column(m).combine_chunks(), winner)
+            out[m] = versions.take(m, winner)
     return out
 
 
-def _fold_column(spec: EngineSpec, name: str, column: pa.Array, seg: _Segments) -> pa.Array:
+def _fold_column(spec: EngineSpec, name: str, versions: _Versions, seg: _Segments) -> pa.Array:
     """One value column folded per segment (null for a deleted key)."""
     if spec.name == "first_row":
-        return _take(column, np.where(seg.live, seg.first, -1))
+        return versions.take(name, np.where(seg.live, seg.first, -1))
     function = spec.functions.get(name, "last_non_null_value")
     if function == "last_value":
-        return _take(column, np.where(seg.live, seg.last, -1))
+        return versions.take(name, np.where(seg.live, seg.last, -1))
     if function == "first_value":
-        return _take(column, np.where(seg.live, seg.first, -1))
+        return versions.take(name, np.where(seg.live, seg.first, -1))
     if function == "last_non_null_value":
-        return _take(column, seg.last_where(_valid(column)))
+        return versions.take(name, seg.last_where(versions.valid(name)))
     if function == "first_non_null_value":
-        return _take(column, seg.first_where(_valid(column)))
-    return _hash_aggregate(function, column, seg, spec.delimiters.get(name, ","))
+        return versions.take(name, seg.first_where(versions.valid(name)))
+    return _hash_aggregate(function, versions, name, seg, spec.delimiters.get(name, ","))
 
 
-def _hash_aggregate(function: str, column: pa.Array, seg: _Segments, delimiter: str) -> pa.Array:
-    rows = np.flatnonzero(seg.relevant & _valid(column))
-    values = pc.take(column, pa.array(rows))
+#: Numeric aggregates done with numpy segment reductions: function -> (ufunc, neutral value).
+_NUMPY_AGGREGATES = {
+    "sum": (np.add, 0),
+    "count": (np.add, 0),
+    "product": (np.multiply, 1),
+    "min": (np.minimum, None),
+    "max": (np.maximum, None),
+    "bool_and": (np.logical_and, True),
+    "bool_or": (np.logical_or, False),
+}
+
+
+def _numpy_aggregate(
+    function: str, versions: _Versions, name: str, seg: _Segments
+) -> pa.Array | None:
+    """A numeric or bool aggregate as one ``reduceat`` over the key segments (None: the
+    column's type is not one numpy folds exactly, e.g. decimals or strings)."""
+    column = versions.column(name)
+    t = column.type
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+        return None
+    ufunc, neutral = _NUMPY_AGGREGATES[function]
+    if neutral is None:  # min/max: a value that never wins
+        info = np.finfo if pa.types.is_floating(t) else np.iinfo
+        dtype = column.type.to_pandas_dtype()
+        neutral = info(dtype).max if function == "min" else info(dtype).min
+    take = seg.relevant & versions.valid(name)
+    values = np.asarray(pc.fill_null(column, neutral).to_numpy(zero_copy_only=False))
+    values = values[versions.index]
+    if function in ("sum", "count", "product") and pa.types.is_integer(t):
+        values = values.astype(np.int64)  # accumulate wide; narrowed (checked) below
+    values = np.where(take, values, neutral)
+    folded = ufunc.reduceat(values, seg.starts)
+    present = np.add.reduceat(take.astype(np.int64), seg.starts) > 0
+    result = pa.array(folded, mask=~present)
+    return result if result.type == t else pc.cast(result, t)
+
+
+def _hash_aggregate(
+    function: str, versions: _Versions, name: str, seg: _Segments, delimiter: str
+) -> pa.Array:
+    if function in _NUMPY_AGGREGATES:
+        folded = _numpy_aggregate(function, versions, name, seg)
+        if folded is not None:
+            return folded
+    column = versions.column(name)
+    rows = np.flatnonzero(seg.relevant & versions.valid(name))
+    values = pc.take(column, pa.array(versions.index[rows]))
     segments = seg.segment[rows]
     if function == "collect":
         present, result = _concatenate_lists(values, segments, column.type)

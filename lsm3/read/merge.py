@@ -72,8 +72,14 @@ def merge_runs(
         raise ValueError("merge_runs needs at least one (possibly empty) table")
     nonempty = [t for t in tables if t.num_rows] or [tables[0]]
     if not schema.engine.is_deduplicate:
+        newest_first = _newest_first_if_disjoint(nonempty, schema)
+        index = None
+        if newest_first is not None:  # oldest first, a stable sort by key is (key, order)
+            nonempty = newest_first[::-1]
+            key = storage_values(pa.concat_tables(nonempty).column(schema.primary_key[0]))
+            index = pa.array(np.argsort(key.to_numpy(), kind="stable"))
         table = pa.concat_tables(nonempty) if len(nonempty) > 1 else nonempty[0]
-        return fold_versions(table, schema, drop_deletes=drop_deletes, columns=columns)
+        return fold_versions(table, schema, drop_deletes=drop_deletes, columns=columns, index=index)
     newest_first = _newest_first_if_disjoint(nonempty, schema)
     if newest_first is not None:
         table = pa.concat_tables(newest_first)
