@@ -71,6 +71,10 @@ def _json_command(rest: str) -> list[str]:
     return value
 
 
+#: Install the copied tree alone: no dependency resolution, no index, no build environment.
+_OFFLINE = ["--no-deps", "--no-build-isolation", "--no-index", "--ignore-installed"]
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A fresh venv with the Dockerfile's files installed (not editable), and the Dockerfile."""
@@ -93,8 +97,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     install = subprocess.run(
-        [str(py), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
-        + ["--no-index", "--ignore-installed", str(src)],
+        [str(py), "-m", "pip", "install", "--quiet", *_OFFLINE, str(src)],
         capture_output=True,
         text=True,
         env=env,

@@ -55,6 +55,7 @@ from lsm3.cli.plugins import (
     install_plugin,
     warn_plugin,
 )
+from lsm3.cli.progress import logging_to_stderr
 from lsm3.errors import Lsm3Error
 
 # Helpers that examples, the compactor CLI and the tests import from here.
@@ -124,6 +125,13 @@ def _common(debug_default: Any) -> _Parser:
         default=debug_default,
         help="show the full traceback on errors",
     )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=debug_default,
+        help="log what lsm3 does on stderr (-vv: in detail)",
+    )
     return common
 
 
@@ -157,6 +165,13 @@ def _build_with(plugins: Sequence[Plugin]) -> tuple[argparse.ArgumentParser, Cli
     )
     parser.add_argument("--version", action="version", version=f"lsm3 {lsm3.__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log what lsm3 does on stderr (-vv: in detail)",
+    )
     common = _common(argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -209,7 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     debug = bool(getattr(args, "debug", False)) or os.environ.get("LSM3_DEBUG") == "1"
     try:
-        return int(args.func(args, sys.stdout))
+        with logging_to_stderr(int(getattr(args, "verbose", 0) or 0)):
+            return int(args.func(args, sys.stdout))
     except UsageError as exc:
         return _fail(exc, 2, debug)
     except (Lsm3Error, CliError) as exc:
