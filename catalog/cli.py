@@ -27,7 +27,7 @@ from catalog.errors import (
     NamespaceNotFound,
     TableAlreadyExists,
 )
-from catalog.identifiers import parse_table
+from catalog.identifiers import check_namespace, parse_table
 from lsm3.cli.args import PROG, CliError, UsageError, storage_options
 from lsm3.cli.plugins import CliExtension
 
@@ -197,6 +197,8 @@ def cmd_namespaces(args: argparse.Namespace, out: IO[str]) -> int:
 
 def cmd_tables(args: argparse.Namespace, out: IO[str]) -> int:
     with _cli_errors(args, args.namespace):
+        if args.namespace is not None:
+            check_namespace(args.namespace)  # a bad name is a usage error, before any read
         names = _existing(args).list_tables(args.namespace)
     out.writelines(f"{name}\n" for name in names)
     return 0

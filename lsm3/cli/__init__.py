@@ -15,7 +15,8 @@ error such as a malformed ``--schema`` or ``--filter``); ``--debug`` shows the t
 
 The commands live beside this module, one module per concept, and import ``lsm3``, never the
 reverse: :mod:`lsm3.cli.schema` (create, schema, alter), :mod:`lsm3.cli.rows` (write, scan,
-get, changes) and :mod:`lsm3.cli.snapshots` (snapshots, tag, untag, tags, inspect), built on
+get, changes), :mod:`lsm3.cli.snapshots` (snapshots, tag, untag, tags) and
+:mod:`lsm3.cli.inspect` (inspect, drawn by :mod:`lsm3.cli.treeview`), built on
 :mod:`lsm3.cli.args` (argument values), :mod:`lsm3.cli.filter` (the ``--filter`` language)
 and :mod:`lsm3.cli.io` (input files, outputs, values as text).
 """
@@ -30,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import lsm3
+from lsm3.cli import inspect as cli_inspect
 from lsm3.cli import rows as cli_rows
 from lsm3.cli import schema as cli_schema
 from lsm3.cli import snapshots as cli_snapshots
@@ -198,6 +200,7 @@ def _build_with(plugins: Sequence[Plugin]) -> tuple[argparse.ArgumentParser, Cli
     cli_schema.add_commands(table_command)
     cli_rows.add_commands(table_command)
     cli_snapshots.add_commands(table_command)
+    cli_inspect.add_commands(table_command)
     for plugin in plugins:
         install_plugin(plugin, extension)
     for action in table_args:
