@@ -1,9 +1,10 @@
 """The ``lsm3`` command line: the entry point, the top-level parser and error handling.
 
-Every table command takes a TABLE argument (``s3://bucket/path``, ``file:///path``, a plain
-path or ``memory://name``) and the common options ``--storage-option KEY=VALUE`` (repeatable)
-and ``--debug``. S3 credentials and endpoint come from ``--storage-option`` or, as with boto3,
-from the standard AWS environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
+Every table command takes a TABLE argument (``s3://bucket/path``, ``file:///path`` or a plain
+path; a ``memory://`` table lives in one process only, so the CLI refuses it) and the common
+options ``--storage-option KEY=VALUE`` (repeatable), ``--debug`` and ``-v``. S3 credentials
+and endpoint come from ``--storage-option`` or, as with boto3, from the standard AWS environment
+(``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
 
 Plugins (:mod:`lsm3.cli.plugins`, entry-point group ``lsm3.cli``) add global options,
 commands and resolvers of TABLE arguments; the warehouse catalog's plugin
@@ -101,7 +102,8 @@ examples:
   lsm3 alter s3://bucket/orders --add-column note:string && lsm3 schema s3://bucket/orders
   lsm3 inspect s3://bucket/orders --json
 
-Tables: s3://bucket/path, file:///path, a local path, memory://name.
+Tables: s3://bucket/path, file:///path or a local path.
+No S3 at hand? 'lsm3 devserver' starts a local one and prints the environment to export.
 S3 settings come from the AWS environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_PROFILE) or --storage-option KEY=VALUE with the keys
 endpoint_url, region, access_key_id, secret_access_key, session_token, profile.
@@ -137,7 +139,7 @@ def _common(debug_default: Any) -> _Parser:
     return common
 
 
-_TABLE_HELP = "the table: s3://bucket/path, file:///path, a local path or memory://name"
+_TABLE_HELP = "the table: s3://bucket/path, file:///path or a local path"
 
 
 def build_parser(plugins: Sequence[Plugin] | None = None) -> argparse.ArgumentParser:

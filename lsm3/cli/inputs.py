@@ -36,6 +36,8 @@ FORMATS_BY_EXTENSION = {
 #: Rows per Parquet batch and bytes per CSV / JSON block read at a time.
 BATCH_ROWS = 131_072
 BLOCK_BYTES = 16 << 20
+#: Bytes of a CSV or JSON lines file whose types ``create --like`` infers.
+SAMPLE_BYTES = 2 << 20
 
 NULL_VALUES_HELP = (
     "CSV: comma-separated field values read as null (default: Arrow's list: empty, NA, N/A, "
@@ -84,7 +86,9 @@ class InputFile:
     fmt: str  # parquet | csv | jsonl
     null_values: Sequence[str]
 
-    def batches(self, schema: pa.Schema | None) -> Iterator[pa.RecordBatch]:
+    def batches(
+        self, schema: pa.Schema | None, block_bytes: int = BLOCK_BYTES
+    ) -> Iterator[pa.RecordBatch]:
         """The file's rows, a batch at a time; CSV columns named in ``schema`` get its types
         (``None``: every type inferred, as for ``create --like``)."""
         if self.path != "-" and not os.path.exists(self.path):
@@ -93,17 +97,23 @@ class InputFile:
             if self.fmt == "parquet":
                 yield from self._parquet()
             elif self.fmt == "csv":
-                yield from self._csv(schema)
+                yield from self._csv(schema, block_bytes)
             elif self.fmt == "jsonl":
-                yield from self._jsonl()
+                yield from self._jsonl(block_bytes)
             else:
                 raise UsageError(f"unknown input format {self.fmt!r}")
         except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
             raise CliError(self._explain(exc, schema)) from None
 
     def sample_schema(self) -> pa.Schema:
-        """The schema of the file's first block (``lsm3 create --like``)."""
-        for batch in self.batches(None):
+        """The schema of the file's first block (``lsm3 create --like``): Parquet's own,
+        inferred from the first :data:`SAMPLE_BYTES` of CSV and JSON lines."""
+        if self.fmt == "parquet" and self.path != "-":
+            import pyarrow.parquet as pq
+
+            schema: pa.Schema = pq.read_schema(self.path)
+            return schema
+        for batch in self.batches(None, block_bytes=SAMPLE_BYTES):
             return batch.schema
         raise CliError(f"{self.path} holds no columns to take a schema from")
 
@@ -133,21 +143,21 @@ class InputFile:
         )
         return convert, zoned
 
-    def _csv(self, schema: pa.Schema | None) -> Iterator[pa.RecordBatch]:
+    def _csv(self, schema: pa.Schema | None, block_bytes: int) -> Iterator[pa.RecordBatch]:
         import pyarrow.csv as pacsv
 
         convert, zoned = self._csv_options(schema)
-        read = pacsv.ReadOptions(block_size=BLOCK_BYTES)
+        read = pacsv.ReadOptions(block_size=block_bytes)
         with pacsv.open_csv(self._source(), read_options=read, convert_options=convert) as r:
             for batch in r:
                 if zoned:
                     batch = _with_zoned(batch, zoned)
                 yield batch
 
-    def _jsonl(self) -> Iterator[pa.RecordBatch]:
+    def _jsonl(self, block_bytes: int) -> Iterator[pa.RecordBatch]:
         import pyarrow.json as pajson
 
-        read = pajson.ReadOptions(block_size=BLOCK_BYTES)
+        read = pajson.ReadOptions(block_size=block_bytes)
         if hasattr(pajson, "open_json"):
             with pajson.open_json(self._source(), read_options=read) as r:
                 yield from r

@@ -127,16 +127,19 @@ def check_output_name(path: str | None) -> None:
 
 
 def limited(batches: Iterable[pa.RecordBatch], limit: int | None) -> Iterator[pa.RecordBatch]:
-    """The batches, cut after ``limit`` rows (``None``: all of them)."""
+    """The batches, cut after ``limit`` rows (``None``: all of them); never reads a batch more
+    than it needs (the next batch of a scan may take as long as the first)."""
+    if limit is not None and limit <= 0:
+        return
     remaining = limit
     for batch in batches:
         if remaining is not None:
-            if remaining <= 0:
-                break
             if batch.num_rows > remaining:
                 batch = batch.slice(0, remaining)
             remaining -= batch.num_rows
         yield batch
+        if remaining is not None and remaining <= 0:
+            return
 
 
 def observed(
