@@ -68,6 +68,8 @@ def test_scan_to_the_screen_shows_a_screenful_and_says_how_many_were_left_out(
     assert "(10 rows)" in out
     code, out, _ = run(capsys, "scan", t.uri, "--format", "csv")
     assert len(out.splitlines()) == 101  # csv and jsonl: every row
+    code, out, _ = run(capsys, "changes", t.uri, "--from", "0")
+    assert len(out.splitlines()) == 2 + 20 + 1 and "(20 of 100 rows shown" in out, out
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])

@@ -237,6 +237,14 @@ def cmd_changes(args: argparse.Namespace, out: IO[str]) -> int:
     result = table.changes(
         args.from_snapshot, args.to_snapshot, include_update_before=args.include_update_before
     )
+    if not args.output and args.format == "table" and result.num_rows > TABLE_ROWS:
+        n = write_rows(result.schema, result.slice(0, TABLE_ROWS).to_batches(), None, "table", out)
+        print(
+            f"({n:,} of {result.num_rows:,} rows shown; --format csv|jsonl or --output FILE "
+            "for all of them)",
+            file=out,
+        )
+        return 0
     n = write_rows(result.schema, result.to_batches(), args.output, args.format, out)
     if args.output:
         print(f"wrote {n:,} row(s) to {args.output}", file=sys.stderr)
