@@ -11,6 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY lsm3 ./lsm3
+COPY catalog ./catalog
 COPY compactor ./compactor
 RUN pip install --no-cache-dir . && rm -rf /src
 

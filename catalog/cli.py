@@ -27,7 +27,7 @@ from catalog.errors import (
     NamespaceNotFound,
     TableAlreadyExists,
 )
-from catalog.identifiers import parse_table
+from catalog.identifiers import check_namespace, parse_table
 from lsm3.cli.args import PROG, CliError, UsageError, storage_options
 from lsm3.cli.plugins import CliExtension
 
@@ -117,6 +117,20 @@ def _connect(args: argparse.Namespace) -> Catalog:
     return connect(_warehouse(args), storage_options(args))
 
 
+def _existing(args: argparse.Namespace) -> Catalog:
+    """The catalog, for commands that only read it: a warehouse where nothing was ever
+    created is far more often a mistyped URI than an empty warehouse, so it is an error."""
+    catalog = _connect(args)
+    if catalog.refresh().state_id == 0:
+        warehouse = _warehouse(args)
+        raise CliError(
+            f"no warehouse catalog at {warehouse} (nothing was ever created there); check the "
+            f"URI, or start one with '{PROG} --warehouse {shlex.quote(warehouse)} namespaces "
+            "create NAME'"
+        )
+    return catalog
+
+
 def _parse(name: str) -> tuple[str, str]:
     try:
         return parse_table(name)
@@ -165,7 +179,7 @@ def cmd_namespaces(args: argparse.Namespace, out: IO[str]) -> int:
         if name is not None:
             raise UsageError(f"'namespaces list' takes no NAME (got {name!r})")
         with _cli_errors(args):
-            names = _connect(args).list_namespaces()
+            names = _existing(args).list_namespaces()
         out.writelines(f"{ns}\n" for ns in names)
         return 0
     if name is None:
@@ -183,7 +197,9 @@ def cmd_namespaces(args: argparse.Namespace, out: IO[str]) -> int:
 
 def cmd_tables(args: argparse.Namespace, out: IO[str]) -> int:
     with _cli_errors(args, args.namespace):
-        names = _connect(args).list_tables(args.namespace)
+        if args.namespace is not None:
+            check_namespace(args.namespace)  # a bad name is a usage error, before any read
+        names = _existing(args).list_tables(args.namespace)
     out.writelines(f"{name}\n" for name in names)
     return 0
 

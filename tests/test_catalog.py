@@ -2,7 +2,7 @@
 
 Functional tests run on a local directory and on moto. Races between real processes run on a
 local directory and on SeaweedFS, whose conditional puts are atomic under contention (moto's
-are not, see shared/DESIGN.md).
+are not: two conditional puts both won in 1 of 40 forced races).
 """
 
 from __future__ import annotations

@@ -80,6 +80,31 @@ def test_write_stall_warn_logs_and_commits(
     assert "write stall" in caplog.text and len(t.snapshot_ids()) == 3
 
 
+def test_write_stall_warning_is_not_repeated_at_every_commit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    t = make(tmp_path, write_stall="warn")
+    caplog.set_level(logging.WARNING, logger="lsm3.write.writer")
+    for i in range(1, 9):
+        commit(t, i)
+    stalls = [r for r in caplog.records if "write stall" in r.getMessage()]
+    assert len(stalls) == 1, [r.getMessage() for r in stalls]
+    assert len(t.snapshot_ids()) == 8  # every commit still landed
+
+
+def test_stall_warnings_repeat_for_new_buckets_and_after_a_while() -> None:
+    from lsm3.write.stall import StallWarnings
+
+    warnings = StallWarnings(repeat_seconds=3600)
+    assert warnings.should_warn("t", [((), 0)])
+    assert not warnings.should_warn("t", [((), 0)])
+    assert warnings.should_warn("other", [((), 0)])  # per table
+    assert warnings.should_warn("t", [((), 0), ((), 1)])  # a bucket newly crowded
+    warnings.reset("t")  # compacted
+    assert warnings.should_warn("t", [((), 0)])
+    assert StallWarnings(repeat_seconds=0).should_warn("t", [1])
+
+
 def test_write_stall_error_raises_commits_nothing_and_keeps_the_data(tmp_path: Path) -> None:
     t = make(tmp_path, write_stall="error")
     commit(t, 1)

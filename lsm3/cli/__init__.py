@@ -1,9 +1,10 @@
 """The ``lsm3`` command line: the entry point, the top-level parser and error handling.
 
-Every table command takes a TABLE argument (``s3://bucket/path``, ``file:///path``, a plain
-path or ``memory://name``) and the common options ``--storage-option KEY=VALUE`` (repeatable)
-and ``--debug``. S3 credentials and endpoint come from ``--storage-option`` or, as with boto3,
-from the standard AWS environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
+Every table command takes a TABLE argument (``s3://bucket/path``, ``file:///path`` or a plain
+path; a ``memory://`` table lives in one process only, so the CLI refuses it) and the common
+options ``--storage-option KEY=VALUE`` (repeatable), ``--debug`` and ``-v``. S3 credentials
+and endpoint come from ``--storage-option`` or, as with boto3, from the standard AWS environment
+(``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
 
 Plugins (:mod:`lsm3.cli.plugins`, entry-point group ``lsm3.cli``) add global options,
 commands and resolvers of TABLE arguments; the warehouse catalog's plugin
@@ -15,7 +16,8 @@ error such as a malformed ``--schema`` or ``--filter``); ``--debug`` shows the t
 
 The commands live beside this module, one module per concept, and import ``lsm3``, never the
 reverse: :mod:`lsm3.cli.schema` (create, schema, alter), :mod:`lsm3.cli.rows` (write, scan,
-get, changes) and :mod:`lsm3.cli.snapshots` (snapshots, tag, untag, tags, inspect), built on
+get, changes), :mod:`lsm3.cli.snapshots` (snapshots, tag, untag, tags) and
+:mod:`lsm3.cli.inspect` (inspect, drawn by :mod:`lsm3.cli.treeview`), built on
 :mod:`lsm3.cli.args` (argument values), :mod:`lsm3.cli.filter` (the ``--filter`` language)
 and :mod:`lsm3.cli.io` (input files, outputs, values as text).
 """
@@ -30,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import lsm3
+from lsm3.cli import inspect as cli_inspect
 from lsm3.cli import rows as cli_rows
 from lsm3.cli import schema as cli_schema
 from lsm3.cli import snapshots as cli_snapshots
@@ -55,6 +58,7 @@ from lsm3.cli.plugins import (
     install_plugin,
     warn_plugin,
 )
+from lsm3.cli.progress import logging_to_stderr
 from lsm3.errors import Lsm3Error
 
 # Helpers that examples, the compactor CLI and the tests import from here.
@@ -98,7 +102,8 @@ examples:
   lsm3 alter s3://bucket/orders --add-column note:string && lsm3 schema s3://bucket/orders
   lsm3 inspect s3://bucket/orders --json
 
-Tables: s3://bucket/path, file:///path, a local path, memory://name.
+Tables: s3://bucket/path, file:///path or a local path.
+No S3 at hand? 'lsm3 devserver' starts a local one and prints the environment to export.
 S3 settings come from the AWS environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_PROFILE) or --storage-option KEY=VALUE with the keys
 endpoint_url, region, access_key_id, secret_access_key, session_token, profile.
@@ -124,10 +129,17 @@ def _common(debug_default: Any) -> _Parser:
         default=debug_default,
         help="show the full traceback on errors",
     )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=debug_default,
+        help="log what lsm3 does on stderr (-vv: in detail)",
+    )
     return common
 
 
-_TABLE_HELP = "the table: s3://bucket/path, file:///path, a local path or memory://name"
+_TABLE_HELP = "the table: s3://bucket/path, file:///path or a local path"
 
 
 def build_parser(plugins: Sequence[Plugin] | None = None) -> argparse.ArgumentParser:
@@ -157,6 +169,13 @@ def _build_with(plugins: Sequence[Plugin]) -> tuple[argparse.ArgumentParser, Cli
     )
     parser.add_argument("--version", action="version", version=f"lsm3 {lsm3.__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log what lsm3 does on stderr (-vv: in detail)",
+    )
     common = _common(argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -183,6 +202,7 @@ def _build_with(plugins: Sequence[Plugin]) -> tuple[argparse.ArgumentParser, Cli
     cli_schema.add_commands(table_command)
     cli_rows.add_commands(table_command)
     cli_snapshots.add_commands(table_command)
+    cli_inspect.add_commands(table_command)
     for plugin in plugins:
         install_plugin(plugin, extension)
     for action in table_args:
@@ -209,7 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     debug = bool(getattr(args, "debug", False)) or os.environ.get("LSM3_DEBUG") == "1"
     try:
-        return int(args.func(args, sys.stdout))
+        with logging_to_stderr(int(getattr(args, "verbose", 0) or 0)):
+            return int(args.func(args, sys.stdout))
     except UsageError as exc:
         return _fail(exc, 2, debug)
     except (Lsm3Error, CliError) as exc:

@@ -258,6 +258,15 @@ def table_resolvers(args: argparse.Namespace) -> Sequence[TableResolver]:
     return resolvers
 
 
+def refuse_memory_uri(uri: str) -> None:
+    """A ``memory://`` table lives as long as the process: the next command would not find it."""
+    if uri.startswith("memory://"):
+        raise UsageError(
+            f"{uri}: a memory:// table lives only inside one Python process, so the next "
+            f"{PROG} command would not find it; use a directory (./orders) or s3://bucket/path"
+        )
+
+
 def open_table(args: argparse.Namespace) -> lsm3.Table:
     """The table ``args.uri`` names: what a plugin's resolver makes of it (``sales.orders``
     with ``--warehouse``), else the URI, opened with the ``--storage-option`` settings."""
@@ -265,7 +274,14 @@ def open_table(args: argparse.Namespace) -> lsm3.Table:
         table = resolver.open_table(args, args.uri)
         if table is not None:
             return table
-    return lsm3.open_table(args.uri, storage_options=storage_options(args))
+    refuse_memory_uri(args.uri)
+    try:
+        return lsm3.open_table(args.uri, storage_options=storage_options(args))
+    except lsm3.TableNotFound as exc:
+        raise CliError(
+            f"no lsm3 table at {args.uri}; create one with '{PROG} create {args.uri} "
+            "--schema COLUMNS --primary-key COLS' (or --like FILE for the columns of a file)"
+        ) from exc
 
 
 def create_table(
@@ -286,5 +302,14 @@ def create_table(
         table = resolver.create_table(args, args.uri, schema, **definition)
         if table is not None:
             return table, f"{args.uri} at {table.uri}"
-    table = lsm3.create_table(args.uri, schema, storage_options=storage_options(args), **definition)
+    refuse_memory_uri(args.uri)
+    try:
+        table = lsm3.create_table(
+            args.uri, schema, storage_options=storage_options(args), **definition
+        )
+    except lsm3.TableAlreadyExists as exc:
+        raise CliError(
+            f"a table already exists at {args.uri}; add rows with '{PROG} write {args.uri} "
+            f"FILE', see it with '{PROG} schema {args.uri}', or create the new one elsewhere"
+        ) from exc
     return table, table.uri

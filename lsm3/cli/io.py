@@ -1,9 +1,10 @@
-"""Files and text of the ``lsm3`` command: reading inputs, writing outputs, showing values.
+"""Outputs and text of the ``lsm3`` command: writing result rows, showing values.
 
-Input files (Parquet, CSV read with the table's types, JSON lines; ``-`` for stdin) become
-Arrow tables for the writer; result batches go to ``--output FILE`` (Parquet, CSV, JSON lines)
-or to stdout as an aligned text table, CSV or JSON lines. Values are shown the same way
-everywhere: JSON with ISO times, decimals as strings and bytes as base64.
+Result batches stream to ``--output FILE`` (Parquet, CSV, JSON lines) or to stdout as CSV or
+JSON lines, a batch at a time, so the first rows appear before the scan is done; the aligned
+text table shows a bounded number of rows. Values are shown the same way everywhere: JSON
+with ISO times, decimals as strings and bytes as base64. Input files are read by
+:mod:`lsm3.cli.inputs`.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ import datetime as dt
 import decimal
 import json
 import os
-import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from lsm3.cli.args import CliError, UsageError
+from lsm3.cli.args import UsageError
+from lsm3.cli.inputs import FORMATS_BY_EXTENSION
 
 # --------------------------------------------------------------------------- values as text
 
@@ -110,93 +110,11 @@ def iso_ms(ms: int) -> str:
     )
 
 
-# --------------------------------------------------------------------------- input files
-
-# File formats by name ending, for input files and --output alike.
-_FORMATS_BY_EXTENSION = {
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".csv": "csv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-}
-
-
-def input_format(path: str, given: str | None) -> str:
-    """The format of an input file: ``given`` (``--format``), else from its extension."""
-    if given:
-        return given
-    if path == "-":
-        raise UsageError("reading stdin ('-') needs --format parquet|csv|jsonl")
-    lower = path.lower()
-    for suffix in (".gz", ".bz2", ".zst"):
-        lower = lower.removesuffix(suffix)
-    ext = os.path.splitext(lower)[1]
-    if ext not in _FORMATS_BY_EXTENSION:
-        raise UsageError(
-            f"cannot tell the format of {path!r} from its extension; pass --format "
-            "parquet|csv|jsonl"
-        )
-    return _FORMATS_BY_EXTENSION[ext]
-
-
-def read_input(path: str, fmt: str, schema: pa.Schema) -> pa.Table:
-    """Read one input file (``-`` for stdin) as Arrow; the writer casts it to the table."""
-    source: Any = sys.stdin.buffer if path == "-" else path
-    if path != "-" and not os.path.exists(path):
-        raise CliError(f"input file {path!r} does not exist")
-    try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            if path == "-":
-                source = pa.BufferReader(sys.stdin.buffer.read())
-            return pq.read_table(source)
-        if fmt == "csv":
-            import pyarrow.csv as pacsv
-
-            # Read the table's columns with the table's types, so "007" stays a string;
-            # zoned timestamps as text first: they may come with or without an offset.
-            zoned = {f.name: f.type for f in schema if pa.types.is_timestamp(f.type) and f.type.tz}
-            types = {f.name: pa.string() if f.name in zoned else f.type for f in schema}
-            convert = pacsv.ConvertOptions(column_types=types)
-            data = pacsv.read_csv(source, convert_options=convert)
-            for name, t in zoned.items():
-                if name in data.column_names:
-                    i = data.column_names.index(name)
-                    data = data.set_column(i, name, _parse_zoned(data.column(name), t))
-            return data
-        if fmt == "jsonl":
-            import pyarrow.json as pajson
-
-            return pajson.read_json(source)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        raise CliError(f"cannot read {path} as {fmt}: {exc}") from None
-    raise UsageError(f"unknown input format {fmt!r}")
-
-
-_OFFSET_SUFFIX = r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|z|[+-]\d{2}(:?\d{2})?)$"
-
-
-def _parse_zoned(column: pa.ChunkedArray, t: pa.DataType) -> pa.ChunkedArray:
-    """Text to a zoned timestamp: values with an offset as given, values without one as UTC."""
-    import pyarrow.csv as pacsv
-
-    none = pa.scalar(None, pa.string())
-    nulls = pa.array(pacsv.ConvertOptions().null_values, pa.string())  # "", "NULL", "NA", ...
-    column = pc.if_else(pc.is_in(column, value_set=nulls), none, column)
-    has_offset = pc.match_substring_regex(column, _OFFSET_SUFFIX)
-    with_offset = pc.cast(pc.if_else(has_offset, column, none), t)
-    naive = pc.cast(pc.if_else(has_offset, none, column), pa.timestamp(t.unit))
-    return pc.if_else(has_offset, with_offset, pc.cast(naive, t))
-
-
 # --------------------------------------------------------------------------- outputs
 
 
 def _output_format(path: str) -> str:
-    fmt = _FORMATS_BY_EXTENSION.get(os.path.splitext(path.lower())[1])
+    fmt = FORMATS_BY_EXTENSION.get(os.path.splitext(path.lower())[1])
     if fmt is None:
         raise UsageError(f"--output {path!r}: use a .parquet, .csv or .jsonl name")
     return fmt
@@ -208,24 +126,36 @@ def check_output_name(path: str | None) -> None:
         _output_format(path)
 
 
-def limited(reader: pa.RecordBatchReader, limit: int | None) -> Iterator[pa.RecordBatch]:
-    """The batches of ``reader``, cut after ``limit`` rows (``None``: all of them)."""
+def limited(batches: Iterable[pa.RecordBatch], limit: int | None) -> Iterator[pa.RecordBatch]:
+    """The batches, cut after ``limit`` rows (``None``: all of them); never reads a batch more
+    than it needs (the next batch of a scan may take as long as the first)."""
+    if limit is not None and limit <= 0:
+        return
     remaining = limit
-    for batch in reader:
+    for batch in batches:
         if remaining is not None:
-            if remaining <= 0:
-                break
             if batch.num_rows > remaining:
                 batch = batch.slice(0, remaining)
             remaining -= batch.num_rows
+        yield batch
+        if remaining is not None and remaining <= 0:
+            return
+
+
+def observed(
+    batches: Iterable[pa.RecordBatch], each: Callable[[pa.RecordBatch], object]
+) -> Iterator[pa.RecordBatch]:
+    """The batches, calling ``each`` on every one as it passes (progress counters)."""
+    for batch in batches:
+        each(batch)
         yield batch
 
 
 def _write_jsonl(batches: Iterable[pa.RecordBatch], stream: IO[str]) -> int:
     n = 0
     for batch in batches:
-        for row in batch.to_pylist():
-            stream.write(to_json_line(row) + "\n")
+        stream.write("".join(to_json_line(row) + "\n" for row in batch.to_pylist()))
+        stream.flush()
         n += batch.num_rows
     return n
 
@@ -238,6 +168,26 @@ def _write_csv(sink: Any, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) 
         for batch in batches:
             cw.write_batch(batch)
             n += batch.num_rows
+    return n
+
+
+def _stream_csv(schema: pa.Schema, batches: Iterable[pa.RecordBatch], out: IO[str]) -> int:
+    """CSV to a text stream, flushed batch by batch: the header, then each batch's rows."""
+    import pyarrow.csv as pacsv
+
+    n = 0
+    header = True
+    for batch in batches:
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(batch, sink, pacsv.WriteOptions(include_header=header))
+        out.write(sink.getvalue().to_pybytes().decode("utf-8"))
+        out.flush()
+        header = False
+        n += batch.num_rows
+    if header:  # no rows: still the header, as a file would have
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(schema.empty_table(), sink)
+        out.write(sink.getvalue().to_pybytes().decode("utf-8"))
     return n
 
 
@@ -264,18 +214,19 @@ def write_rows(
     output: str | None,
     fmt: str,
     out: IO[str],
-) -> None:
-    """Rows to ``output`` (a row count on stderr), else to ``out`` as ``fmt``: table|csv|jsonl."""
+) -> int:
+    """Rows to ``output``, else to ``out`` as ``fmt``: table|csv|jsonl; returns how many.
+    CSV and JSON lines stream; the text table holds its rows (callers bound them)."""
     if output:
-        n = _output_file(output, schema, batches)
-        print(f"wrote {n} row(s) to {output}", file=sys.stderr)
-    elif fmt == "jsonl":
-        _write_jsonl(batches, out)
-    elif fmt == "csv":
-        sink = pa.BufferOutputStream()
-        _write_csv(sink, schema, batches)
-        out.write(sink.getvalue().to_pybytes().decode("utf-8"))
-    else:
-        result = pa.Table.from_batches(list(batches), schema=schema)
-        print(format_table(result), file=out)
-        print(f"({result.num_rows} row{'s' if result.num_rows != 1 else ''})", file=out)
+        return _output_file(output, schema, batches)
+    if fmt == "jsonl":
+        return _write_jsonl(batches, out)
+    if fmt == "csv":
+        return _stream_csv(schema, batches, out)
+    result = pa.Table.from_batches(list(batches), schema=schema)
+    print(format_table(result), file=out)
+    return result.num_rows
+
+
+def rows_note(n: int) -> str:
+    return f"({n:,} row{'s' if n != 1 else ''})"

@@ -9,11 +9,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import IO
+from typing import IO, Any
 
+import pyarrow as pa
+
+import lsm3
 from lsm3.cli.args import (
     PROG,
     AddCommand,
+    CliError,
     UsageError,
     check_one_snapshot_choice,
     open_table,
@@ -22,20 +26,32 @@ from lsm3.cli.args import (
     parse_names,
 )
 from lsm3.cli.filter import FILTER_HELP, parse_filter
+from lsm3.cli.inputs import (
+    NULL_VALUES_HELP,
+    InputFile,
+    check_keys_not_empty,
+    input_format,
+    parse_null_values,
+)
 from lsm3.cli.io import (
     check_output_name,
     format_rows,
-    input_format,
+    iso_ms,
     limited,
-    read_input,
+    observed,
+    rows_note,
     to_json_line,
     write_rows,
 )
+from lsm3.cli.progress import Progress
+from lsm3.errors import SnapshotNotFound
 
 
 def cmd_write(args: argparse.Namespace, out: IO[str]) -> int:
     if args.commit_id and not args.writer_id:
         raise UsageError("--commit-id needs --writer-id (a commit id is per writer)")
+    null_values = parse_null_values(args.null_values)
+    sources = [InputFile(p, input_format(p, args.format), null_values) for p in args.files]
     table = open_table(args)
     if args.writer_id and args.commit_id:
         last = table.last_commit(args.writer_id)
@@ -46,20 +62,13 @@ def cmd_write(args: argparse.Namespace, out: IO[str]) -> int:
                 file=out,
             )
             return 0
-    formats = [input_format(p, args.format) for p in args.files]
-    changes = 0
+    progress = Progress("write")
     with table.writer(args.writer_id) as writer:
-        for path, fmt in zip(args.files, formats, strict=True):
-            data = read_input(path, fmt, table.schema)
-            changes += data.num_rows
-            if args.cdc:
-                writer.apply_cdc(data, op_column=args.op_column)
-            elif args.delete:
-                writer.delete(data)
-            else:
-                writer.upsert(data)
+        for source in sources:
+            _write_file(args, table, writer, source, progress)
+        progress.clear()
         snap = None
-        if changes or args.commit_id:
+        if progress.rows or args.commit_id:
             metadata = {"files": [os.path.basename(p) for p in args.files][:100]}
             snap = writer.commit(commit_id=args.commit_id, metadata=metadata)
     if snap is None:
@@ -67,12 +76,68 @@ def cmd_write(args: argparse.Namespace, out: IO[str]) -> int:
         return 0
     s = snap.summary
     print(
-        f"committed snapshot {snap.snapshot_id} to {table.uri}: {changes} change(s) from "
+        f"committed snapshot {snap.snapshot_id} to {table.uri}: {progress.rows} change(s) from "
         f"{len(args.files)} file(s) -> {s.get('added_files', 0)} run(s), "
         f"{s.get('added_rows', 0)} row(s) of which {s.get('added_deletes', 0)} delete(s)",
         file=out,
     )
     return 0
+
+
+def _write_file(
+    args: argparse.Namespace,
+    table: lsm3.Table,
+    writer: lsm3.Writer,
+    source: InputFile,
+    progress: Progress,
+) -> None:
+    """Stream one input file into the writer, a block at a time."""
+    first_row = 0
+    for batch in source.batches(table.schema):
+        if not args.allow_empty_key:
+            check_keys_not_empty(batch, table.primary_key, source, first_row)
+        if args.cdc:
+            if args.op_column not in batch.schema.names:
+                raise UsageError(
+                    f"{source.path} has no column {args.op_column!r} for the ops of --cdc "
+                    f"(its columns: {', '.join(batch.schema.names)}); name the op column with "
+                    "--op-column NAME"
+                )
+            writer.apply_cdc(batch, op_column=args.op_column)
+        elif args.delete:
+            writer.delete(batch)
+        else:
+            writer.upsert(batch)
+        first_row += batch.num_rows
+        progress.add(batch.num_rows, batch.nbytes)
+
+
+#: Rows the text table shows when no --limit is given.
+TABLE_ROWS = 20
+
+
+def snapshot_of(table: lsm3.Table, args: argparse.Namespace) -> int:
+    """The snapshot id ``--snapshot``, ``--as-of`` or ``--tag`` picks (default: the current
+    one; 0 for a table with no commit), resolved once so every read of a command agrees."""
+    check_one_snapshot_choice(args)
+    as_of_text = getattr(args, "as_of", None)
+    as_of = parse_as_of(as_of_text) if as_of_text is not None else None
+    try:
+        snap = table.snapshot(args.snapshot, as_of=as_of, tag=args.tag)
+    except SnapshotNotFound:
+        if as_of is None:
+            raise
+        first = table.snapshots()[:1]
+        hint = (
+            f"the oldest retained snapshot ({first[0].snapshot_id}) was committed at "
+            f"{iso_ms(first[0].timestamp_ms)}; see '{PROG} snapshots {args.uri}'"
+            if first
+            else "the table has no snapshot yet"
+        )
+        raise CliError(
+            f"no snapshot was committed at or before --as-of {as_of_text} ({iso_ms(as_of)}); {hint}"
+        ) from None
+    return snap.snapshot_id if snap else 0
 
 
 def cmd_scan(args: argparse.Namespace, out: IO[str]) -> int:
@@ -83,20 +148,71 @@ def cmd_scan(args: argparse.Namespace, out: IO[str]) -> int:
     table = open_table(args)
     columns = parse_names(args.columns, "--columns") if args.columns else None
     expr = parse_filter(args.filter, table.schema) if args.filter else None
-    as_of = parse_as_of(args.as_of) if args.as_of is not None else None
-    reader = table.to_batches(
-        columns=columns, filter=expr, snapshot_id=args.snapshot, as_of=as_of, tag=args.tag
-    )
-    write_rows(reader.schema, limited(reader, args.limit), args.output, args.format, out)
+    snapshot_id = snapshot_of(table, args)
+    reader = table.to_batches(columns=columns, filter=expr, snapshot_id=snapshot_id)
+    on_screen = not args.output and args.format == "table"
+    if on_screen and args.limit is None:
+        return _scan_to_screen(table, reader, expr, snapshot_id, out)
+    if on_screen:
+        n = write_rows(reader.schema, limited(reader, args.limit), None, "table", out)
+        print(rows_note(n), file=out)
+        return 0
+    progress = Progress("scan", enabled=None if args.output or not _isatty(out) else False)
+    rows = observed(limited(reader, args.limit), lambda b: progress.add(b.num_rows, b.nbytes))
+    n = write_rows(reader.schema, rows, args.output, args.format, out)
+    progress.clear()
+    if args.output:
+        print(f"wrote {n:,} row(s) to {args.output}", file=sys.stderr)
     return 0
 
 
+def _scan_to_screen(
+    table: lsm3.Table,
+    reader: pa.RecordBatchReader,
+    expr: Any,
+    snapshot_id: int,
+    out: IO[str],
+) -> int:
+    """The first :data:`TABLE_ROWS` rows as a text table at once, then how many were left out
+    (counted on the key columns after the rows are shown)."""
+    batches = list(limited(reader, TABLE_ROWS + 1))
+    n = write_rows(reader.schema, limited(batches, TABLE_ROWS), None, "table", out)
+    out.flush()
+    if sum(b.num_rows for b in batches) <= TABLE_ROWS:
+        print(rows_note(n), file=out)
+        return 0
+    reader.close()
+    total = count_rows(table, expr, snapshot_id)
+    print(
+        f"({n:,} of {total:,} rows shown; --limit N for more, --format csv|jsonl or --output "
+        "FILE for all of them)",
+        file=out,
+    )
+    return 0
+
+
+def count_rows(table: lsm3.Table, expr: Any, snapshot_id: int, what: str = "count") -> int:
+    """Live rows matching ``expr`` (the key columns merged only), with progress."""
+    progress = Progress(what)
+    reader = table.to_batches(columns=list(table.primary_key), filter=expr, snapshot_id=snapshot_id)
+    for batch in reader:
+        progress.add(batch.num_rows)
+    progress.clear()
+    return progress.rows
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def cmd_get(args: argparse.Namespace, out: IO[str]) -> int:
-    check_one_snapshot_choice(args)
     table = open_table(args)
     keys = [parse_key(k, table.schema, table.primary_key) for k in args.keys]
     columns = parse_names(args.columns, "--columns") if args.columns else None
-    rows = table.get_many(keys, snapshot_id=args.snapshot, columns=columns, tag=args.tag)
+    rows = table.get_many(keys, snapshot_id=snapshot_of(table, args), columns=columns)
     missing = [k for k, r in zip(args.keys, rows, strict=True) if r is None]
     if args.format == "table":
         names = columns or table.schema.names
@@ -121,7 +237,19 @@ def cmd_changes(args: argparse.Namespace, out: IO[str]) -> int:
     result = table.changes(
         args.from_snapshot, args.to_snapshot, include_update_before=args.include_update_before
     )
-    write_rows(result.schema, result.to_batches(), args.output, args.format, out)
+    if not args.output and args.format == "table" and result.num_rows > TABLE_ROWS:
+        n = write_rows(result.schema, result.slice(0, TABLE_ROWS).to_batches(), None, "table", out)
+        print(
+            f"({n:,} of {result.num_rows:,} rows shown; --format csv|jsonl or --output FILE "
+            "for all of them)",
+            file=out,
+        )
+        return 0
+    n = write_rows(result.schema, result.to_batches(), args.output, args.format, out)
+    if args.output:
+        print(f"wrote {n:,} row(s) to {args.output}", file=sys.stderr)
+    elif args.format == "table":
+        print(rows_note(n), file=out)
     return 0
 
 
@@ -175,6 +303,12 @@ def add_commands(add: AddCommand) -> None:
     mode.add_argument("--cdc", action="store_true", help="rows are change events with an op")
     mode.add_argument("--delete", action="store_true", help="rows are keys to delete")
     p.add_argument("--op-column", default="op", help="the op column for --cdc (default: op)")
+    p.add_argument("--null-values", metavar="LIST", help=NULL_VALUES_HELP)
+    p.add_argument(
+        "--allow-empty-key",
+        action="store_true",
+        help="store rows whose string key is '' (refused by default: usually a missing value)",
+    )
     p.add_argument("--writer-id", help="name the writer (recorded in the snapshot)")
     p.add_argument("--commit-id", help="idempotency id of this commit (needs --writer-id)")
     p.set_defaults(func=cmd_write)
@@ -196,7 +330,12 @@ def add_commands(add: AddCommand) -> None:
         "--as-of", metavar="TIME", help="read the snapshot current at TIME (ISO-8601 or ms)"
     )
     p.add_argument("--tag", metavar="NAME", help="read the snapshot tagged NAME")
-    p.add_argument("--limit", type=int, metavar="N", help="stop after N rows")
+    p.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help=f"stop after N rows (the text table shows {TABLE_ROWS} by default)",
+    )
     _add_output_options(p)
     p.set_defaults(func=cmd_scan)
 

@@ -14,11 +14,14 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import IO, Any
 
+import pyarrow as pa
+
 from lsm3.cli.args import (
     SCHEMA_HELP,
     AddCommand,
     UsageError,
     create_table,
+    format_schema,
     format_type,
     open_table,
     parse_column,
@@ -27,13 +30,27 @@ from lsm3.cli.args import (
     parse_schema,
     parse_type,
 )
+from lsm3.cli.inputs import InputFile, input_format, parse_null_values
 from lsm3.cli.io import format_rows
 from lsm3.format.evolution import SchemaUpdate
 from lsm3.format.schema import TableSchema
 
 
+def schema_like(path: str, fmt: str | None) -> pa.Schema:
+    """The columns of a sample file (``create --like``): Parquet's own schema, the types Arrow
+    infers from the first block of a CSV or JSON lines file (all-empty columns as strings)."""
+    source = InputFile(path, input_format(path, fmt), parse_null_values(None))
+    sample = source.sample_schema()
+    return pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in sample])
+
+
 def cmd_create(args: argparse.Namespace, out: IO[str]) -> int:
-    schema = parse_schema(args.schema)
+    if (args.schema is None) == (args.like is None):
+        raise UsageError(
+            "pass the columns with --schema 'id:int64,name:string' or take them from a sample "
+            "file with --like FILE (one of the two)"
+        )
+    schema = parse_schema(args.schema) if args.schema else schema_like(args.like, args.format)
     table, name = create_table(
         args,
         schema,
@@ -46,6 +63,8 @@ def cmd_create(args: argparse.Namespace, out: IO[str]) -> int:
     )
     key = ",".join(table.primary_key)
     print(f"created table {name} (primary key {key}, {args.buckets} bucket(s))", file=out)
+    if args.like:
+        print(f"columns from {args.like}: {format_schema(table.schema)}", file=out)
     return 0
 
 
@@ -225,15 +244,26 @@ def add_commands(add: AddCommand) -> None:
         "create",
         "create an empty table",
         "  lsm3 create ./orders --schema 'id:int64,name:string,amount:float64' --primary-key id\n"
+        "  lsm3 create ./flights --like flights.csv --primary-key year,month,day,flight\n"
         "  lsm3 create s3://b/events --schema 'tenant:string,id:int64,ts:timestamp[us,UTC]' \\\n"
         "       --primary-key tenant,id --partition-by tenant --buckets 8 \\\n"
         "       --option sequence_field=ts\n",
     )
     p.add_argument(
         "--schema",
-        required=True,
         metavar="COLUMNS",
         help="comma-separated NAME:TYPE list, e.g. 'id:int64,name:string'; " + SCHEMA_HELP,
+    )
+    p.add_argument(
+        "--like",
+        metavar="FILE",
+        help="take the columns from a sample file instead (.parquet, .csv, .jsonl: the types "
+        "Arrow infers from its first rows)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["parquet", "csv", "jsonl"],
+        help="the --like file's format (default: from its extension)",
     )
     p.add_argument(
         "--primary-key", required=True, metavar="COLS", help="key column(s), comma-separated"

@@ -392,3 +392,20 @@ def start_moto(port: int | None = None) -> LocalS3Server:
 def start_seaweedfs(data_dir: str | None = None, port: int | None = None) -> LocalS3Server:
     """Start a SeaweedFS ``weed mini`` server; see :meth:`LocalS3Server.start_seaweedfs`."""
     return LocalS3Server.start_seaweedfs(data_dir, port)
+
+
+if __name__ == "__main__":  # python -m lsm3.testing.devserver: the same as `lsm3 devserver`
+    import argparse
+    import sys
+
+    from lsm3.testing.cli import EXAMPLES, add_arguments, cmd_devserver
+
+    parser = argparse.ArgumentParser(
+        prog="python -m lsm3.testing.devserver",
+        description="Start a local S3 server for trying lsm3 (the same as 'lsm3 devserver').",
+        epilog="examples:\n"
+        + EXAMPLES.replace("lsm3 devserver", "python -m lsm3.testing.devserver"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    sys.exit(cmd_devserver(parser.parse_args(), sys.stdout))

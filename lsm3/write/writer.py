@@ -37,6 +37,7 @@ from lsm3.read.fold import fold_versions
 from lsm3.read.runfile import RunWriter
 from lsm3.write.commit import commit_files
 from lsm3.write.memtable import BufferedRows, Memtable, split_runs, with_constant_seq
+from lsm3.write.stall import STALL_WARNINGS
 
 if TYPE_CHECKING:
     from lsm3.table import Table
@@ -300,6 +301,12 @@ class Writer:
                     run.write(with_constant_seq(rows, flush_seq))
                 encoded = run.finish()
             store.put(encoded.file.path, encoded.body)
+            log.debug(
+                "uploaded %s (%d rows, %d bytes)",
+                encoded.file.path,
+                len(indices),
+                encoded.file.size,
+            )
             return encoded.file
 
         workers = min(self.schema.option("upload_concurrency"), len(runs))
@@ -415,7 +422,7 @@ class Writer:
         return snapshot
 
     def _commit_batch(self, batch: _FailedCommit, retried: bool) -> Snapshot:
-        return commit_files(
+        snapshot = commit_files(
             self.table,
             added=batch.files,
             removed=[],
@@ -426,6 +433,14 @@ class Writer:
             metadata=batch.metadata,
             since=batch.since if retried else None,
         )
+        log.info(
+            "committed snapshot %d to %s: %d run(s), %d bytes",
+            snapshot.snapshot_id,
+            self.table.uri,
+            len(batch.files),
+            sum(f.size for f in batch.files),
+        )
+        return snapshot
 
     def _crowded_buckets(self, files: list[DataFile]) -> dict[tuple[Any, int], int]:
         """Buckets this commit adds to whose sorted runs would reach the stop trigger."""
@@ -460,6 +475,7 @@ class Writer:
             return
         crowded = self._crowded_buckets(self.table.files_of(self.table.current_snapshot()))
         if not crowded:
+            STALL_WARNINGS.reset(self.table.uri)
             return
         mode = self.schema.option("write_stall")
         what = ", ".join(
@@ -467,9 +483,14 @@ class Writer:
         )
         stop = self.schema.option("num_sorted_run_stop_trigger")
         if mode == "warn":
-            log.warning(
-                "write stall threshold (%d sorted runs) reached: %s; run the compactor", stop, what
-            )
+            if STALL_WARNINGS.should_warn(self.table.uri, crowded):  # not at every commit
+                log.warning(
+                    "write stall threshold (%d sorted runs) reached: %s; run the compactor "
+                    "(lsm3-compactor --once %s)",
+                    stop,
+                    what,
+                    self.table.uri,
+                )
             return
         if mode == "wait":
             deadline = time.monotonic() + self.schema.option("write_stall_timeout_seconds")
