@@ -19,7 +19,8 @@ import pyarrow.compute as pc
 
 from lsm3.errors import InvalidInput, SnapshotNotFound
 from lsm3.format.metadata import DataFile, Snapshot
-from lsm3.format.schema import TableSchema
+from lsm3.format.schema import KIND_COLUMN, KIND_RESET, KIND_UPSERT, SEQ_COLUMN, TableSchema
+from lsm3.read.merge import merge_runs
 from lsm3.read.runfile import OpenRun
 from lsm3.read.scan import make_request, scan_batches
 
@@ -49,11 +50,15 @@ def added_files(table: Table, first: int, last: int) -> list[DataFile]:
     return out
 
 
-def _touched_keys(table: Table, schema: TableSchema, files: Sequence[DataFile]) -> pa.Table:
-    keys = list(schema.primary_key)
-    parts = [OpenRun(table.store, f, schema).read(keys) for f in files]
-    touched = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-    return touched.group_by(keys).aggregate([])
+def _fold_onto(before: pa.Table, added: Sequence[pa.Table], schema: TableSchema) -> pa.Table:
+    """The rows of ``before`` (whole values, older than everything in ``added``) with the
+    versions of ``added`` merged on top, as a reader would."""
+    base_kind = KIND_UPSERT if schema.engine.is_deduplicate else KIND_RESET
+    n = before.num_rows
+    base = before.append_column(SEQ_COLUMN, pa.repeat(-1, n).cast(pa.int64()))
+    base = base.append_column(KIND_COLUMN, pa.repeat(base_kind, n).cast(pa.int8()))
+    base = base.select(added[0].schema.names).cast(added[0].schema)
+    return merge_runs([base, *added], schema, drop_deletes=True, columns=schema.arrow.names)
 
 
 def _read_keys(
@@ -98,10 +103,16 @@ def changes(
     files = added_files(table, from_snapshot_id + 1, last)
     if not files:
         return out_schema.empty_table()
-    touched = _touched_keys(table, schema, files)
-    before = _read_keys(table, schema, from_snap, touched)
-    after = _read_keys(table, schema, to_snap, touched)
+    # The table at B for the touched keys is the table at A for them (one read) with the
+    # added files folded on top: everything they hold is newer than A, and compaction
+    # between A and B changes no value. So the added files are read once, whole.
+    file_columns = schema.file_schema().names
+    added = [OpenRun(table.store, f, schema).read(file_columns) for f in files]
+    added = [a.cast(added[0].schema) for a in added]
     keys = list(schema.primary_key)
+    touched = pa.concat_tables([a.select(keys) for a in added]).group_by(keys).aggregate([])
+    before = _read_keys(table, schema, from_snap, touched)
+    after = _fold_onto(before, added, schema)
     marker = "__lsm3_present"
     before_keys = before.select(keys).append_column(marker, pa.repeat(True, before.num_rows))
     joined = after.join(before_keys, keys, join_type="left outer")
