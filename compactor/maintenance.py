@@ -34,7 +34,7 @@ import lsm3
 from lsm3.errors import CorruptMetadata, InvalidInput, Lsm3Error, SnapshotNotFound
 from lsm3.format.metadata import ManifestEntry, Snapshot
 from lsm3.io.store import ObjectInfo
-from lsm3.read.consumer import ConsumerState, consumer_key, list_consumers
+from lsm3.read.consumer import ConsumerState, announce_expiry, consumer_key, list_consumers
 from lsm3.table import Table
 from lsm3.write.log import LATEST_HINT, SNAPSHOT_PREFIX, snapshot_key, split_history
 
@@ -220,15 +220,18 @@ def expire_snapshots(
             gone = [*result.detached, *result.expired]
             # The marker first: from now on no committer can take an expired id and report it
             # as landed (docs/FORMAT.md, section 12).
-            table.log.mark_expired(max(gone))
-            # Consumers again, now that the marker is there: one created since the first
-            # listing either sees the marker (and refuses an expired start) or is seen here.
+            # Consumers a last time, after announcing what will expire: one created since the
+            # first listing either sees the announcement (and refuses) or is seen here.
+            intent = announce_expiry(store, max(gone))
             late = [c for c in _consumers(table)[0].values() if c.snapshot_id <= max(gone)]
             if late:
+                store.delete(intent)
                 raise ConcurrentMaintenance(
                     f"consumer {late[0].consumer_id} of {table.uri} was created at snapshot "
                     f"{late[0].snapshot_id} while expiry ran; nothing was deleted, run it again"
                 )
+            table.log.mark_expired(max(gone))
+            store.delete(intent)  # the marker says it for good now
             # Oldest first and one at a time: a crash leaves a contiguous suffix of
             # snapshots, which is what readers and the next expiry rely on.
             for sid in gone:

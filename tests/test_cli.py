@@ -926,3 +926,31 @@ def test_hostile_filter_through_main(
     code, _, err = run(capsys, "scan", table_with_rows, "--filter", "id > 1" + " " * 20_000)
     assert code == 2
     assert_one_line_error(err, "longer than")
+
+
+def test_changes_as_a_consumer(
+    capsys: pytest.CaptureFixture[str], table_with_rows: str, tmp_path: Path
+) -> None:
+    """--consumer reads from the stored position and moves it past what it printed."""
+    uri = table_with_rows
+    code, out, err = run(
+        capsys, "changes", uri, "--consumer", "etl", "--from", "0", "--format", "jsonl"
+    )
+    assert code == 0, err
+    assert {r["_row_kind"] for r in jsonl(out)} == {"+I"} and len(jsonl(out)) == 10
+    assert "etl: at snapshot 1" in err
+    code, out, err = run(capsys, "changes", uri, "--consumer", "etl", "--format", "jsonl")
+    assert code == 0 and out == ""
+    write_cdc(
+        uri,
+        tmp_path / "cdc.jsonl",
+        ['{"op": "d", "id": 2, "name": null, "amount": null, "ts": null}'],
+    )
+    capsys.readouterr()
+    code, out, err = run(capsys, "changes", uri, "--consumer", "etl", "--format", "jsonl")
+    assert [(r["id"], r["_row_kind"], r["_snapshot_id"]) for r in jsonl(out)] == [(2, "-D", 2)]
+    assert lsm3.open_table(uri).consumers() == {"etl": 2}
+    code, _, err = run(capsys, "changes", uri, "--consumer", "../etl")
+    assert code == 2 and "consumer id" in err
+    code, _, err = run(capsys, "changes", uri, "--follow")
+    assert code == 2 and "--consumer" in err

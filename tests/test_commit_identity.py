@@ -288,3 +288,44 @@ def test_continued_writers_and_paused_committers_lose_nothing(
     figures = run_continued_writers(inner, seed, steps=30)
     assert figures.anomalies == []
     assert figures.snapshots_checked > 0 and figures.steps == 30
+
+
+def test_a_consumer_created_while_expiry_runs_is_held_or_refused(inner: ObjectStore) -> None:
+    """Both orders of the race: the consumer's put lands while expiry is about to write its
+    marker (expiry must then delete nothing), or after expiry deleted its start (the consumer
+    must refuse). Either way no consumer is left needing an expired snapshot."""
+    store, t = faulty_table(inner)
+    for i in range(4):
+        w = t.writer()
+        upsert(w, {i: f"v{i}"})
+        w.commit()
+    other = lsm3.open_table(inner)
+    # 1. Expiry pauses just before it announces what it will expire; a consumer at snapshot
+    # 1 is created meanwhile: expiry's last listing sees it and deletes nothing.
+    paused = FaultyStore(inner)
+    expiring = lsm3.open_table(paused)
+    paused.pause("put", "consumer/expiring/*", lambda: other.consumer("early", start_snapshot_id=1))
+    with pytest.raises(lsm3.Lsm3Error, match="consumer early"):
+        expire_snapshots(expiring, retain_last=1, older_than=0)
+    fresh = lsm3.open_table(inner)
+    assert fresh.consumers() == {"early": 1}
+    assert fresh.consumer("early").read().column("id").to_pylist() == [1, 2, 3]
+    fresh.consumer("early").delete()
+    # 1b. Created after the announcement: the consumer refuses, expiry goes on.
+    refused = []
+
+    def create_late() -> None:
+        try:
+            other.consumer("mid", start_snapshot_id=1)
+        except lsm3.SnapshotNotFound as exc:
+            refused.append(exc)
+
+    paused.clear()
+    paused.pause("put_if_absent", "snapshot/expired/*", create_late)
+    expire_snapshots(expiring, retain_last=3, older_than=0)
+    assert refused and lsm3.open_table(inner).consumers() == {}
+    # 2. The creator pauses before its put while expiry deletes its start: it refuses.
+    store.pause("put_if_absent", "consumer/*", lambda: expire_snapshots(other, 1, older_than=0))
+    with pytest.raises(lsm3.SnapshotNotFound, match="expired"):
+        t.consumer("late", start_snapshot_id=1)
+    assert lsm3.open_table(inner).consumers() == {}

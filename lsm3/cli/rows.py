@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from typing import IO, Any
 
 import pyarrow as pa
@@ -228,6 +230,12 @@ def cmd_get(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 def cmd_changes(args: argparse.Namespace, out: IO[str]) -> int:
+    if args.consumer is not None:
+        return _consume(args, out)
+    if args.follow:
+        raise UsageError("--follow needs --consumer ID (the position is kept in the table)")
+    if args.from_snapshot is None:
+        raise UsageError("give --from ID (the snapshot already consumed) or --consumer ID")
     if args.from_snapshot < 0:
         raise UsageError("--from must be a snapshot id >= 0 (0: from the empty table)")
     if args.to_snapshot is not None and args.to_snapshot < args.from_snapshot:
@@ -250,6 +258,40 @@ def cmd_changes(args: argparse.Namespace, out: IO[str]) -> int:
         print(f"wrote {n:,} row(s) to {args.output}", file=sys.stderr)
     elif args.format == "table":
         print(rows_note(n), file=out)
+    return 0
+
+
+def _consume(args: argparse.Namespace, out: IO[str]) -> int:
+    """``changes --consumer ID``: the changelog since the consumer's position (each commit's
+    +I, -U/+U, -D rows with _snapshot_id), then the position moves past what was printed.
+    With ``--follow`` it goes on printing each new commit until interrupted."""
+    if args.to_snapshot is not None:
+        raise UsageError("--consumer reads up to the newest snapshot: drop --to")
+    check_output_name(args.output)
+    table = open_table(args)
+    try:  # --from only places a new consumer; an existing one reads from its position
+        consumer = table.consumer(args.consumer, args.from_snapshot)
+    except lsm3.InvalidInput as exc:
+        raise UsageError(str(exc)) from None
+    if not args.follow:
+        result = consumer.read()
+        n = write_rows(result.schema, result.to_batches(), args.output, args.format, out)
+        if result.num_rows:
+            consumer.commit(result.column("_snapshot_id")[-1].as_py())
+        if args.output:
+            print(f"wrote {n:,} row(s) to {args.output}", file=sys.stderr)
+        print(f"{args.consumer}: at snapshot {consumer.position}", file=sys.stderr)
+        return 0
+    if args.output or args.format not in ("jsonl", "csv"):
+        raise UsageError("--follow prints to stdout as --format jsonl or csv")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        for _sid, changes in table.follow(args.consumer, args.poll_interval, stop=stop):
+            write_rows(changes.schema, changes.to_batches(), None, args.format, out)
+            out.flush()
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
@@ -367,15 +409,28 @@ def add_commands(add: AddCommand) -> None:
         "  lsm3 changes ./orders --from 3\n"
         "  lsm3 changes ./orders --from 3 --to 5 --include-update-before --format jsonl\n"
         "  lsm3 changes s3://b/orders --from 0 --output everything.parquet\n"
+        "  lsm3 changes ./orders --consumer warehouse --follow\n"
         "\n" + _CHANGES_HELP,
     )
     p.add_argument(
         "--from",
         dest="from_snapshot",
         type=int,
-        required=True,
         metavar="ID",
         help="the snapshot id already consumed (0: the empty table)",
+    )
+    p.add_argument(
+        "--consumer",
+        metavar="ID",
+        help="read as this changelog consumer: from its stored position (a new one starts at "
+        "--from, default the current snapshot), commit by commit (+I, -U/+U, -D with "
+        "_snapshot_id), then move the position past what was printed",
+    )
+    p.add_argument(
+        "--follow", action="store_true", help="with --consumer: keep printing new commits"
+    )
+    p.add_argument(
+        "--poll-interval", type=float, default=1.0, metavar="S", help="--follow: default 1 s"
     )
     p.add_argument(
         "--to", dest="to_snapshot", type=int, metavar="ID", help="up to this snapshot id"

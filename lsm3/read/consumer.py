@@ -8,10 +8,11 @@ live consumers on, so a consumer never finds the changes it still needs expired;
 idle for longer than the table option ``consumer_expiration`` (seconds; default: never) is
 dropped by expiry and holds nothing.
 
-Creating a consumer races with expiry the way tagging does, and is closed the same way:
-expiry lists consumers again after writing its expiry marker, and a new consumer reads the
-markers after putting its object, so either expiry sees the consumer or the consumer sees that
-its start was expired (and refuses).
+Creating a consumer races with expiry. Expiry announces what it is about to expire
+(``consumer/expiring/<id>``) and then lists the consumers again; a new consumer puts its
+object and then reads the announcements and the expiry markers. So either expiry sees the
+consumer (and deletes nothing) or the consumer sees that its start is being expired (and
+refuses): never a consumer whose snapshots are gone.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from lsm3.table import Table
 
 CONSUMER_PREFIX = "consumer/"
+#: Expiry's announcements: ``consumer/expiring/<newest id it will expire, 20 digits>``.
+EXPIRING_PREFIX = "consumer/expiring/"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -104,6 +107,25 @@ def list_consumers(store: ObjectStore) -> dict[str, ConsumerState]:
     return out
 
 
+def announce_expiry(store: ObjectStore, through: int) -> str:
+    """Expiry: say that snapshots up to ``through`` are about to expire (before it lists the
+    consumers a last time); returns the announcement's key, to withdraw afterwards."""
+    key = f"{EXPIRING_PREFIX}{through:020d}"
+    store.put(key, b"")
+    return key
+
+
+def announced_through(store: ObjectStore, above: int) -> int:
+    """The newest snapshot an expiry has announced it will expire, above ``above`` (0: none)."""
+    start = f"{EXPIRING_PREFIX}{above:020d}" if above > 0 else None
+    found = [
+        int(info.key[len(EXPIRING_PREFIX) :])
+        for info in store.list(EXPIRING_PREFIX, start_after=start)
+        if info.key[len(EXPIRING_PREFIX) :].isdigit()
+    ]
+    return max(found, default=0)
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -147,7 +169,11 @@ class Consumer:
                     f"consumer {self.consumer_id} vanished while created"
                 ) from None
             return found
-        if start > 0 and self.table.log.expired_through(start - 1) >= start:
+        store = self.table.store
+        if start > 0 and (
+            self.table.log.expired_through(start - 1) >= start
+            or announced_through(store, start - 1) >= start
+        ):
             self.table.store.delete(self.key)
             raise SnapshotNotFound(
                 f"snapshot {start} is expired, so consumer {self.consumer_id} cannot start "
@@ -205,7 +231,7 @@ class Consumer:
                 f"consumer {self.consumer_id} was moved to snapshot {current.snapshot_id} by "
                 "another process; one process per consumer id"
             ) from None
-        self._load()
+        self.state = self._load() or state
 
     def delete(self) -> None:
         """Drop this consumer: it no longer holds snapshots from expiry."""
