@@ -34,7 +34,13 @@ import lsm3
 from lsm3.errors import CorruptMetadata, InvalidInput, Lsm3Error, SnapshotNotFound
 from lsm3.format.metadata import ManifestEntry, Snapshot
 from lsm3.io.store import ObjectInfo
-from lsm3.read.consumer import ConsumerState, announce_expiry, consumer_key, list_consumers
+from lsm3.read.consumer import (
+    ConsumerState,
+    announce_expiry,
+    consumer_key,
+    covered_announcements,
+    list_consumers,
+)
 from lsm3.table import Table
 from lsm3.write.log import LATEST_HINT, SNAPSHOT_PREFIX, snapshot_key, split_history
 
@@ -231,7 +237,9 @@ def expire_snapshots(
                     f"{late[0].snapshot_id} while expiry ran; nothing was deleted, run it again"
                 )
             table.log.mark_expired(max(gone))
-            store.delete(intent)  # the marker says it for good now
+            # The marker says it for good now; announcements it covers (this one, and any an
+            # interrupted expiry left behind) only cost a LIST entry.
+            _delete_all(table, covered_announcements(store, max(gone)))
             # Oldest first and one at a time: a crash leaves a contiguous suffix of
             # snapshots, which is what readers and the next expiry rely on.
             for sid in gone:

@@ -145,7 +145,7 @@ def check_orphans(table: lsm3.Table, local_root: str | None = None) -> dict[str,
     strays = [
         k
         for k in everything
-        if not k.startswith(("data/", "manifest/", "snapshot/", "schema/", "tag/"))
+        if not k.startswith(("data/", "manifest/", "snapshot/", "schema/", "tag/", "consumer/"))
     ]
     bad_snapshots = [
         k

@@ -126,6 +126,16 @@ def announced_through(store: ObjectStore, above: int) -> int:
     return max(found, default=0)
 
 
+def covered_announcements(store: ObjectStore, through: int) -> list[str]:
+    """Announcements of snapshots up to ``through``: moot once a marker covers them."""
+    return [
+        info.key
+        for info in store.list(EXPIRING_PREFIX)
+        if info.key[len(EXPIRING_PREFIX) :].isdigit()
+        and int(info.key[len(EXPIRING_PREFIX) :]) <= through
+    ]
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
