@@ -67,6 +67,29 @@ def test_quickstart_runs_clean() -> None:
         assert sock.connect_ex(("127.0.0.1", int(m.group(1)))) != 0
 
 
+def test_quickstart_runs_on_azurite() -> None:
+    """``--store az``: the same demo on an embedded Azurite, through adlfs."""
+    from lsm3.testing.emulators import azurite_script
+
+    try:
+        azurite_script()
+    except FileNotFoundError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(exc))
+    result = subprocess.run(
+        [sys.executable, str(QUICKSTART), "--store", "az"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=_env(),
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "embedded Azurite" in result.stdout and "az://lsm3-demo/demo/" in result.stdout
+    assert "all checks passed" in result.stdout and "MISMATCH" not in result.stdout
+
+
 # --------------------------------------------------------------------------- stream_cdc input
 
 
@@ -425,8 +448,8 @@ def test_stream_cdc_usage(argv: list[str]) -> None:
 def _readme_python_blocks() -> list[str]:
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    # the S3 block needs a real endpoint; every other block is self-contained
-    return [b for b in blocks if "s3://my-bucket" not in b]
+    # the S3 and Azure blocks need a real account; every other block is self-contained
+    return [b for b in blocks if "s3://my-bucket" not in b and "az://my-container" not in b]
 
 
 @pytest.mark.parametrize("index", range(len(_readme_python_blocks())))
