@@ -6,10 +6,18 @@ STAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test lint typecheck unit bench clean soak
 
+AZURITE_VERSION := 3.37.0
+AZURITE_DIR := tests/.azurite
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@# Azurite (Azure Blob Storage emulator) for the Azure tests; without npm they skip.
+	if command -v npm >/dev/null; then \
+	  npm install --silent --no-audit --no-fund --no-save --no-package-lock \
+	    --prefix $(AZURITE_DIR) azurite@$(AZURITE_VERSION); \
+	else echo "npm not found: the Azure (Azurite) tests will be skipped"; fi
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -28,7 +36,7 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(AZURITE_DIR) .pytest_cache .mypy_cache .ruff_cache
 
 # Benchmarks against the pyarrow floor and peer formats (slow; not part of `make test`).
 # Extra options: make bench ARGS="--repeat 1 --skip slow"; workloads cdc-1m (default),

@@ -14,10 +14,15 @@ created if missing). Then it
    compaction,
 4. checks every figure against a plain dict replay of the same events and exits with status 1
    on any mismatch.
+
+``--store az`` runs the same against Azure Blob Storage: a throw-away Azurite (installed by
+``make`` into ``tests/.azurite``; needs Node.js) and the table ``az://lsm3-demo/demo/...``,
+through adlfs.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
@@ -58,14 +63,30 @@ T0_US = int(datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp() * 1_000_000)
 
 
 @contextlib.contextmanager
+def az_location() -> Iterator[tuple[str, dict[str, str] | None]]:
+    """Yield ``("az://lsm3-demo", storage_options)`` of an embedded Azurite."""
+    from lsm3.testing.emulators import start_azurite
+
+    started = time.perf_counter()
+    with start_azurite() as server:
+        print(
+            f"Azure endpoint {server.azure.endpoint_url} (embedded Azurite, started in "
+            f"{time.perf_counter() - started:.1f} s)"
+        )
+        server.azure.create_container("lsm3-demo")
+        yield "az://lsm3-demo", server.azure.storage_options()
+
+
+@contextlib.contextmanager
 def s3_location() -> Iterator[tuple[str, dict[str, str] | None]]:
-    """Yield ``(bucket, storage_options)``: an embedded moto server, or $AWS_ENDPOINT_URL."""
+    """Yield ``("s3://bucket", storage_options)``: an embedded moto server, or
+    $AWS_ENDPOINT_URL."""
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         bucket = os.environ.get("LSM3_DEMO_BUCKET", "lsm3-demo")
         _ensure_bucket(bucket)
         print(f"S3 endpoint   {endpoint} (from AWS_ENDPOINT_URL), bucket {bucket}")
-        yield bucket, None  # lsm3 reads the endpoint and credentials from the environment
+        yield f"s3://{bucket}", None  # lsm3 reads the endpoint and credentials from the env
         return
     from lsm3.testing.devserver import LocalS3Server
 
@@ -76,7 +97,7 @@ def s3_location() -> Iterator[tuple[str, dict[str, str] | None]]:
             f"{time.perf_counter() - started:.1f} s)"
         )
         server.s3.create_bucket("lsm3-demo")
-        yield "lsm3-demo", server.s3.storage_options()
+        yield "s3://lsm3-demo", server.s3.storage_options()
 
 
 def _ensure_bucket(bucket: str) -> None:
@@ -208,7 +229,16 @@ def section(title: str) -> None:
     print(f"\n== {title} " + "=" * max(0, 70 - len(title)))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--store",
+        choices=["s3", "az"],
+        default="s3",
+        help="s3: moto or $AWS_ENDPOINT_URL (default); az: an embedded Azurite",
+    )
+    args = parser.parse_args(argv)
+    location = az_location if args.store == "az" else s3_location
     started = time.perf_counter()
     failures: list[str] = []
 
@@ -217,9 +247,9 @@ def main() -> int:
         if not ok:
             failures.append(what)
 
-    with s3_location() as (bucket, storage_options):
+    with location() as (base, storage_options):
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
-        uri = f"s3://{bucket}/demo/orders-{stamp}"
+        uri = f"{base}/demo/orders-{stamp}"
         cli_options = [f"--storage-option={k}={v}" for k, v in (storage_options or {}).items()]
 
         section("create the table")
@@ -363,7 +393,7 @@ def main() -> int:
     if failures:
         print(f"FAILED: {len(failures)} check(s) did not match the model: {failures}")
         return 1
-    where = "" if os.environ.get("AWS_ENDPOINT_URL") else "; the demo S3 server is stopped"
+    where = "" if os.environ.get("AWS_ENDPOINT_URL") else "; the demo server is stopped"
     print(f"all checks passed in {elapsed:.1f} s{where}.")
     return 0
 

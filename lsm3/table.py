@@ -490,6 +490,9 @@ def create_table(
 ) -> Table:
     """Create a table at ``uri`` (or in an already opened ``ObjectStore``); fails with
     TableAlreadyExists if one is there."""
+    store = _store(uri, storage_options)
+    if store.unsafe_single_writer:  # the table says so to every later reader and writer
+        options = {**(options or {}), "unsafe_single_writer": True}
     table_schema = new_schema(
         schema,
         list(primary_key) if not isinstance(primary_key, str) else [primary_key],
@@ -497,7 +500,6 @@ def create_table(
         buckets,
         options,
     )
-    store = _store(uri, storage_options)
     try:
         store.put_if_absent(schema_key(0), table_schema.encode())
     except PreconditionFailed:

@@ -1,4 +1,4 @@
-"""Concurrent writers racing for the next snapshot, on a local directory and on SeaweedFS.
+"""Concurrent writers racing for the next snapshot: a local directory, SeaweedFS, Azurite.
 
 Every commit must land exactly once, the snapshot chain must stay linear, and the table must
 read as if the commits had been applied one after another in snapshot order.
@@ -161,6 +161,11 @@ def test_threads_sharing_one_table_object(local_uri: Location) -> None:
 
 def test_threads_race_on_seaweedfs(seaweed_bucket_uri: Location) -> None:
     race(seaweed_bucket_uri, seed=4)
+
+
+def test_threads_race_on_azurite(az_container_uri: Location) -> None:
+    """Azurite enforces If-None-Match: * (adlfs's create-only put): one winner per snapshot."""
+    race(az_container_uri, seed=6)
 
 
 def test_processes_race_on_local_directory(local_uri: Location) -> None:

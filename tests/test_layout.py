@@ -1,5 +1,6 @@
 """The package layout of lsm3 holds: layers import downwards only, and ``import lsm3`` stays
-light (no CLI, no test support, no Ray, no boto3 until an S3 table is opened).
+light (no CLI, no test support, no Ray, no boto3, fsspec, adlfs or gcsfs until such a table is
+opened, no ``fcntl``, which Windows lacks).
 
 Layers, lowest first: ``lsm3.errors``; ``lsm3.io`` (object stores); ``lsm3.format`` (what
 docs/FORMAT.md specifies); ``lsm3.read`` and ``lsm3.write``; the table facade; ``lsm3.cli``.
@@ -117,11 +118,18 @@ def test_only_the_ray_module_imports_ray() -> None:
     assert not bad, "\n".join(bad)
 
 
-def test_import_lsm3_loads_no_cli_testing_boto3_or_ray() -> None:
+#: Modules ``import lsm3`` must not load: the CLI, test support, Ray and every cloud library
+#: (loaded only when a table on that store is opened).
+HEAVY = (
+    "boto3", "botocore", "fsspec", "s3fs", "adlfs", "azure", "gcsfs", "google", "lsm3.cli",
+    "lsm3.testing", "lsm3.io.fsspec", "lsm3.io.s3", "fcntl", "lsm3.ray", "ray.",
+)  # fmt: skip
+
+
+def test_import_lsm3_loads_no_cli_testing_ray_or_cloud_library() -> None:
     check = (
-        "import sys, lsm3, compactor; print([m for m in sys.modules "
-        "if m.startswith(('boto3','botocore','lsm3.cli','lsm3.testing','lsm3.ray'))"
-        " or m == 'ray' or m.startswith('ray.')])"
+        "import sys, lsm3, compactor; "
+        f"print([m for m in sys.modules if m.startswith({HEAVY!r}) or m == 'ray'])"
     )
     out = subprocess.run(
         [sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=60
@@ -141,3 +149,39 @@ def test_opening_a_local_table_loads_no_boto3(tmp_path: Path) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+#: Run before ``import lsm3`` in a subprocess: ``import fcntl`` (and msvcrt) fail, as on a
+#: platform that lacks them.
+_WITHOUT_FCNTL = """
+import sys
+class _Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name in ("fcntl", "msvcrt"):
+            raise ImportError(f"No module named {name!r} (simulated)")
+        return None
+sys.meta_path.insert(0, _Refuse())
+sys.modules.pop("fcntl", None)
+"""
+
+
+def test_lsm3_works_without_fcntl(tmp_path: Path) -> None:
+    """``import lsm3`` and local tables work where ``fcntl`` does not exist (Windows); the
+    local store's put_if_match, the one user of a file lock, refuses clearly there."""
+    script = _WITHOUT_FCNTL + (
+        "import lsm3, pyarrow as pa\n"
+        "from lsm3.errors import StorageError\n"
+        "from lsm3.io.local import LocalStore\n"
+        f"t = lsm3.create_table({str(tmp_path / 't')!r}, pa.schema([('id', pa.int64())]), 'id')\n"
+        "w = t.writer(); w.upsert(pa.table({'id': [1, 2]})); w.commit()\n"
+        "assert t.to_arrow().num_rows == 2\n"
+        f"store = LocalStore({str(tmp_path / 's')!r})\n"
+        "store.put('k', b'v1')\n"
+        "try:\n"
+        "    store.put_if_match('k', b'v2', store.get_with_etag('k')[1])\n"
+        "except StorageError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "neither fcntl nor msvcrt" in out.stdout and "put_if_absent" in out.stdout

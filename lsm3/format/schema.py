@@ -62,6 +62,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "write_stall_timeout_seconds": 60,  # how long "wait" waits before raising
     "compactor_lease_seconds": 600,  # how long a compactor's lease lasts between renewals
     "consumer_expiration": None,  # seconds a changelog consumer may idle before expiry drops it
+    # Set when the table was created on a store without an atomic create-only put (opened
+    # with storage_options unsafe_single_writer): only one process may ever write it.
+    "unsafe_single_writer": False,
 }
 
 CHOICE_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -401,6 +404,11 @@ def validate_schema(s: TableSchema) -> None:
         value = s.option(name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InvalidInput(f"option {name} must be a positive integer, got {value!r}")
+    if not isinstance(s.option("unsafe_single_writer"), bool):
+        raise InvalidInput(
+            f"option unsafe_single_writer must be true or false, got "
+            f"{s.option('unsafe_single_writer')!r}"
+        )
     ratio = s.option("size_ratio_percent")
     if not isinstance(ratio, int) or isinstance(ratio, bool) or ratio < 0:
         raise InvalidInput(f"option size_ratio_percent must be an integer >= 0, got {ratio!r}")

@@ -1,21 +1,29 @@
 """A local directory as an object store: ``file:///path`` or a plain path.
 
 Creating an object is atomic: the data goes to a temporary file that is then ``os.link``-ed to
-its name, which fails if the name exists; ``put_if_match`` compares ETags (MD5) under an
-``flock``. Reads check sizes against what the manifest says.
+its name, which fails if the name exists (on Windows too, on NTFS); ``put_if_match`` compares
+ETags (MD5) under an exclusive lock on a ``.lock`` file beside the object: ``fcntl.flock`` on
+POSIX, ``msvcrt.locking`` on Windows, both released by the OS if the process dies. Neither is
+imported before a lock is taken, so ``import lsm3`` works where ``fcntl`` does not exist. Reads
+check sizes against what the manifest says.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import uuid
 from collections.abc import Iterator
 
 import pyarrow as pa
 
-from lsm3.errors import InvalidInput, ObjectNotFound, PreconditionFailed, SizeMismatch
+from lsm3.errors import (
+    InvalidInput,
+    ObjectNotFound,
+    PreconditionFailed,
+    SizeMismatch,
+    StorageError,
+)
 from lsm3.io.store import ObjectInfo, ObjectStore, StoreStats, check_size, etag_of
 
 
@@ -63,12 +71,8 @@ class LocalStore(ObjectStore):
     @contextlib.contextmanager
     def _locked(self, path: str) -> Iterator[None]:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".lock", "a") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        with open(path + ".lock", "a+b") as lock, exclusive_lock(lock.fileno(), self.url):
+            yield
 
     def put_if_match(self, key: str, data: bytes, etag: str) -> None:
         path = self._path(key)
@@ -179,3 +183,40 @@ class LocalStore(ObjectStore):
             except OSError:
                 break
             parent = os.path.dirname(parent)
+
+
+@contextlib.contextmanager
+def exclusive_lock(fd: int, where: str) -> Iterator[None]:
+    """Hold an exclusive lock on the open file ``fd`` (blocking): ``fcntl.flock`` on POSIX,
+    ``msvcrt.locking`` of its first byte on Windows; the OS drops either if the process dies."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None  # type: ignore[assignment]
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        return
+    try:
+        import msvcrt
+    except ImportError:
+        raise StorageError(
+            f"{where}: put_if_match needs a file lock and this platform has neither fcntl nor "
+            "msvcrt; lsm3's tables do not use put_if_match (commits use put_if_absent, "
+            "an os.link, which works here)"
+        ) from None
+    os.lseek(fd, 0, os.SEEK_SET)
+    while True:
+        try:
+            msvcrt.locking(fd, msvcrt.LK_LOCK, 1)  # type: ignore[attr-defined]
+            break
+        except OSError:  # LK_LOCK gives up after about 10 s of contention: keep waiting
+            continue
+    try:
+        yield
+    finally:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]

@@ -115,6 +115,10 @@ class RetryingStore(ObjectStore):
     def describe(self) -> str:
         return self.inner.describe()
 
+    @property
+    def unsafe_single_writer(self) -> bool:
+        return self.inner.unsafe_single_writer
+
     def child(self, prefix: str) -> ObjectStore:
         """The child of ``inner``, retried the same way (never retried twice over)."""
         return RetryingStore(self.inner.child(prefix), attempts=self.attempts, sleep=self._sleep)

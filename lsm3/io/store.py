@@ -152,6 +152,13 @@ class ObjectStore(ABC):
     def describe(self) -> str:
         return self.url
 
+    @property
+    def unsafe_single_writer(self) -> bool:
+        """True if this store has no atomic create-only put and was opened anyway, for a
+        single writer (``storage_options={"unsafe_single_writer": True}``; see
+        :mod:`lsm3.io.fsspec`). A table created on such a store records it in its options."""
+        return False
+
 
 def check_size(key: str, actual: int, expected: int) -> None:
     if actual != expected:
@@ -265,19 +272,51 @@ class _PrefixedStore(ObjectStore):
     def delete_many(self, keys: Sequence[str]) -> None:
         self._parent.delete_many([self._k(k) for k in keys])
 
+    @property
+    def unsafe_single_writer(self) -> bool:
+        return self._parent.unsafe_single_writer
+
+
+#: URL schemes served by :mod:`lsm3.io.fsspec` (adlfs, gcsfs) without being asked.
+FSSPEC_SCHEMES = ("az", "abfs", "abfss", "gs", "gcs")
+
 
 def open_store(uri: str, storage_options: dict[str, Any] | None = None) -> ObjectStore:
-    """The store for a URI: ``s3://bucket/prefix``, ``file:///path``, a plain path, ``memory://x``."""
+    """The store for a URI: ``s3://bucket/prefix``, ``file:///path``, a plain path, ``memory://x``,
+    ``az://container/prefix``, ``gs://bucket/prefix`` or any other fsspec URL.
+
+    ``storage_options["backend"]`` picks a backend where there is a choice: ``"s3fs"`` for
+    ``s3://`` (default ``"boto3"``), ``"fsspec"`` for ``memory://`` (fsspec's memory
+    filesystem; default lsm3's own). ``unsafe_single_writer`` lets a filesystem without an
+    atomic create-only put be used by one writer (see :mod:`lsm3.io.fsspec`)."""
     if not isinstance(uri, str) or not uri:
         raise InvalidInput(f"a table URI must be a non-empty string, got {uri!r}")
     parsed = urlparse(uri)
     scheme = parsed.scheme.lower()
+    options = dict(storage_options or {})
+    backend = options.get("backend")
+    if scheme in FSSPEC_SCHEMES or backend in ("s3fs", "fsspec"):
+        if backend not in (None, "fsspec", "s3fs") or (backend == "s3fs") != (
+            scheme in ("s3", "s3a")
+        ):
+            raise InvalidInput(
+                f"storage option backend={backend!r} does not apply to {scheme}:// URIs; "
+                "use backend='s3fs' with s3://, 'fsspec' with memory:// or other fsspec URLs"
+            )
+        return _fsspec_store(uri, options)
+    if backend not in (None, "boto3") and scheme in ("s3", "s3a"):
+        raise InvalidInput(f"unknown S3 backend {backend!r}; use 'boto3' (default) or 's3fs'")
+    if backend is not None and scheme not in ("s3", "s3a"):
+        raise InvalidInput(f"storage option backend={backend!r} does not apply to {uri!r}")
+    options.pop("backend", None)
+    # Every store below creates atomically: the option changes nothing for them.
+    options.pop("unsafe_single_writer", None)
     if scheme in ("s3", "s3a"):
         if not parsed.netloc:
             raise InvalidInput(f"{uri!r} names no bucket; use s3://bucket/path")
         from lsm3.io.s3 import S3Store
 
-        return S3Store(parsed.netloc, parsed.path, storage_options)
+        return S3Store(parsed.netloc, parsed.path, options)
     if scheme == "file":
         from lsm3.io.local import LocalStore
 
@@ -294,6 +333,15 @@ def open_store(uri: str, storage_options: dict[str, Any] | None = None) -> Objec
         from lsm3.io.local import LocalStore
 
         return LocalStore(uri)
-    raise InvalidInput(
-        f"unsupported URI scheme {scheme!r} in {uri!r}; use s3://, file://, memory:// or a path"
-    )
+    # Anything else: fsspec, if it knows the scheme (and refuses it if it cannot create
+    # atomically, unless unsafe_single_writer).
+    return _fsspec_store(uri, storage_options)
+
+
+def _fsspec_store(uri: str, storage_options: dict[str, Any] | None) -> ObjectStore:
+    parsed = urlparse(uri)
+    if parsed.scheme.lower() in (*FSSPEC_SCHEMES, "s3", "s3a") and not parsed.netloc:
+        raise InvalidInput(f"{uri!r} names no bucket or container; use {parsed.scheme}://name/path")
+    from lsm3.io.fsspec import open_fsspec_store
+
+    return open_fsspec_store(uri, storage_options)
