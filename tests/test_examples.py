@@ -440,36 +440,3 @@ def test_stream_cdc_usage(argv: list[str]) -> None:
         [sys.executable, str(STREAM), *argv], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2
-
-
-# --------------------------------------------------------------------------- README
-
-
-def _readme_python_blocks() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    # the S3 and Azure blocks need a real account; every other block is self-contained
-    return [b for b in blocks if "s3://my-bucket" not in b and "az://my-container" not in b]
-
-
-@pytest.mark.parametrize("index", range(len(_readme_python_blocks())))
-def test_readme_python_snippets_run_and_print_what_they_say(index: int, tmp_path: Path) -> None:
-    code = _readme_python_blocks()[index]
-    expected = [
-        line.split("  # ", 1)[1].strip()
-        for line in code.splitlines()
-        if line.startswith("print(") and "  # " in line
-    ]
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env=_env(),
-    )
-    assert result.returncode == 0, result.stderr
-    printed = result.stdout.splitlines()
-    assert len(printed) == len(expected), printed
-    for got, comment in zip(printed, expected, strict=True):
-        assert comment.startswith(got), (got, comment)
