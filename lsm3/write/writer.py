@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import threading
-import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -30,14 +29,14 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lsm3.errors import InvalidInput, SchemaMismatch, WriteStalled
+from lsm3.errors import InvalidInput, SchemaMismatch
 from lsm3.format.metadata import DataFile, Snapshot
 from lsm3.format.schema import KIND_DELETE, KIND_UPSERT, TableSchema, conform, to_arrow_table
 from lsm3.read.fold import fold_versions
 from lsm3.read.runfile import RunWriter
 from lsm3.write.commit import commit_files
 from lsm3.write.memtable import BufferedRows, Memtable, split_runs, with_constant_seq
-from lsm3.write.stall import STALL_WARNINGS
+from lsm3.write.stall import apply_write_stall
 
 if TYPE_CHECKING:
     from lsm3.table import Table
@@ -393,7 +392,7 @@ class Writer:
             return settled
         if not self._pending and commit_id is None and metadata is None:
             return settled
-        self._apply_write_stall()
+        apply_write_stall(self.table, self.schema, self._pending)
         base = self.table.current_snapshot()
         attempt = _FailedCommit(
             files=self._pending,
@@ -441,67 +440,6 @@ class Writer:
             sum(f.size for f in batch.files),
         )
         return snapshot
-
-    def _crowded_buckets(self, files: list[DataFile]) -> dict[tuple[Any, int], int]:
-        """Buckets this commit adds to whose sorted runs would reach the stop trigger."""
-        stop = self.schema.option("num_sorted_run_stop_trigger")
-        new_runs: dict[tuple[Any, int], set[str]] = {}
-        for f in self._pending:
-            new_runs.setdefault((f.partition, f.bucket), set()).add(f.run)
-        adding = {k: len(v) for k, v in new_runs.items()}
-        level0: dict[tuple[Any, int], set[str]] = {}
-        levels: dict[tuple[Any, int], set[int]] = {}
-        for f in files:
-            key = (f.partition, f.bucket)
-            if key not in adding:
-                continue
-            if f.level == 0:
-                level0.setdefault(key, set()).add(f.run)
-            else:
-                levels.setdefault(key, set()).add(f.level)
-        runs = {k: len(level0.get(k, ())) + len(levels.get(k, ())) + n for k, n in adding.items()}
-        return {k: n for k, n in runs.items() if n >= stop}
-
-    def _apply_write_stall(self) -> None:
-        """Backpressure when compaction falls behind (table option ``write_stall``).
-
-        ``warn`` (the default) logs and commits: the compactor is a separate, scheduled job,
-        and a missed run must not stop ingestion; reads only get slower. ``wait`` polls the
-        table until compaction catches up, for at most ``write_stall_timeout_seconds``, then
-        raises WriteStalled; ``error`` raises at once. A raised stall commits nothing and
-        keeps the writer's data, so ``commit()`` can be retried.
-        """
-        if not self._pending:
-            return
-        crowded = self._crowded_buckets(self.table.files_of(self.table.current_snapshot()))
-        if not crowded:
-            STALL_WARNINGS.reset(self.table.uri)
-            return
-        mode = self.schema.option("write_stall")
-        what = ", ".join(
-            f"bucket {b} of partition {list(p)}: {n} runs" for (p, b), n in crowded.items()
-        )
-        stop = self.schema.option("num_sorted_run_stop_trigger")
-        if mode == "warn":
-            if STALL_WARNINGS.should_warn(self.table.uri, crowded):  # not at every commit
-                log.warning(
-                    "write stall threshold (%d sorted runs) reached: %s; run the compactor "
-                    "(lsm3-compactor --once %s)",
-                    stop,
-                    what,
-                    self.table.uri,
-                )
-            return
-        if mode == "wait":
-            deadline = time.monotonic() + self.schema.option("write_stall_timeout_seconds")
-            while time.monotonic() < deadline:
-                time.sleep(1.0)
-                if not self._crowded_buckets(self.table.files_of(self.table.refresh())):
-                    return
-        raise WriteStalled(
-            f"write stalled: {what} (stop trigger {stop}); run the compactor (python -m compactor "
-            f"{self.table.uri}) or set the table option write_stall to 'warn'"
-        )
 
     def abort(self) -> None:
         """Drop everything not yet committed, a failed commit's batch included (uploaded runs
