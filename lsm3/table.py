@@ -34,7 +34,7 @@ from lsm3.format.schema import TableSchema, new_schema
 from lsm3.format.tags import check_tag_name, decode_tag, encode_tag, tag_key
 from lsm3.io.retry import with_retries
 from lsm3.io.store import ObjectStore, StoreStats, open_store
-from lsm3.read.changelog import changelog_batches, changelog_schema
+from lsm3.read.changelog import changelog_batches, changelog_table
 from lsm3.read.changes import changes
 from lsm3.read.consumer import Consumer, follow, list_consumers
 from lsm3.read.dataset import merged_dataset
@@ -318,10 +318,7 @@ class Table:
     ) -> pa.Table:
         """Every change of the commits in (start, end], commit by commit, with ``_row_kind``
         (``+I -U +U -D``) and ``_snapshot_id`` (see :mod:`lsm3.read.changelog`)."""
-        end = self.snapshot(end_snapshot_id) if end_snapshot_id is not None else self.refresh()
-        schema = self.schema_at(end.schema_id if end else 0)
-        batches = list(changelog_batches(self, start_snapshot_id, end_snapshot_id, columns))
-        return pa.Table.from_batches(batches, schema=changelog_schema(schema, columns))
+        return changelog_table(self, start_snapshot_id, end_snapshot_id, columns)
 
     def changelog_batches(
         self,

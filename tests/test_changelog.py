@@ -180,3 +180,20 @@ def test_follow_yields_each_commit_and_commits_the_position(tmp_path: Path) -> N
             stop.set()
     assert seen == [(2, [1]), (3, [2]), (4, [3])]
     assert t.consumers() == {"f": 4}
+
+
+def test_follow_across_a_schema_change(tmp_path: Path) -> None:
+    """Each commit's changes come in the schema of that commit's snapshot (follow built them
+    with the newest schema before, which failed once a column had been added)."""
+    t = lsm3.create_table(str(tmp_path / "t"), SCHEMA, "id")
+    t.consumer("s", start_snapshot_id=0)
+    with t.writer() as w:
+        w.upsert([{"id": 1, "a": 1, "b": "x"}])
+    t.add_column("c", pa.int64())
+    stop = threading.Event()
+    seen = []
+    for sid, changes in t.follow("s", poll_interval=0.01, stop=stop):
+        seen.append((sid, changes.schema.names[:-2]))
+        if sid == 2:
+            stop.set()
+    assert seen == [(1, ["id", "a", "b"]), (2, ["id", "a", "b", "c"])]

@@ -41,6 +41,21 @@ def changelog_schema(schema: TableSchema, columns: Sequence[str] | None) -> pa.S
     return pa.schema([*fields, pa.field(ROW_KIND, pa.string()), pa.field(SNAPSHOT_ID, pa.int64())])
 
 
+def changelog_table(
+    table: Table,
+    start_snapshot_id: int,
+    end_snapshot_id: int | None = None,
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
+    """:func:`changelog_batches` as one table, with the schema of the end snapshot (the same
+    one the batches are cast to, also when the schema changed since)."""
+    end = table.refresh() if end_snapshot_id is None else table.snapshot(end_snapshot_id)
+    out = changelog_schema(table.schema_at(end.schema_id if end else 0), columns)
+    end_id = end.snapshot_id if end is not None else 0
+    batches = list(changelog_batches(table, start_snapshot_id, end_id, columns))
+    return pa.Table.from_batches(batches, schema=out)
+
+
 def changelog_batches(
     table: Table,
     start_snapshot_id: int,

@@ -35,7 +35,7 @@ from lsm3.errors import (
     SnapshotNotFound,
 )
 from lsm3.io.store import ObjectStore
-from lsm3.read.changelog import changelog_batches, changelog_schema
+from lsm3.read.changelog import changelog_batches, changelog_table
 
 if TYPE_CHECKING:
     from lsm3.table import Table
@@ -204,14 +204,7 @@ class Consumer:
     ) -> pa.Table:
         """The changes since this consumer's position, as one table (position unchanged:
         call :meth:`commit` with the last ``_snapshot_id`` processed, or the end)."""
-        end = (
-            self.table.refresh()
-            if end_snapshot_id is None
-            else self.table.snapshot(end_snapshot_id)
-        )
-        schema = self.table.schema_at(end.schema_id if end else 0)
-        batches = list(changelog_batches(self.table, self.position, end_snapshot_id, columns))
-        return pa.Table.from_batches(batches, schema=changelog_schema(schema, columns))
+        return changelog_table(self.table, self.position, end_snapshot_id, columns)
 
     def commit(self, snapshot_id: int) -> None:
         """Record that the changes up to ``snapshot_id`` are processed (never backwards)."""
@@ -265,9 +258,7 @@ def follow(
         latest = table.refresh()
         newest = latest.snapshot_id if latest else 0
         for sid in range(consumer.position + 1, newest + 1):
-            batches = list(changelog_batches(table, sid - 1, sid, columns))
-            schema = table.schema_at(latest.schema_id if latest else 0)
-            yield sid, pa.Table.from_batches(batches, schema=changelog_schema(schema, columns))
+            yield sid, changelog_table(table, sid - 1, sid, columns)
             consumer.commit(sid)
         if stop is not None and stop.wait(poll_interval):
             return
