@@ -212,9 +212,9 @@ def expire_snapshots(
         result.snapshot_bytes = sum(listed[i].size for i in result.expired + result.detached)
         if dead:
             log.warning(
-                "%s: snapshot(s) %s lie below a gap in the snapshot ids or an expiry marker: a "
-                "process paused across an expiry put them after older snapshots were expired, "
-                "so they are not part of the table's history; expiring them",
+                "%s: snapshot(s) %s lie below a gap in the snapshot ids or an expiry marker, "
+                "so they are not part of the table's history (an earlier expiry stopped before "
+                "deleting them, or a process paused across an expiry put them); expiring them",
                 table.uri,
                 result.detached,
             )

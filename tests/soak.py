@@ -27,6 +27,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,6 +118,34 @@ def check_chain(table: lsm3.Table) -> list[lsm3.Snapshot]:
     return snaps
 
 
+def named_by_detached(table: lsm3.Table) -> set[str]:
+    """What the snapshot objects outside the history keep from orphan removal (docs/FORMAT.md,
+    section 6: ids at or below the newest expiry marker, left by an expiry killed before it
+    deleted them or put by a paused committer, which still rebases onto its files): what
+    such a snapshot needs if all its manifests are there, else whatever its remaining
+    manifests name, until expiry deletes the snapshot."""
+    history = set(table.snapshot_ids())
+    named: set[str] = set()
+    for sid in table.log.list_ids():
+        snap = None if sid in history else table.log.try_load(sid)
+        if snap is None:
+            continue
+        try:  # complete: what it needs, as for any snapshot
+            named |= table.manifests.referenced(snap)
+            named.update(f.path for f in table.files_of(snap))
+            continue
+        except lsm3.CorruptMetadata:  # expiry deleted some of its manifests already
+            pass
+        schema = table.schema_at(snap.schema_id)
+        for path in snap.referenced_manifests:
+            if table.store.head(path) is None:
+                continue
+            named.add(path)
+            if path != snap.manifest_list:  # every file a remaining manifest names
+                named.update(e.file.path for e in table.manifests.entries(path, schema))
+    return named
+
+
 def check_orphans(table: lsm3.Table, local_root: str | None = None) -> dict[str, Any]:
     """Compare what is left over in the table with what ``remove_orphan_files`` (dry run,
     no grace period) would delete; returns the figures, raises Anomaly on a difference.
@@ -134,6 +163,7 @@ def check_orphans(table: lsm3.Table, local_root: str | None = None) -> dict[str,
     for s in table.tagged_snapshots().values():
         referenced.update(table.manifests.referenced(s))
         referenced.update(f.path for f in table.files_of(s))
+    referenced |= named_by_detached(table)
     temporary = re.compile(r"\.[0-9a-f]{32}\.tmp$")  # of local puts killed mid-write
     everything = [i.key for i in store.list("")]
     leftovers = {
@@ -485,8 +515,6 @@ def run_crash_points(
 
     ``scenario`` is ``writer``, ``compactor`` or ``maintenance``.
     """
-    import shutil
-
     import compactor
 
     figures = CrashFigures()
@@ -531,7 +559,9 @@ def run_crash_points(
     for i in range(6):
         ops, model = batch(f"base{i}", model)
         do_commit(base_store, f"base{i}", ops)
-    if scenario == "compactor":  # a first compaction, so the next one merges levels
+    if scenario != "writer":
+        # A first compaction, so the next one merges levels and expiry has snapshots whose
+        # files are no longer live (an expiry killed before deleting them leaves them around)
         compactor.compact(lsm3.open_table(base_store), owner="crash-compactor")
         for i in range(6, 9):
             ops, model = batch(f"base{i}", model)
@@ -652,6 +682,7 @@ def run_sigkills(
     compactor_too: bool = True,
     orphan_sweep_every: int = 4,
     min_rounds: int = 1,
+    check_every_snapshot: bool = False,
 ) -> CrashFigures:
     """Run examples/stream_cdc.py and ``python -m compactor`` as real processes on one local
     table and SIGKILL them at random moments, round after round, for ``seconds``. After each
@@ -659,7 +690,10 @@ def run_sigkills(
     whose call returned (the writer logged it) is there, exactly once; every snapshot reads
     as the generator's events up to its committed position; orphans are exactly what
     ``remove_orphan_files`` finds. Every few rounds orphans are really removed (safe: no
-    process is running), and the next round resumes from what was committed."""
+    process is running), and the next round resumes from what was committed. With
+    ``check_every_snapshot`` every new snapshot is read (slower), not only the newest three
+    and two older ones. On an anomaly the table and the processes' logs are kept beside
+    ``root`` (``<root>-anomaly``, ``<root>-logs``) for a post-mortem."""
     rng = random.Random(seed)
     figures = CrashFigures()
     model = CdcModel(seed)
@@ -705,6 +739,7 @@ def run_sigkills(
     expected: dict[int, tuple[int, int]] = {}
     last_append = (0, 0)
     verified_upto = 0
+    checked_upto = 0
     deadline = time.monotonic() + seconds
     rounds = 0
     logdir = Path(root + "-logs")
@@ -717,14 +752,12 @@ def run_sigkills(
                 writer_cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=REPO
             )
         comp = None
+        comp_log = logdir / f"compactor-{rounds}.log"
         if compactor_too and rounds > 1:  # the first round creates the table
-            comp = subprocess.Popen(
-                compactor_cmd,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env=env,
-                cwd=REPO,
-            )
+            with open(comp_log, "wb") as out:
+                comp = subprocess.Popen(
+                    compactor_cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO
+                )
         # Kill the writer at a random moment of its work (after it opened the table and
         # found its resume point), the compactor at a random moment of its life.
         started = time.monotonic()
@@ -749,7 +782,9 @@ def run_sigkills(
             break
         for m in _COMMIT_LINE.finditer(text):
             returned[int(m.group(1))] = int(m.group(3))
-        err_path.unlink()
+        for old in (logdir / f"writer-{rounds - 3}.log", logdir / f"compactor-{rounds - 3}.log"):
+            if old.exists():  # a post-mortem needs the last rounds' logs only
+                old.unlink()
         # ---- a fresh reader checks everything
         try:
             t = lsm3.open_table(root)
@@ -780,7 +815,12 @@ def run_sigkills(
                 expected[s.snapshot_id] = last_append
                 verified_upto = s.snapshot_id
             older = [s for s in snaps if s.snapshot_id < verified_upto - 2]
-            for s in [*snaps[-3:], *rng.sample(older, min(2, len(older)))]:
+            if check_every_snapshot:
+                to_check = [s for s in snaps if s.snapshot_id > checked_upto]
+            else:
+                to_check = snaps[-3:]
+            checked_upto = verified_upto
+            for s in [*to_check, *rng.sample(older, min(2, len(older)))]:
                 if table_digest(t, s.snapshot_id) != expected[s.snapshot_id]:
                     raise Anomaly(f"snapshot {s.snapshot_id} ({s.kind}) differs from the model")
                 figures.snapshots_verified += 1
@@ -794,6 +834,7 @@ def run_sigkills(
                     raise Anomaly("orphans left after orphan removal")
         except (Anomaly, lsm3.Lsm3Error) as exc:
             figures.anomalies.append(f"round {rounds}: {type(exc).__name__}: {exc}")
+            shutil.copytree(root, root + "-anomaly", dirs_exist_ok=True)
             break
     figures.completed = rounds
     return figures
@@ -1257,7 +1298,6 @@ def soak_main(args: argparse.Namespace) -> int:
     """Every harness, for about ``--minutes``; prints the figures and writes them into
     docs/RELIABILITY.md (between the soak markers)."""
     import platform
-    import shutil
     import tempfile
 
     from lsm3.testing.devserver import LocalS3Server
