@@ -203,6 +203,51 @@ def test_committer_paused_across_expiry_lands_in_the_history(inner: ObjectStore)
     assert rows(inner) == {0: "base", 1: "paused-row", **{100 + i: f"o{i}" for i in range(1, 13)}}
 
 
+def test_a_stale_latest_hint_naming_a_detached_snapshot_is_not_taken_for_the_newest(
+    inner: ObjectStore,
+) -> None:
+    """The LATEST hint is advisory and may be stale (a committer paused between its snapshot
+    put and its hint put). If it names an id that a paused committer later re-took after
+    expiry, a cold reader must not stop at that detached object although its successor is
+    gone: it would read an old table and a restarted writer would resume from an old
+    position. The same for a process that knew the first object under that id."""
+    store, t = faulty_table(inner)
+    w0 = t.writer()
+    upsert(w0, {0: "base"})
+    w0.commit()
+    other = lsm3.open_table(inner)
+
+    readers: list[lsm3.Table] = []
+
+    def others_commit_then_expire() -> None:
+        for i in range(1, 13):
+            ow = other.writer()
+            upsert(ow, {100 + i: f"o{i}"})
+            ow.commit()
+            if i == 1:  # a reader that knows the first snapshot 2 as the newest
+                readers.append(lsm3.open_table(inner))
+                assert readers[0].current_snapshot().snapshot_id == 2  # type: ignore[union-attr]
+        expire_snapshots(other, retain_last=1, older_than=0)
+
+    w = t.writer("paused")
+    upsert(w, {1: "paused-row"})
+    store.pause("put_if_absent", "snapshot/*", others_commit_then_expire)
+    snap = w.commit("p1")
+    assert snap is not None and inner.head("snapshot/snapshot-00000000000000000002.json")
+    expected = {0: "base", 1: "paused-row", **{100 + i: f"o{i}" for i in range(1, 13)}}
+    # A cold reader whose hint is the delayed hint put of the first snapshot 2.
+    inner.put("snapshot/LATEST", b"2")
+    fresh = lsm3.open_table(inner)
+    newest = fresh.current_snapshot()
+    assert newest is not None and newest.snapshot_id == snap.snapshot_id
+    assert rows(inner) == expected
+    assert fresh.last_commit("paused") is not None
+    # The reader that knew snapshot 2: its refresh must not settle on the detached object.
+    refreshed = readers[0].refresh()
+    assert refreshed is not None and refreshed.snapshot_id == snap.snapshot_id
+    assert {r["id"]: r["v"] for r in readers[0].to_arrow().to_pylist()} == expected
+
+
 def test_compactor_paused_across_expiry_lands_or_changes_nothing(inner: ObjectStore) -> None:
     store, t = faulty_table(inner)
     model: dict[int, str] = {}

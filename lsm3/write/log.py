@@ -127,23 +127,37 @@ class VersionLog(Generic[V]):
         """The newest version, or None for an empty log.
 
         From a known version the common "nothing new" answer costs a GET (a 404 on the next
-        id) and a HEAD proving the known version still exists: versions are expired oldest
-        first, so while it exists its successor was never committed. A cold start reads the
-        hint (or lists) first.
+        id) and a LIST of the expiry markers (a HEAD in a log that is never expired) proving
+        the known version was not expired: versions are expired oldest first, so while it is
+        history its successor was never committed. A cold start reads the
+        hint, then lists what follows it: the hint may be stale and may name an id that a
+        paused committer re-took after expiry (a detached object whose successor is gone),
+        so only the listing, not a missing successor, proves nothing newer exists.
         """
-        base = known
-        if base is None:
+        if known is None:
             hint = self._hint()
             if hint > 0:
-                base = self.try_load(hint)
-            if base is None:
-                ids = self.list_ids()
-                return self._must_load(ids[-1]) if ids else None
-        following = self.try_load(self._version_of(base) + 1)
+                newer = self.list_ids(after=hint)
+                if newer:
+                    return self._must_load(newer[-1])
+                found = self.try_load(hint)
+                if found is not None:
+                    return found
+            ids = self.list_ids()
+            return self._must_load(ids[-1]) if ids else None
+        base = known
+        version = self._version_of(base)
+        following = self.try_load(version + 1)
         if following is None:
-            if known is not None and self.store.head(self.key(self._version_of(base))) is None:
-                # The known version was expired since we read it, so the next one may have
-                # been committed and expired too: only a listing can tell what is newest.
+            # Was the known version expired since we read it? Then the next one may have been
+            # committed and expired too, and only a listing can tell what is newest. In an
+            # expired log an object under its name does not prove it: a paused committer may
+            # have re-taken the name (a detached object), so the markers decide.
+            if self.expired_prefix is not None:
+                gone = self.is_detached(version)
+            else:
+                gone = self.store.head(self.key(version)) is None
+            if gone:
                 ids = self.list_ids()
                 return self._must_load(ids[-1]) if ids else None
             return base
