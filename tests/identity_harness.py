@@ -17,7 +17,9 @@ Every batch carries its id in the commit metadata. Before any expiry the harness
 APPEND snapshots of the history, so at the end it knows the order in which batches landed and
 checks, through a fresh fault-free reader: no batch landed twice; every batch written before
 a ``commit()`` that returned landed; the table (newest, a random retained snapshot, every
-tag) equals the fold of the landed batches in snapshot order.
+tag) equals the fold of the landed batches in snapshot order; a cold reader given any
+earlier id as its (advisory) LATEST hint, and a reader that lived through it all and only
+refreshes, both find the newest snapshot.
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ class _Run:
         self.open_batch: str | None = None  # rows in the main writer, not yet committed
         self.attempted: list[str] = []  # batches of failed attempts, in order
         self.next_id = 0
+        # A reader that lives through everything and only refreshes (a long-running process).
+        self.reader = lsm3.open_table(inner)
 
     # ---- bookkeeping
 
@@ -265,6 +269,8 @@ class _Run:
         if twice:
             self.anomaly(f"batches applied more than once: {twice}")
         ids = t.snapshot_ids()
+        if ids:
+            self.check_latest(ids[-1])
         targets = {("newest", ids[-1]), ("retained", self.rng.choice(ids))} if ids else set()
         targets |= {(f"tag {n}", s) for n, s in t.tags().items()}
         for what, sid in targets:
@@ -280,6 +286,22 @@ class _Run:
             self.figures.snapshots_checked += 1
             if got != self.fold(sid):
                 self.anomaly(f"{what} (snapshot {sid}) differs from the fold of landed batches")
+
+
+    def check_latest(self, newest: int) -> None:
+        """Every way of finding the newest snapshot finds ``newest``: a cold reader whose
+        advisory LATEST hint holds any id ever used (stale, expired, or re-taken by a paused
+        committer: all are legal hints), and the long-lived reader's refresh."""
+        hint = self.rng.randint(1, newest)
+        self.inner.put("snapshot/LATEST", str(hint).encode())
+        found = {
+            f"a cold reader with the hint {hint}": self.fresh().current_snapshot(),
+            "the long-lived reader's refresh": self.reader.refresh(),
+        }
+        for who, snap in found.items():
+            if snap is None or snap.snapshot_id != newest:
+                got = snap.snapshot_id if snap else None
+                self.anomaly(f"{who} took snapshot {got} for the newest, not {newest}")
 
 
 def run_continued_writers(inner: ObjectStore, seed: int, steps: int = 40) -> IdentityFigures:
