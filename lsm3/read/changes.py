@@ -11,23 +11,23 @@ unaffected by compaction: COMPACT snapshots add no new keys, so they contribute 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from lsm3.errors import InvalidInput, SnapshotNotFound
 from lsm3.format.metadata import DataFile, Snapshot
 from lsm3.format.schema import KIND_COLUMN, KIND_RESET, KIND_UPSERT, SEQ_COLUMN, TableSchema
-from lsm3.read.merge import merge_runs
+from lsm3.read.changelog_file import ROW_KIND
+from lsm3.read.merge import drop_deleted, merge_runs
 from lsm3.read.runfile import OpenRun
 from lsm3.read.scan import make_request, scan_batches
 
 if TYPE_CHECKING:
     from lsm3.table import Table
-
-ROW_KIND = "_row_kind"
 
 
 def added_files(table: Table, first: int, last: int) -> list[DataFile]:
@@ -50,7 +50,7 @@ def added_files(table: Table, first: int, last: int) -> list[DataFile]:
     return out
 
 
-def _fold_onto(before: pa.Table, added: Sequence[pa.Table], schema: TableSchema) -> pa.Table:
+def fold_onto(before: pa.Table, added: Sequence[pa.Table], schema: TableSchema) -> pa.Table:
     """The rows of ``before`` (whole values, older than everything in ``added``) with the
     versions of ``added`` merged on top, as a reader would."""
     base_kind = KIND_UPSERT if schema.engine.is_deduplicate else KIND_RESET
@@ -61,7 +61,7 @@ def _fold_onto(before: pa.Table, added: Sequence[pa.Table], schema: TableSchema)
     return merge_runs([base, *added], schema, drop_deletes=True, columns=schema.arrow.names)
 
 
-def _read_keys(
+def read_keys(
     table: Table, schema: TableSchema, snap: Snapshot | None, touched: pa.Table
 ) -> pa.Table:
     """The rows of ``touched`` keys visible at ``snap``, through ``schema``."""
@@ -85,8 +85,9 @@ def changes(
     from_snapshot_id: int,
     to_snapshot_id: int | None = None,
     include_update_before: bool = False,
+    drop_unchanged: bool = False,
 ) -> pa.Table:
-    """See ``Table.changes``."""
+    """See ``Table.changes``; ``drop_unchanged``: no rows for keys whose values are equal."""
     to_snap = table.snapshot(to_snapshot_id) if to_snapshot_id is not None else table.refresh()
     last = to_snap.snapshot_id if to_snap else 0
     if not isinstance(from_snapshot_id, int) or from_snapshot_id < 0:
@@ -109,30 +110,93 @@ def changes(
     file_columns = schema.file_schema().names
     added = [OpenRun(table.store, f, schema).read(file_columns) for f in files]
     added = [a.cast(added[0].schema) for a in added]
+    before, after = values_before_after(table, schema, from_snap, added)
+    result = compare(before, after, schema, drop_unchanged=drop_unchanged)
+    if not include_update_before:
+        result = result.filter(pc.not_equal(result.column(ROW_KIND), "-U"))
+    return result.select(out_schema.names).cast(out_schema)
+
+
+def touched_keys(added: Sequence[pa.Table], schema: TableSchema) -> pa.Table:
     keys = list(schema.primary_key)
-    touched = pa.concat_tables([a.select(keys) for a in added]).group_by(keys).aggregate([])
-    before = _read_keys(table, schema, from_snap, touched)
-    after = _fold_onto(before, added, schema)
-    marker = "__lsm3_present"
-    before_keys = before.select(keys).append_column(marker, pa.repeat(True, before.num_rows))
-    joined = after.join(before_keys, keys, join_type="left outer")
-    existed = pc.fill_null(joined.column(marker), False)
-    joined = joined.drop_columns([marker]).select(schema.arrow.names)
+    return pa.concat_tables([a.select(keys) for a in added]).group_by(keys).aggregate([])
+
+
+def values_before_after(
+    table: Table,
+    schema: TableSchema,
+    snap: Snapshot | None,
+    added: Sequence[pa.Table],
+    read: Callable[[Table, TableSchema, Snapshot | None, pa.Table], pa.Table] | None = None,
+) -> tuple[pa.Table, pa.Table]:
+    """The values at ``snap`` of the keys ``added`` (runs newer than ``snap``, file-schema
+    columns) holds, and their values with ``added`` folded on top: one merged read of just
+    those keys (``read``, default a scan that prunes files by key range), then one
+    vectorised fold."""
+    before = (read or read_keys)(table, schema, snap, touched_keys(added, schema))
+    if not before.num_rows and len(added) == 1:  # new keys only: one run is its own fold
+        return before, drop_deleted(added[0], schema.arrow.names)
+    return before, fold_onto(before, added, schema)
+
+
+def compare(
+    before: pa.Table, after: pa.Table, schema: TableSchema, drop_unchanged: bool = True
+) -> pa.Table:
+    """Complete changes from ``before`` to ``after`` (whole values of some keys, one row per
+    key each): ``+I`` new key, ``-U`` old values then ``+U`` new ones for a key in both,
+    ``-D`` old values for a key gone; with ``drop_unchanged`` nothing for a key whose values
+    are equal (null equals null). Rows in key order."""
+    keys = list(schema.primary_key)
+    names = schema.arrow.names
+    out_schema = pa.schema(
+        [*(f.with_nullable(True) for f in schema.arrow), pa.field(ROW_KIND, pa.string())]
+    )
+    before = before.select(names).cast(out_schema.remove(len(names)))
+    after = after.select(names).cast(out_schema.remove(len(names)))
+    if not before.num_rows:  # nothing existed: every key is new (no join, no sort)
+        inserted = _with_kind(after, "+I").cast(out_schema)
+        sorted_keys = [(k, "ascending") for k in keys]
+        return inserted.take(pc.sort_indices(inserted, sort_keys=sorted_keys))
+    # Join positions, not values: the hash join takes no nested payload columns.
+    a_pos = after.select(keys).append_column("__a", pa.array(np.arange(after.num_rows)))
+    b_pos = before.select(keys).append_column("__b", pa.array(np.arange(before.num_rows)))
+    joined = a_pos.join(b_pos, keys, join_type="full outer")
+    a_idx = joined.column("__a").combine_chunks()
+    b_idx = joined.column("__b").combine_chunks()
+    inserted = pc.drop_null(pc.filter(a_idx, pc.is_null(b_idx)))
+    deleted = pc.drop_null(pc.filter(b_idx, pc.is_null(a_idx)))
+    both = pc.and_(pc.is_valid(a_idx), pc.is_valid(b_idx))
+    old = before.take(pc.filter(b_idx, both))
+    new = after.take(pc.filter(a_idx, both))
+    if drop_unchanged and old.num_rows:
+        same = pa.array(np.ones(old.num_rows, dtype=bool))
+        for c in names:
+            if c not in keys:
+                same = pc.and_(same, _same(old.column(c), new.column(c)))
+        changed = pc.invert(same)
+        old, new = old.filter(changed), new.filter(changed)
     pieces = [
-        _with_kind(joined.filter(pc.invert(existed)), "+I"),
-        _with_kind(joined.filter(existed), "+U"),
-        _with_kind(before.join(after.select(keys), keys, join_type="left anti"), "-D"),
+        _with_kind(after.take(inserted), "+I"),
+        _with_kind(old, "-U"),
+        _with_kind(new, "+U"),
+        _with_kind(before.take(deleted), "-D"),
     ]
-    if include_update_before:
-        pieces.append(
-            _with_kind(before.join(after.select(keys), keys, join_type="left semi"), "-U")
-        )
-    result = pa.concat_tables([p.select(out_schema.names).cast(out_schema) for p in pieces])
+    result = pa.concat_tables([p.cast(out_schema) for p in pieces])
     # Within a key, the old values (-U) come before the new ones (+U).
     rank = pc.if_else(pc.equal(result.column(ROW_KIND), "-U"), 0, 1)
     result = result.append_column("__rank", rank)
     sort_keys = [(k, "ascending") for k in keys] + [("__rank", "ascending")]
     return result.take(pc.sort_indices(result, sort_keys=sort_keys)).drop_columns(["__rank"])
+
+
+def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
+    """Element-wise "equal or both null"."""
+    both_null = pc.and_(pc.is_null(a), pc.is_null(b))
+    try:
+        equal = pc.fill_null(pc.equal(a, b), False)
+    except pa.ArrowNotImplementedError:  # nested types: compared as Python values
+        equal = pa.array([x == y for x, y in zip(a.to_pylist(), b.to_pylist(), strict=True)])
+    return pc.or_(both_null, equal)
 
 
 def _with_kind(rows: pa.Table, kind: str) -> pa.Table:

@@ -1,0 +1,88 @@
+"""Batched lookups: the current values of many keys at once, for the ``lookup`` changelog
+producer, which needs the previous value of every key a commit writes.
+
+Random keys of a large commit hit every row group of every run, so probing row groups
+(``lsm3.read.lookup``) saves nothing; instead each run whose key range admits the keys is
+taken whole, rows are selected by one vectorised membership test of the first key column,
+and the selections are merged as a reader merges. Decoded runs are kept in a bounded,
+process-wide cache (runs are immutable, so entries never go stale): a writer that commits
+again probes the runs it read before from memory, and decodes only the new ones, as
+Paimon's lookup producer keeps local lookup files.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lsm3.format.keys import storage_values
+from lsm3.format.metadata import DataFile, Snapshot
+from lsm3.format.schema import TableSchema
+from lsm3.io.store import ObjectStore
+from lsm3.read.merge import merge_runs
+from lsm3.read.runfile import OpenRun
+from lsm3.read.runindex import BlockCache
+
+if TYPE_CHECKING:
+    from lsm3.table import Table
+
+#: Decoded runs by (store, path, read schema id), bounded in bytes.
+DECODED_RUNS: BlockCache[tuple[pa.Table, np.ndarray | None]] = BlockCache(
+    512 * 1024 * 1024, lambda found: found[0].nbytes + (0 if found[1] is None else found[1].nbytes)
+)
+
+
+def current_values(
+    table: Table, schema: TableSchema, snap: Snapshot | None, touched: pa.Table
+) -> pa.Table:
+    """The visible rows at ``snap`` of the keys in ``touched`` (key columns, unique), with
+    the table's columns through ``schema``."""
+    keys = list(schema.primary_key)
+    out_schema = pa.schema([f.with_nullable(True) for f in schema.arrow])
+    files = table.files_of(snap)
+    if not files or not touched.num_rows:
+        return out_schema.empty_table()
+    wanted = pc.unique(storage_values(touched.column(keys[0])))
+    bounds = pc.min_max(wanted)
+    lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+    # One integer key column: runs are sorted by it, so a binary search of the sorted wanted
+    # keys finds the rows (O(wanted log rows)) where hashing would probe every row.
+    search = len(keys) == 1 and pa.types.is_integer(wanted.type)
+    wanted_np = np.sort(wanted.to_numpy()) if search else None
+    selected = []
+    for f in files:
+        if f.max_key[0] < lo or f.min_key[0] > hi:
+            continue
+        rows, key0 = _decoded(table.store, f, schema, search)
+        if wanted_np is not None and key0 is not None:
+            at = np.minimum(np.searchsorted(key0, wanted_np), max(len(key0) - 1, 0))
+            hit = rows.take(pa.array(at[key0[at] == wanted_np])) if len(key0) else rows
+        else:
+            hit = rows.filter(pc.is_in(storage_values(rows.column(keys[0])), value_set=wanted))
+        if hit.num_rows:
+            selected.append(hit)
+    if not selected:
+        return out_schema.empty_table()
+    selected = [s.cast(selected[0].schema) for s in selected]
+    found = merge_runs(selected, schema, drop_deletes=True, columns=schema.arrow.names)
+    if len(keys) > 1:  # membership of the first column over-selects composite keys
+        found = found.join(touched, keys, join_type="left semi")
+    return found.cast(out_schema)
+
+
+def _decoded(
+    store: ObjectStore, f: DataFile, schema: TableSchema, search: bool
+) -> tuple[pa.Table, np.ndarray | None]:
+    """The run's rows (file-schema columns) and, for ``search``, its first key column as a
+    sorted numpy array."""
+    key = (store.url, f.path, schema.schema_id)
+    found = DECODED_RUNS.get(key)
+    if found is None:
+        rows = OpenRun(store, f, schema).read(schema.file_schema().names).combine_chunks()
+        key0 = storage_values(rows.column(schema.primary_key[0])).to_numpy() if search else None
+        found = (rows, key0)
+        DECODED_RUNS.put(key, found)
+    return found
