@@ -19,7 +19,7 @@ from compactor.policy import PolicyOptions, Task
 from lsm3.format.metadata import DataFile
 from lsm3.format.schema import TableSchema
 from lsm3.read.changelog_file import write_changelog
-from lsm3.read.changes import compare
+from lsm3.read.diff import compare
 from lsm3.read.merge import merge_runs
 from lsm3.read.runfile import OpenRun
 from lsm3.table import Table

@@ -23,7 +23,7 @@ from lsm3.format.metadata import DataFile, Snapshot
 from lsm3.format.schema import TableSchema
 from lsm3.io.store import ObjectStore
 from lsm3.read.merge import merge_runs
-from lsm3.read.runfile import OpenRun
+from lsm3.read.runfile import OpenRun, with_effective_seq
 from lsm3.read.runindex import BlockCache
 
 if TYPE_CHECKING:
@@ -71,6 +71,17 @@ def current_values(
     if len(keys) > 1:  # membership of the first column over-selects composite keys
         found = found.join(touched, keys, join_type="left semi")
     return found.cast(out_schema)
+
+
+def remember(store: ObjectStore, schema: TableSchema, f: DataFile, rows: pa.Table) -> None:
+    """Cache the rows of run ``f`` (file-schema columns, stored sequence numbers) that its
+    writer still holds: committed with ``f.seq_offset``."""
+    rows = with_effective_seq(rows.combine_chunks(), f.seq_offset)
+    key0 = storage_values(rows.column(schema.primary_key[0]))
+    search = len(schema.primary_key) == 1 and pa.types.is_integer(key0.type)
+    DECODED_RUNS.put(
+        (store.url, f.path, schema.schema_id), (rows, key0.to_numpy() if search else None)
+    )
 
 
 def _decoded(

@@ -27,9 +27,9 @@ from lsm3.format.keys import bucket_of, storage_values
 from lsm3.format.metadata import DataFile
 from lsm3.format.schema import TableSchema
 from lsm3.io.store import ObjectStore
+from lsm3.read.diff import ROW_KIND
 from lsm3.read.runfile import checksum_of, fetch_verified, footer_checksum_of, partition_dir
 
-ROW_KIND = "_row_kind"
 ROW_KINDS = ("+I", "-U", "+U", "-D")
 
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from lsm3.errors import InvalidInput, SnapshotNotFound
 from lsm3.format.metadata import DataFile, Snapshot
 from lsm3.format.schema import KIND_COLUMN, KIND_RESET, KIND_UPSERT, SEQ_COLUMN, TableSchema
-from lsm3.read.changelog_file import ROW_KIND
+from lsm3.read.diff import ROW_KIND, compare
 from lsm3.read.merge import drop_deleted, merge_runs
 from lsm3.read.runfile import OpenRun
 from lsm3.read.scan import make_request, scan_batches
@@ -119,6 +118,11 @@ def changes(
 
 def touched_keys(added: Sequence[pa.Table], schema: TableSchema) -> pa.Table:
     keys = list(schema.primary_key)
+    if len(keys) == 1:
+        chunks = [c for a in added for c in a.column(keys[0]).chunks]
+        return pa.table(
+            {keys[0]: pc.unique(pa.chunked_array(chunks, added[0].schema.field(keys[0]).type))}
+        )
     return pa.concat_tables([a.select(keys) for a in added]).group_by(keys).aggregate([])
 
 
@@ -137,69 +141,3 @@ def values_before_after(
     if not before.num_rows and len(added) == 1:  # new keys only: one run is its own fold
         return before, drop_deleted(added[0], schema.arrow.names)
     return before, fold_onto(before, added, schema)
-
-
-def compare(
-    before: pa.Table, after: pa.Table, schema: TableSchema, drop_unchanged: bool = True
-) -> pa.Table:
-    """Complete changes from ``before`` to ``after`` (whole values of some keys, one row per
-    key each): ``+I`` new key, ``-U`` old values then ``+U`` new ones for a key in both,
-    ``-D`` old values for a key gone; with ``drop_unchanged`` nothing for a key whose values
-    are equal (null equals null). Rows in key order."""
-    keys = list(schema.primary_key)
-    names = schema.arrow.names
-    out_schema = pa.schema(
-        [*(f.with_nullable(True) for f in schema.arrow), pa.field(ROW_KIND, pa.string())]
-    )
-    before = before.select(names).cast(out_schema.remove(len(names)))
-    after = after.select(names).cast(out_schema.remove(len(names)))
-    if not before.num_rows:  # nothing existed: every key is new (no join, no sort)
-        inserted = _with_kind(after, "+I").cast(out_schema)
-        sorted_keys = [(k, "ascending") for k in keys]
-        return inserted.take(pc.sort_indices(inserted, sort_keys=sorted_keys))
-    # Join positions, not values: the hash join takes no nested payload columns.
-    a_pos = after.select(keys).append_column("__a", pa.array(np.arange(after.num_rows)))
-    b_pos = before.select(keys).append_column("__b", pa.array(np.arange(before.num_rows)))
-    joined = a_pos.join(b_pos, keys, join_type="full outer")
-    a_idx = joined.column("__a").combine_chunks()
-    b_idx = joined.column("__b").combine_chunks()
-    inserted = pc.drop_null(pc.filter(a_idx, pc.is_null(b_idx)))
-    deleted = pc.drop_null(pc.filter(b_idx, pc.is_null(a_idx)))
-    both = pc.and_(pc.is_valid(a_idx), pc.is_valid(b_idx))
-    old = before.take(pc.filter(b_idx, both))
-    new = after.take(pc.filter(a_idx, both))
-    if drop_unchanged and old.num_rows:
-        same = pa.array(np.ones(old.num_rows, dtype=bool))
-        for c in names:
-            if c not in keys:
-                same = pc.and_(same, _same(old.column(c), new.column(c)))
-        changed = pc.invert(same)
-        old, new = old.filter(changed), new.filter(changed)
-    pieces = [
-        _with_kind(after.take(inserted), "+I"),
-        _with_kind(old, "-U"),
-        _with_kind(new, "+U"),
-        _with_kind(before.take(deleted), "-D"),
-    ]
-    result = pa.concat_tables([p.cast(out_schema) for p in pieces])
-    # Within a key, the old values (-U) come before the new ones (+U).
-    rank = pc.if_else(pc.equal(result.column(ROW_KIND), "-U"), 0, 1)
-    result = result.append_column("__rank", rank)
-    sort_keys = [(k, "ascending") for k in keys] + [("__rank", "ascending")]
-    return result.take(pc.sort_indices(result, sort_keys=sort_keys)).drop_columns(["__rank"])
-
-
-def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
-    """Element-wise "equal or both null"."""
-    both_null = pc.and_(pc.is_null(a), pc.is_null(b))
-    try:
-        equal = pc.fill_null(pc.equal(a, b), False)
-    except pa.ArrowNotImplementedError:  # nested types: compared as Python values
-        equal = pa.array([x == y for x, y in zip(a.to_pylist(), b.to_pylist(), strict=True)])
-    return pc.or_(both_null, equal)
-
-
-def _with_kind(rows: pa.Table, kind: str) -> pa.Table:
-    return rows.select([c for c in rows.column_names if c != ROW_KIND]).append_column(
-        ROW_KIND, pa.repeat(kind, rows.num_rows).cast(pa.string())
-    )

@@ -19,15 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from lsm3.format.metadata import DataFile, Snapshot
 from lsm3.format.schema import TableSchema
-from lsm3.read.batch_lookup import current_values
+from lsm3.read.batch_lookup import current_values, remember
 from lsm3.read.changelog_file import ROW_KIND, write_changelog
-from lsm3.read.changes import compare, values_before_after
+from lsm3.read.changes import values_before_after
+from lsm3.read.diff import compare
 from lsm3.read.runfile import OpenRun
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ class CommitChangelog:
     files: list[DataFile] = field(default_factory=list)
     runs: list[pa.Table] | None = field(default_factory=list)
     run_files: list[DataFile] = field(default_factory=list)
+    file_rows: dict[str, pa.Table] = field(default_factory=dict)
     _cached: tuple[int, list[DataFile]] | None = None
 
     def for_parent(
@@ -77,6 +78,15 @@ class CommitChangelog:
         files = write_changelog(table.store, schema, compare(before, after, schema))
         self._cached = (base_id, files)
         return files
+
+    def committed(self, table: Table, schema: TableSchema, snap: Snapshot, seq_count: int) -> None:
+        """The commit landed as ``snap``: its runs, already decoded, go to the batched
+        lookup's cache, so the next commit does not read them back."""
+        offset = snap.next_sequence - seq_count
+        for f in self.run_files:
+            rows = self.file_rows.get(f.path)
+            if rows is not None:
+                remember(table.store, schema, f.with_offset(offset), rows)
 
 
 def _unchanged_since(table: Table, computed_on: int, base_id: int) -> bool:
@@ -123,7 +133,7 @@ class ChangelogRecorder:
         if not self.records_input or rows.num_rows == 0:
             return
         if isinstance(kinds, str):
-            kinds = pa.array([kinds]).take(pa.array(np.zeros(rows.num_rows, dtype=np.int64)))
+            kinds = pa.repeat(pa.scalar(kinds, pa.string()), rows.num_rows)
         else:
             index = pc.index_in(kinds, value_set=pa.array(list(CDC_ROW_KINDS)))
             kinds = pc.take(pa.array(list(CDC_ROW_KINDS.values())), index)
@@ -143,17 +153,23 @@ class ChangelogRecorder:
         self._commit.files.extend(files)
         return files
 
-    def add_runs(self, files: list[DataFile], rows: list[pa.Table]) -> None:
-        """``lookup``: the runs of a flush and their rows (dropped past the memory budget)."""
+    def add_runs(self, files: list[DataFile], rows: dict[str, list[pa.Table]]) -> None:
+        """``lookup``: the runs of a flush and their rows by path, in key order (dropped past
+        the memory budget)."""
         if self.producer != "lookup":
             return
         self._commit.run_files.extend(files)
-        if self._commit.runs is not None:
-            self._run_bytes += sum(r.nbytes for r in rows)
-            if self._run_bytes > self._budget:
-                self._commit.runs = None  # read back at commit instead
-            elif rows:  # one flush holds each key once: one table, whatever its order
-                self._commit.runs.append(pa.concat_tables(rows))
+        if self._commit.runs is None:
+            return
+        self._run_bytes += sum(t.nbytes for pieces in rows.values() for t in pieces)
+        if self._run_bytes > self._budget:
+            self._commit.runs = None  # read back at commit instead
+            self._commit.file_rows = {}
+            return
+        by_file = {path: pa.concat_tables(pieces) for path, pieces in rows.items()}
+        self._commit.file_rows.update(by_file)
+        if by_file:  # one flush holds each key once: one table, whatever the files' order
+            self._commit.runs.append(pa.concat_tables(list(by_file.values())))
 
     def take(self) -> CommitChangelog:
         """The material of the commit being made; the recorder starts a new one."""

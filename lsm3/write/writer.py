@@ -297,7 +297,7 @@ class Writer:
         flush_seq = self._memtable.flushes
 
         gather_rows = self.schema.option("row_group_rows") * _GATHER_ROW_GROUPS
-        written: list[pa.Table] = []  # lookup producer: the rows of the runs, for the commit
+        written: dict[str, list[pa.Table]] = {}  # lookup producer: each run's rows, by path
         keep_rows = self._changelog.producer == "lookup"
 
         # Encoding is CPU work: more pieces encoding at once than cores only holds more
@@ -317,7 +317,7 @@ class Writer:
                     )
                     run.write(rows)
                     if keep_rows:
-                        written.append(rows)
+                        written.setdefault(run.path, []).append(rows)
                 encoded = run.finish()
             store.put(encoded.file.path, encoded.body)
             log.debug(
@@ -461,6 +461,7 @@ class Writer:
             since=batch.since if retried else None,
             changelog=changelog if self._changelog.stores else None,
         )
+        batch.changelog.committed(self.table, self.schema, snapshot, batch.seq_count)
         log.info(
             "committed snapshot %d to %s: %d run(s), %d bytes",
             snapshot.snapshot_id,
