@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -286,3 +287,63 @@ def test_full_compaction_needs_a_level_of_its_own(tmp_path: Path) -> None:
     options = {"changelog_producer": "full_compaction", "num_levels": 2}
     with pytest.raises(InvalidInput, match="num_levels >= 3"):
         lsm3.create_table(str(tmp_path / "t"), SCHEMA, "id", options=options)
+
+
+@pytest.mark.parametrize("producer", ["input", "lookup", "full_compaction"])
+def test_partitioned_composite_keys_and_an_added_column(tmp_path: Path, producer: str) -> None:
+    schema = pa.schema([("region", pa.string()), ("id", pa.int32()), ("a", pa.int64())])
+    t = lsm3.create_table(
+        str(tmp_path / "t"),
+        schema,
+        ["region", "id"],
+        partition_by="region",
+        buckets=2,
+        options={"changelog_producer": producer},
+    )
+    with t.writer() as w:
+        w.upsert([{"region": r, "id": i, "a": i} for r in ("eu", "us") for i in range(4)])
+    t.add_column("b", pa.string())
+    with t.writer() as w:
+        w.upsert([{"region": "eu", "id": 1, "a": 10, "b": "new"}])
+        w.delete([("us", 2), ("us", 9)])
+    compact(t, policy="full", owner="test")
+    rows = t.changelog(0).to_pylist()
+    got = {(r["region"], r["id"], r["_row_kind"]): (r["a"], r["b"]) for r in rows}
+    if producer == "input":
+        assert got[("eu", 1, "+I")] == (10, "new") and got[("us", 9, "-D")] == (None, None)
+        assert len(rows) == 11
+    elif producer == "lookup":
+        assert got[("eu", 1, "-U")] == (1, None) and got[("eu", 1, "+U")] == (10, "new")
+        assert got[("us", 2, "-D")] == (2, None) and ("us", 9, "-D") not in got
+        assert len(rows) == 11  # 8 inserts, one update (two rows), one delete
+    else:
+        assert {k[2] for k in got} == {"+I"} and len(rows) == 7  # one full compaction
+    model: dict[tuple[str, int], Row] = {}
+    if producer != "input":
+        for row in rows:
+            kind = row.pop("_row_kind")
+            row.pop("_snapshot_id")
+            key = (row["region"], row["id"])
+            if kind == "-D":
+                del model[key]
+            elif kind != "-U":
+                model[key] = row
+        assert model == {(r["region"], r["id"]): r for r in t.to_arrow().to_pylist()}
+
+
+def test_consumers_and_follow_read_the_stored_changes(tmp_path: Path) -> None:
+    t = new_table(tmp_path, "input", "deduplicate", tiny_memtable=False)
+    consumer = t.consumer("sink")
+    with t.writer() as w:
+        w.apply_cdc(
+            [{"id": 1, "a": 1, "b": "x", "op": "c"}, {"id": 1, "a": 1, "b": "x", "op": "-U"}]
+        )
+    changes = consumer.read()
+    assert changes.column("_row_kind").to_pylist() == ["+I", "-U"]
+    consumer.commit(changes.column("_snapshot_id")[-1].as_py())
+    stop = threading.Event()
+    with t.writer() as w:
+        w.delete([1])
+    for sid, followed in t.follow("sink", poll_interval=0.01, stop=stop):
+        assert followed.column("_row_kind").to_pylist() == ["-D"] and sid == 2
+        stop.set()

@@ -11,9 +11,11 @@ holds them, so reads and compactions never see them.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,8 @@ from lsm3.read.diff import ROW_KIND
 from lsm3.read.runfile import checksum_of, fetch_verified, footer_checksum_of, partition_dir
 
 ROW_KINDS = ("+I", "-U", "+U", "-D")
+#: Rows per changelog file at most: larger changes are cut into pieces encoded in parallel.
+PIECE_ROWS = 262144
 
 
 def changelog_file_schema(schema: TableSchema) -> pa.Schema:
@@ -70,13 +74,21 @@ def write_changelog(
     """Upload ``rows`` (table columns and ``_row_kind``) as changelog files, one per
     (partition, bucket), and describe them as manifest entries (``level``: 0 for writers, the
     output level for a compaction)."""
-    out: list[DataFile] = []
     if not rows.num_rows:
-        return out
+        return []
     rows = rows.select(changelog_file_schema(schema).names).cast(changelog_file_schema(schema))
-    for partition, bucket, piece in split_by_bucket(rows, schema):
-        out.append(_upload(store, schema, piece, partition, bucket, level))
-    return out
+    # Large buckets in consecutive pieces, encoded in parallel (Arrow releases the GIL); the
+    # manifest lists them in order, so a reader still sees the bucket's rows in order.
+    pieces = [
+        (partition, bucket, part.slice(start, PIECE_ROWS))
+        for partition, bucket, part in split_by_bucket(rows, schema)
+        for start in range(0, part.num_rows, PIECE_ROWS)
+    ]
+    workers = min(schema.option("upload_concurrency"), os.cpu_count() or 1, len(pieces))
+    if workers <= 1:
+        return [_upload(store, schema, piece, p, b, level) for p, b, piece in pieces]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda i: _upload(store, schema, i[2], i[0], i[1], level), pieces))
 
 
 def _upload(

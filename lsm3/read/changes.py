@@ -138,6 +138,8 @@ def values_before_after(
     those keys (``read``, default a scan that prunes files by key range), then one
     vectorised fold."""
     before = (read or read_keys)(table, schema, snap, touched_keys(added, schema))
-    if not before.num_rows and len(added) == 1:  # new keys only: one run is its own fold
+    newest_wins = schema.engine.is_deduplicate and schema.sequence_field is None
+    if len(added) == 1 and (newest_wins or not before.num_rows):
+        # one run newer than everything before it, holding each key once: it is the fold
         return before, drop_deleted(added[0], schema.arrow.names)
     return before, fold_onto(before, added, schema)
