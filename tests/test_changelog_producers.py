@@ -125,8 +125,11 @@ def run(t: lsm3.Table, plan: list[tuple[Any, ...]]) -> dict[int, list[Row]]:
     received: dict[int, list[Row]] = {}
     for s in plan:
         if s[0] == "write":
+            before = t.refresh()
             rows = write(t, s[1])
-            received[t.refresh().snapshot_id] = rows  # type: ignore[union-attr]
+            newest = t.refresh()  # no commit if only before-images (-U) came, not logged
+            if newest is not None and newest != before:
+                received[newest.snapshot_id] = rows
         elif s[0] == "compact":
             compact(t, policy=s[1], owner="test")
         else:
@@ -347,3 +350,22 @@ def test_consumers_and_follow_read_the_stored_changes(tmp_path: Path) -> None:
     for sid, followed in t.follow("sink", poll_interval=0.01, stop=stop):
         assert followed.column("_row_kind").to_pylist() == ["-D"] and sid == 2
         stop.set()
+
+
+def test_lookup_without_the_decoded_run_cache(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="decoded_run_bytes"):
+        lsm3.set_cache_limits(decoded_run_bytes=-1)
+    previous = lsm3.set_cache_limits(decoded_run_bytes=0)["decoded_run_bytes"]
+    try:
+        assert previous == 0
+        t = new_table(tmp_path, "lookup", "aggregation", tiny_memtable=False)
+        for a in (1, 2, None):
+            with t.writer() as w:
+                w.upsert([{"id": 1, "a": a, "b": None}, {"id": 2, "a": 1, "b": "x"}])
+        rows = t.changelog(2, 3).to_pylist()
+        assert [(r["id"], r["a"], r["_row_kind"]) for r in rows] == [
+            (2, 2, "-U"),
+            (2, 3, "+U"),
+        ], "id 1: a null adds nothing to its sum, b stays null: no change"
+    finally:
+        lsm3.set_cache_limits(decoded_run_bytes=512 * 1024 * 1024)

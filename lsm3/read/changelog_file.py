@@ -138,6 +138,9 @@ def _upload(
 
 
 def _key_range(rows: pa.Table, schema: TableSchema) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    if len(schema.primary_key) == 1:
+        bounds = pc.min_max(storage_values(rows.column(schema.primary_key[0])))
+        return (bounds["min"].as_py(),), (bounds["max"].as_py(),)
     keys = pa.table({k: storage_values(rows.column(k)) for k in schema.primary_key})
     order = pc.sort_indices(keys, sort_keys=[(k, "ascending") for k in keys.column_names])
     first, last = int(order[0].as_py()), int(order[len(order) - 1].as_py())

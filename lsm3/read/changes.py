@@ -137,7 +137,10 @@ def values_before_after(
     columns) holds, and their values with ``added`` folded on top: one merged read of just
     those keys (``read``, default a scan that prunes files by key range), then one
     vectorised fold."""
-    before = (read or read_keys)(table, schema, snap, touched_keys(added, schema))
+    if table.files_of(snap):
+        before = (read or read_keys)(table, schema, snap, touched_keys(added, schema))
+    else:  # an empty table: nothing to read
+        before = pa.schema([f.with_nullable(True) for f in schema.arrow]).empty_table()
     newest_wins = schema.engine.is_deduplicate and schema.sequence_field is None
     if len(added) == 1 and (newest_wins or not before.num_rows):
         # one run newer than everything before it, holding each key once: it is the fold

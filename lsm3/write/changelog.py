@@ -166,7 +166,8 @@ class ChangelogRecorder:
             self._commit.runs = None  # read back at commit instead
             self._commit.file_rows = {}
             return
-        by_file = {path: pa.concat_tables(pieces) for path, pieces in rows.items()}
+        # in the order of ``files`` (key order), so a single flush stays sorted by key
+        by_file = {f.path: pa.concat_tables(rows[f.path]) for f in files if f.path in rows}
         self._commit.file_rows.update(by_file)
         if by_file:  # one flush holds each key once: one table, whatever the files' order
             self._commit.runs.append(pa.concat_tables(list(by_file.values())))
