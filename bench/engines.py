@@ -18,6 +18,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,22 @@ ENGINES: dict[str, dict[str, Any]] = {
 
 
 def run_once(data: Path, files: list[str], root: Path, engine: str) -> dict[str, float]:
+    uri = str(root / f"{engine}-{time.monotonic_ns()}")
+    load, cdc = ingest(data, files, uri, ENGINES[engine])
+    reader = lsm3.open_table(uri)
+    start = time.perf_counter()
+    rows = reader.to_arrow().num_rows
+    read = time.perf_counter() - start
+    shutil.rmtree(uri, ignore_errors=True)
+    return {"load_s": load, "cdc_s": cdc, "ingest_s": load + cdc, "read_s": read, "rows": rows}
+
+
+def ingest(data: Path, files: list[str], uri: str, options: dict[str, Any]) -> tuple[float, float]:
+    """Create a table at ``uri``, load the initial file, commit each CDC batch through
+    ``apply_cdc``: (load seconds, CDC seconds)."""
     initial = pq.read_table(data / files[0])
     batches = [pq.read_table(data / f) for f in files[1:]]
-    uri = str(root / f"{engine}-{time.monotonic_ns()}")
-    t = lsm3.create_table(uri, initial.schema, "id", options=ENGINES[engine] or None)
+    t = lsm3.create_table(uri, initial.schema, "id", options=options or None)
     start = time.perf_counter()
     with t.writer() as w:
         w.upsert(initial)
@@ -53,13 +66,7 @@ def run_once(data: Path, files: list[str], root: Path, engine: str) -> dict[str,
     for batch in batches:
         with t.writer() as w:
             w.apply_cdc(batch, op_column="op")
-    cdc = time.perf_counter() - start
-    reader = lsm3.open_table(uri)
-    start = time.perf_counter()
-    rows = reader.to_arrow().num_rows
-    read = time.perf_counter() - start
-    shutil.rmtree(uri, ignore_errors=True)
-    return {"load_s": load, "cdc_s": cdc, "ingest_s": load + cdc, "read_s": read, "rows": rows}
+    return load, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,15 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--work-dir", default=None)
     args = parser.parse_args(argv)
-    data = workload_dir(args.workload)
-    manifest = load_manifest(data)
-    files = [manifest["files"]["initial"], *manifest["files"]["batches"]]
-    root = Path(args.work_dir or tempfile.mkdtemp(prefix="lsm3-engines-"))
-    engines = args.engines.split(",")
-    results: dict[str, list[dict[str, float]]] = {e: [] for e in engines}
-    for _ in range(args.repeat):
-        for engine in engines:
-            results[engine].append(run_once(data, files, root, engine))
+    results = sitting(args.workload, args.repeat, args.engines.split(","), args.work_dir, run_once)
     base = {
         k: statistics.median(r[k] for r in results["deduplicate"]) for k in ("ingest_s", "read_s")
     }
@@ -97,9 +96,28 @@ def main(argv: list[str] | None = None) -> int:
             f"  rows {int(runs[0]['rows'])}"
         )
     print(json.dumps(report))
-    if not args.work_dir:
-        shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+Run = Callable[[Path, list[str], Path, str], dict[str, float]]
+
+
+def sitting(
+    workload: str, repeat: int, names: list[str], work_dir: str | None, run: Run
+) -> dict[str, list[dict[str, float]]]:
+    """``run(data dir, files, work dir, name)`` for every name, names interleaved per
+    repeat so the machine's drift hits them alike: name -> the runs' figures."""
+    data = workload_dir(workload)
+    manifest = load_manifest(data)
+    files = [manifest["files"]["initial"], *manifest["files"]["batches"]]
+    root = Path(work_dir or tempfile.mkdtemp(prefix="lsm3-bench-"))
+    results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    for _ in range(repeat):
+        for name in names:
+            results[name].append(run(data, files, root, name))
+    if not work_dir:
+        shutil.rmtree(root, ignore_errors=True)
+    return results
 
 
 if __name__ == "__main__":

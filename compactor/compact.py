@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import lsm3
+from compactor.changelog import capped_options, plannable
 from compactor.executor import Executor, Job, LocalExecutor, TaskResult, commit_outputs
 from compactor.lease import Fenced, Lease, LeaseHeld
 from compactor.policy import POLICIES, PolicyOptions, Task, drops_tombstones, plan
@@ -126,7 +127,7 @@ def compact(
     values.pop("compaction_policy", None)
     if chosen not in POLICIES:
         raise InvalidInput(f"unknown policy {chosen!r}; choose one of {sorted(POLICIES)}")
-    opts = PolicyOptions(**values)
+    opts = capped_options(table.table_schema, chosen, PolicyOptions(**values))
     runner = _executor(executor, table, storage_options)
     runner_is_remote = not isinstance(runner, LocalExecutor)
     requests_before = table.store.stats.total_requests()
@@ -151,7 +152,7 @@ def compact(
     try:
         for _ in range(max_rounds):
             files = table.files_of(table.refresh())
-            tasks = plan(files, chosen, opts)
+            tasks = plan(plannable(table.table_schema, chosen, files), chosen, opts)
             if not tasks:
                 break
             if lease is None:

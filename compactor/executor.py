@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from compactor.changelog import full_compaction_changelog, produces_changelog
 from compactor.lease import Lease
 from compactor.policy import Task
 from lsm3.format.metadata import DataFile, Snapshot
@@ -192,6 +193,13 @@ def commit_outputs(
     effective sequence numbers); raises Fenced or CommitConflict (another commit removed an
     input: the outputs become orphans)."""
     task, outputs, drop_tombstones = done.job.task, done.files, done.job.drop_tombstones
+    changelog: Callable[[Snapshot | None], list[DataFile]] | None = None
+    if produces_changelog(table.table_schema, task):
+        stored = full_compaction_changelog(table, task, outputs)
+
+        def changelog(_base: Snapshot | None) -> list[DataFile]:
+            return stored  # the same files on every attempt: they depend on the task only
+
     snapshot: Snapshot = commit_files(
         table,
         added=outputs,
@@ -203,6 +211,7 @@ def commit_outputs(
         metadata={"compactor": task.reason, "output_level": task.output_level},
         assign_offset=False,
         compactor=lease.check(),
+        changelog=changelog,
     )
     return TaskResult(
         partition=task.partition,

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import lsm3
 from lsm3.errors import CorruptMetadata, InvalidInput, Lsm3Error, SnapshotNotFound
-from lsm3.format.metadata import ManifestEntry, Snapshot
+from lsm3.format.metadata import DataFile, ManifestEntry, Snapshot
 from lsm3.io.store import ObjectInfo
 from lsm3.read.consumer import (
     ConsumerState,
@@ -354,7 +354,22 @@ def _only_referenced_by(
         files.update(
             (e.file.path, e.file.size) for e in _delta_entries(table, snap) if e.op == "remove"
         )
+    # A commit's changelog files are read through its snapshot only: they go with it.
+    for snap in expired:
+        files.update((f.path, f.size) for f in _changelog_files(table, snap))
     return manifests, files
+
+
+def _changelog_files(table: Table, snap: Snapshot) -> list[DataFile]:
+    """The changelog files the snapshot's commit stored (docs/FORMAT.md, section 16); none if
+    it stored none, or its changelog manifest was deleted by an earlier, interrupted expiry."""
+    if snap.changelog_manifest is None:
+        return []
+    try:
+        entries = table.manifests.entries(snap.changelog_manifest, table.schema_at(snap.schema_id))
+    except CorruptMetadata:
+        return []
+    return [e.file for e in entries]
 
 
 def _delta_entries(table: Table, snap: Snapshot) -> list[ManifestEntry]:
@@ -375,6 +390,7 @@ def _tag_references(table: Table) -> set[str]:
     for snap in table.tagged_snapshots().values():
         out.update(table.manifests.referenced(snap))
         out.update(f.path for f in table.files_of(snap))
+        out.update(f.path for f in _changelog_files(table, snap))
     return out
 
 
@@ -520,6 +536,8 @@ def _collect_references(
 
     for paths in _parallel(live_files, snapshots):
         referenced.update(paths)
+    for snap in snapshots:  # changelog files, which no live set holds
+        referenced.update(f.path for f in _changelog_files(table, snap))
 
 
 def _named_entries(table: Table, snap: Snapshot) -> list[ManifestEntry]:

@@ -139,7 +139,7 @@ _WIDENINGS: dict[pa.DataType, tuple[pa.DataType, ...]] = {
 
 # Options whose change would alter what existing data means (also every ``fields.*`` option:
 # a stored partial fold means what its column's function made it).
-_FROZEN_OPTIONS = ("sequence_field", "merge_engine")
+_FROZEN_OPTIONS = ("sequence_field", "merge_engine", "changelog_producer")
 
 
 class SchemaUpdate:

@@ -269,6 +269,9 @@ class Snapshot:
     #: Version 2: the manifest list holding the manifests before ``manifests`` (the tail) and
     #: the writer records before ``writers`` (the recent ones); None in version 1.
     manifest_list: str | None = None
+    #: The manifest listing this commit's changelog files (docs/FORMAT.md, section 16), or
+    #: None: written under the changelog producers that store changes.
+    changelog_manifest: str | None = None
 
     @property
     def format_version(self) -> int:
@@ -290,6 +293,8 @@ class Snapshot:
             out.append(self.delta_manifest)
         if self.manifest_list is not None:
             out.append(self.manifest_list)
+        if self.changelog_manifest is not None:
+            out.append(self.changelog_manifest)
         return tuple(out)
 
     def to_json(self) -> dict[str, Any]:
@@ -313,6 +318,8 @@ class Snapshot:
         }
         if self.manifest_list is not None:
             doc["manifest_list"] = self.manifest_list
+        if self.changelog_manifest is not None:
+            doc["changelog_manifest"] = self.changelog_manifest
         return doc
 
     def encode(self) -> bytes:
@@ -337,6 +344,7 @@ class Snapshot:
                 raise CorruptMetadata(f"{what}: metadata, summary and writers must be objects")
             writers = writers_from_json(writers_doc, what)
             listed = doc.get("manifest_list")
+            changelog = doc.get("changelog_manifest")
             return Snapshot(
                 snapshot_id=_int(doc["snapshot_id"]),
                 parent_id=None if parent is None else _int(parent),
@@ -358,6 +366,9 @@ class Snapshot:
                 ),
                 manifest_list=(
                     None if listed is None else check_relative_path(listed, "manifest/", what)
+                ),
+                changelog_manifest=(
+                    None if changelog is None else check_relative_path(changelog, "manifest/", what)
                 ),
             )
         except KeyError as exc:

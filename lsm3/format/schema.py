@@ -39,6 +39,9 @@ KIND_RESET = 2
 DEFAULT_OPTIONS: dict[str, Any] = {
     "sequence_field": None,  # a column whose value orders versions of a key (e.g. source LSN)
     "merge_engine": "deduplicate",  # what a key's value is: see lsm3.format.engines
+    # What the changelog is made from (docs/FORMAT.md, section 16): none | input | lookup |
+    # full_compaction. Fixed at create time.
+    "changelog_producer": "none",
     "memtable_bytes": 128 * 1024 * 1024,  # a writer flushes when buffered Arrow data exceeds this
     "row_group_rows": 4096,  # rows per Parquet row group: a point lookup decodes one
     "target_file_bytes": 128 * 1024 * 1024,  # compaction output size
@@ -67,8 +70,12 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "unsafe_single_writer": False,
 }
 
+#: Where ``Table.changelog`` gets its changes (docs/FORMAT.md, section 16).
+CHANGELOG_PRODUCERS = ("none", "input", "lookup", "full_compaction")
+
 CHOICE_OPTIONS: dict[str, tuple[str, ...]] = {
     "merge_engine": ENGINES,
+    "changelog_producer": CHANGELOG_PRODUCERS,
     "compaction_policy": ("universal", "leveled", "full"),
     "write_stall": ("warn", "wait", "error"),
 }
@@ -245,7 +252,11 @@ class TableSchema:
         return cached
 
     def to_json(self) -> dict[str, Any]:
-        engines = self.option("merge_engine") != "deduplicate"
+        # Older readers must refuse what they would misread: merge engines, stored changelogs.
+        engines = (
+            self.option("merge_engine") != "deduplicate"
+            or self.option("changelog_producer") != "none"
+        )
         return {
             "format_version": ENGINE_SCHEMA_VERSION if engines else FORMAT_VERSION,
             "schema_id": self.schema_id,
@@ -427,6 +438,11 @@ def validate_schema(s: TableSchema) -> None:
         )
     if s.option("num_levels") < 2:
         raise InvalidInput("option num_levels must be at least 2")
+    if s.option("changelog_producer") == "full_compaction" and s.option("num_levels") < 3:
+        raise InvalidInput(
+            "changelog_producer 'full_compaction' needs num_levels >= 3: the last level holds "
+            "only full compactions' results and the others need at least two levels"
+        )
     engine_spec(s.arrow, s.primary_key, s.options, seq_field)
 
 

@@ -1,14 +1,25 @@
 """The changelog: every change of every commit, in commit order, with before-images.
 
-Under the changelog producer ``none`` (the default: nothing extra is stored) the changes of
-commit N are computed by comparing the table as read at N-1 and at N for the keys N's files
-touch (:mod:`lsm3.read.changes`): ``+I`` for a new key, ``-U`` (old values) then ``+U`` (new
-values) for a changed one, ``-D`` (old values) for a deleted one. Keys whose value did not
-change (a ``first_row`` table ignoring a later row, an upsert of the same values) give no
-rows. Compaction and schema commits change no value and give nothing. Applied in order as
-plain upserts and deletes to the table as read at the start, the changes give the table as
-read at the end, under every merge engine: they are changes of values, not the records
-written.
+Where the changes come from is the table option ``changelog_producer`` (docs/FORMAT.md,
+section 16):
+
+* ``none`` (default: nothing extra is stored): the changes of APPEND commit N are computed by
+  comparing the table as read at N-1 and at N for the keys N's files touch
+  (:mod:`lsm3.read.changes`): ``+I`` for a new key, ``-U`` (old values) then ``+U`` (new
+  values) for a changed one, ``-D`` (old values) for a deleted one; keys whose value did not
+  change give nothing.
+* ``input``: the records each APPEND commit's writer received, as it stored them beside its
+  runs (an upsert is ``+I`` whether or not its key existed; complete only if the source sends
+  complete CDC).
+* ``lookup``: the complete changes each APPEND commit's writer computed at commit time
+  against its parent, stored beside its runs (as ``none`` computes them, one net change per
+  key per commit).
+* ``full_compaction``: the complete changes stored by full compactions (COMPACT commits);
+  writer commits contribute nothing until the next full compaction of their bucket.
+
+Compaction and schema commits contribute nothing except under ``full_compaction``. A commit
+that should have stored changes but did not (runs committed by a coordinator through
+``Writer.stage``) falls back to the computed changes of ``none``.
 """
 
 from __future__ import annotations
@@ -17,10 +28,12 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from lsm3.errors import InvalidInput, SnapshotNotFound
+from lsm3.format.evolution import projection
+from lsm3.format.metadata import Snapshot
 from lsm3.format.schema import TableSchema
+from lsm3.read.changelog_file import read_changelog
 from lsm3.read.changes import ROW_KIND, changes
 
 if TYPE_CHECKING:
@@ -74,6 +87,7 @@ def changelog_batches(
         raise InvalidInput(f"start_snapshot_id {start_snapshot_id} is after snapshot {last}")
     schema = table.schema_at(end.schema_id if end else 0)
     out = changelog_schema(schema, columns)
+    producer = schema.option("changelog_producer")
     for sid in range(start_snapshot_id + 1, last + 1):
         snap = table.log.try_load(sid)
         if snap is None:
@@ -81,54 +95,31 @@ def changelog_batches(
                 f"snapshot {sid} was expired; the changelog needs every snapshot from "
                 f"{start_snapshot_id} on (register a consumer: table.consumer(id) holds them)"
             )
-        if snap.kind != "APPEND":
-            continue  # compaction and schema changes change no value
-        rows = _net(changes(table, sid - 1, sid, include_update_before=True), schema)
-        if not rows.num_rows:
+        rows = commit_changes(table, snap, schema, out.names[:-2], producer)
+        if rows is None or not rows.num_rows:
             continue
         rows = rows.append_column(SNAPSHOT_ID, pa.repeat(sid, rows.num_rows).cast(pa.int64()))
         yield from rows.select(out.names).cast(out).to_batches()
 
 
-def _net(rows: pa.Table, schema: TableSchema) -> pa.Table:
-    """Drop the -U/+U pairs whose values are equal: nothing changed for that key."""
-    kinds = rows.column(ROW_KIND)
-    if not rows.num_rows or not pc.any(pc.equal(kinds, "-U")).as_py():
-        return rows
-    keys = list(schema.primary_key)
-    names = schema.arrow.names
-    before = rows.filter(pc.equal(kinds, "-U")).select(names)
-    after = rows.filter(pc.equal(kinds, "+U")).select(names)
-    pairs = after.join(before, keys, join_type="inner", right_suffix="__old")
-    equal = pa.array([True] * pairs.num_rows, pa.bool_())
-    for c in names:
-        if c not in keys:
-            equal = pc.and_(equal, _same(pairs.column(c), pairs.column(f"{c}__old")))
-    unchanged = pairs.filter(equal).select(keys)
-    if not unchanged.num_rows:
-        return rows
-    marker = "__lsm3_unchanged"
-    flagged = rows.join(
-        unchanged.append_column(marker, pa.repeat(True, unchanged.num_rows)),
-        keys,
-        join_type="left outer",
-    )
-    is_update = pc.is_in(flagged.column(ROW_KIND), pa.array(["-U", "+U"]))
-    drop = pc.and_(pc.fill_null(flagged.column(marker), False), is_update)
-    kept = flagged.filter(pc.invert(drop)).drop_columns([marker])
-    # A join does not keep the order: key order again, each key's -U before its +U.
-    rank = pc.if_else(pc.equal(kept.column(ROW_KIND), "-U"), 0, 1)
-    sort_keys = [*((k, "ascending") for k in keys), ("__rank", "ascending")]
-    kept = kept.append_column("__rank", rank)
-    kept = kept.take(pc.sort_indices(kept, sort_keys=sort_keys)).drop_columns(["__rank"])
-    return kept.select(rows.column_names)
-
-
-def _same(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
-    """Element-wise "equal or both null"."""
-    both_null = pc.and_(pc.is_null(a), pc.is_null(b))
-    try:
-        equal = pc.fill_null(pc.equal(a, b), False)
-    except pa.ArrowNotImplementedError:  # nested types: compared as Python values
-        equal = pa.array([x == y for x, y in zip(a.to_pylist(), b.to_pylist(), strict=True)])
-    return pc.or_(both_null, equal)
+def commit_changes(
+    table: Table, snap: Snapshot, schema: TableSchema, columns: Sequence[str], producer: str
+) -> pa.Table | None:
+    """The changes of one commit (``columns`` and ``_row_kind``), or None: see the module
+    docstring."""
+    if snap.changelog_manifest is not None and (
+        producer != "full_compaction" or snap.kind == "COMPACT"
+    ):
+        files = [e.file for e in table.manifests.entries(snap.changelog_manifest, schema)]
+        pieces = [read_changelog(table.store, f, schema, columns) for f in files]
+        return pa.concat_tables(pieces) if pieces else None
+    if snap.kind != "APPEND" or producer == "full_compaction":
+        return None  # compaction and schema changes change no value
+    if producer != "none" and snap.delta_manifest is None:
+        return None
+    sid = snap.snapshot_id
+    rows = changes(table, sid - 1, sid, include_update_before=True, drop_unchanged=True)
+    # Computed with the commit's schema: map it onto the reader's by field id.
+    proj = projection(table.schema_at(snap.schema_id), schema, list(columns))
+    values = proj.apply(rows.select(list(proj.sources)))
+    return values.append_column(ROW_KIND, rows.column(ROW_KIND))

@@ -11,7 +11,7 @@ unaffected by compaction: COMPACT snapshots add no new keys, so they contribute 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -20,14 +20,13 @@ import pyarrow.compute as pc
 from lsm3.errors import InvalidInput, SnapshotNotFound
 from lsm3.format.metadata import DataFile, Snapshot
 from lsm3.format.schema import KIND_COLUMN, KIND_RESET, KIND_UPSERT, SEQ_COLUMN, TableSchema
-from lsm3.read.merge import merge_runs
+from lsm3.read.diff import ROW_KIND, compare
+from lsm3.read.merge import drop_deleted, merge_runs
 from lsm3.read.runfile import OpenRun
 from lsm3.read.scan import make_request, scan_batches
 
 if TYPE_CHECKING:
     from lsm3.table import Table
-
-ROW_KIND = "_row_kind"
 
 
 def added_files(table: Table, first: int, last: int) -> list[DataFile]:
@@ -50,7 +49,7 @@ def added_files(table: Table, first: int, last: int) -> list[DataFile]:
     return out
 
 
-def _fold_onto(before: pa.Table, added: Sequence[pa.Table], schema: TableSchema) -> pa.Table:
+def fold_onto(before: pa.Table, added: Sequence[pa.Table], schema: TableSchema) -> pa.Table:
     """The rows of ``before`` (whole values, older than everything in ``added``) with the
     versions of ``added`` merged on top, as a reader would."""
     base_kind = KIND_UPSERT if schema.engine.is_deduplicate else KIND_RESET
@@ -61,7 +60,7 @@ def _fold_onto(before: pa.Table, added: Sequence[pa.Table], schema: TableSchema)
     return merge_runs([base, *added], schema, drop_deletes=True, columns=schema.arrow.names)
 
 
-def _read_keys(
+def read_keys(
     table: Table, schema: TableSchema, snap: Snapshot | None, touched: pa.Table
 ) -> pa.Table:
     """The rows of ``touched`` keys visible at ``snap``, through ``schema``."""
@@ -85,8 +84,9 @@ def changes(
     from_snapshot_id: int,
     to_snapshot_id: int | None = None,
     include_update_before: bool = False,
+    drop_unchanged: bool = False,
 ) -> pa.Table:
-    """See ``Table.changes``."""
+    """See ``Table.changes``; ``drop_unchanged``: no rows for keys whose values are equal."""
     to_snap = table.snapshot(to_snapshot_id) if to_snapshot_id is not None else table.refresh()
     last = to_snap.snapshot_id if to_snap else 0
     if not isinstance(from_snapshot_id, int) or from_snapshot_id < 0:
@@ -109,33 +109,40 @@ def changes(
     file_columns = schema.file_schema().names
     added = [OpenRun(table.store, f, schema).read(file_columns) for f in files]
     added = [a.cast(added[0].schema) for a in added]
+    before, after = values_before_after(table, schema, from_snap, added)
+    result = compare(before, after, schema, drop_unchanged=drop_unchanged)
+    if not include_update_before:
+        result = result.filter(pc.not_equal(result.column(ROW_KIND), "-U"))
+    return result.select(out_schema.names).cast(out_schema)
+
+
+def touched_keys(added: Sequence[pa.Table], schema: TableSchema) -> pa.Table:
     keys = list(schema.primary_key)
-    touched = pa.concat_tables([a.select(keys) for a in added]).group_by(keys).aggregate([])
-    before = _read_keys(table, schema, from_snap, touched)
-    after = _fold_onto(before, added, schema)
-    marker = "__lsm3_present"
-    before_keys = before.select(keys).append_column(marker, pa.repeat(True, before.num_rows))
-    joined = after.join(before_keys, keys, join_type="left outer")
-    existed = pc.fill_null(joined.column(marker), False)
-    joined = joined.drop_columns([marker]).select(schema.arrow.names)
-    pieces = [
-        _with_kind(joined.filter(pc.invert(existed)), "+I"),
-        _with_kind(joined.filter(existed), "+U"),
-        _with_kind(before.join(after.select(keys), keys, join_type="left anti"), "-D"),
-    ]
-    if include_update_before:
-        pieces.append(
-            _with_kind(before.join(after.select(keys), keys, join_type="left semi"), "-U")
+    if len(keys) == 1:
+        chunks = [c for a in added for c in a.column(keys[0]).chunks]
+        return pa.table(
+            {keys[0]: pc.unique(pa.chunked_array(chunks, added[0].schema.field(keys[0]).type))}
         )
-    result = pa.concat_tables([p.select(out_schema.names).cast(out_schema) for p in pieces])
-    # Within a key, the old values (-U) come before the new ones (+U).
-    rank = pc.if_else(pc.equal(result.column(ROW_KIND), "-U"), 0, 1)
-    result = result.append_column("__rank", rank)
-    sort_keys = [(k, "ascending") for k in keys] + [("__rank", "ascending")]
-    return result.take(pc.sort_indices(result, sort_keys=sort_keys)).drop_columns(["__rank"])
+    return pa.concat_tables([a.select(keys) for a in added]).group_by(keys).aggregate([])
 
 
-def _with_kind(rows: pa.Table, kind: str) -> pa.Table:
-    return rows.select([c for c in rows.column_names if c != ROW_KIND]).append_column(
-        ROW_KIND, pa.repeat(kind, rows.num_rows).cast(pa.string())
-    )
+def values_before_after(
+    table: Table,
+    schema: TableSchema,
+    snap: Snapshot | None,
+    added: Sequence[pa.Table],
+    read: Callable[[Table, TableSchema, Snapshot | None, pa.Table], pa.Table] | None = None,
+) -> tuple[pa.Table, pa.Table]:
+    """The values at ``snap`` of the keys ``added`` (runs newer than ``snap``, file-schema
+    columns) holds, and their values with ``added`` folded on top: one merged read of just
+    those keys (``read``, default a scan that prunes files by key range), then one
+    vectorised fold."""
+    if table.files_of(snap):
+        before = (read or read_keys)(table, schema, snap, touched_keys(added, schema))
+    else:  # an empty table: nothing to read
+        before = pa.schema([f.with_nullable(True) for f in schema.arrow]).empty_table()
+    newest_wins = schema.engine.is_deduplicate and schema.sequence_field is None
+    if len(added) == 1 and (newest_wins or not before.num_rows):
+        # one run newer than everything before it, holding each key once: it is the fold
+        return before, drop_deleted(added[0], schema.arrow.names)
+    return before, fold_onto(before, added, schema)

@@ -264,6 +264,10 @@ def _fetch_verified(store: ObjectStore, f: DataFile) -> pa.Buffer:
     return buf
 
 
+#: A whole object fetched and checked against its manifest entry (size and CRC-32).
+fetch_verified = _fetch_verified
+
+
 class OpenRun:
     """A verified run held in memory, read (in whole or by row group) through ``read_schema``.
 

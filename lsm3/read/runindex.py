@@ -273,23 +273,38 @@ KEY_BLOCKS: BlockCache[KeyBlock] = BlockCache(256 * 1024 * 1024, lambda b: b.nby
 ROW_BLOCKS: BlockCache[pa.Table] = BlockCache(128 * 1024 * 1024, lambda t: t.nbytes)
 
 
+#: Whole decoded runs, by (store, path, read schema id), with the first key column as a
+#: sorted numpy array when it is an integer (else None): the batched lookups of the
+#: ``lookup`` changelog producer (``lsm3.read.batch_lookup``).
+DECODED_RUNS: BlockCache[tuple[pa.Table, np.ndarray | None]] = BlockCache(
+    512 * 1024 * 1024, lambda found: found[0].nbytes + (0 if found[1] is None else found[1].nbytes)
+)
+
+
 def set_cache_limits(
-    *, key_block_bytes: int | None = None, row_block_bytes: int | None = None
+    *,
+    key_block_bytes: int | None = None,
+    row_block_bytes: int | None = None,
+    decoded_run_bytes: int | None = None,
 ) -> dict[str, int]:
     """Bound the process-wide lookup caches (0 turns one off); returns the limits in force.
 
     ``key_block_bytes`` (default 256 MiB) holds the key column of probed row groups;
-    ``row_block_bytes`` (default 128 MiB) holds whole row groups that lookups hit.
+    ``row_block_bytes`` (default 128 MiB) holds whole row groups that lookups hit;
+    ``decoded_run_bytes`` (default 512 MiB) holds whole runs that writers of tables with
+    ``changelog_producer = "lookup"`` read to find the previous values of their keys.
     """
-    for name, value in (("key_block_bytes", key_block_bytes), ("row_block_bytes", row_block_bytes)):
+    limits = (
+        ("key_block_bytes", KEY_BLOCKS, key_block_bytes),
+        ("row_block_bytes", ROW_BLOCKS, row_block_bytes),
+        ("decoded_run_bytes", DECODED_RUNS, decoded_run_bytes),
+    )
+    for name, _cache, value in limits:
         if value is not None and (not isinstance(value, int) or value < 0):
             raise InvalidInput(f"{name} must be a non-negative int, got {value!r}")
-    for cache, value in ((KEY_BLOCKS, key_block_bytes), (ROW_BLOCKS, row_block_bytes)):
+    for _name, cache, value in limits:
         if value is not None:
             cache.capacity_bytes = value
             if value == 0:
                 cache.clear()
-    return {
-        "key_block_bytes": KEY_BLOCKS.capacity_bytes,
-        "row_block_bytes": ROW_BLOCKS.capacity_bytes,
-    }
+    return {name: cache.capacity_bytes for name, cache, _value in limits}

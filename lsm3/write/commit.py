@@ -39,13 +39,17 @@ def commit_files(
     compactor: Callable[[Snapshot | None], CompactorLease | None] | None = None,
     schema_update: SchemaUpdate | None = None,
     since: int | None = None,
+    changelog: Callable[[Snapshot | None], Sequence[DataFile]] | None = None,
 ) -> Snapshot:
     """Commit a change of the live file set through the conditional put, rebasing on
     conflicts. ``added`` files carry local sequence numbers and receive the parent's
     ``next_sequence`` as offset, unless ``assign_offset`` is false (compaction output keeps
     its effective sequence numbers). ``removed`` files must all still be live.
     ``compactor`` computes the new snapshot's compactor lease from its parent (and may
-    raise to fence a stale compactor); by default the parent's lease is carried over."""
+    raise to fence a stale compactor); by default the parent's lease is carried over.
+    ``changelog`` gives the changelog files of the commit as built on a parent (called on
+    every attempt, so changes computed against a parent can be redone after a rebase); they
+    are listed in the snapshot's ``changelog_manifest`` (docs/FORMAT.md, section 16)."""
     removed_paths = {f.path for f in removed}
     added_paths = {f.path for f in added}
     # Set once a put may have landed: only then can an added file already be live.
@@ -115,6 +119,7 @@ def commit_files(
         ]
         entries += [ManifestEntry("remove", f) for f in removed]
         delta = table.manifests.write(entries, schema) if entries else None
+        changelog_manifest = logged(base, schema) if changelog is not None else None
         snapshot_id = (base.snapshot_id if base else 0) + 1
         own = {writer_id: WriterRecord(commit_id, snapshot_id, metadata)} if writer_id else {}
         summary = _summary(table, base, added, removed)
@@ -135,7 +140,22 @@ def commit_files(
             compactor=lease,
             delta_manifest=delta,
             manifest_list=layout.manifest_list,
+            changelog_manifest=changelog_manifest,
         )
+
+    written: dict[tuple[str, ...], str] = {}
+
+    def logged(base: Snapshot | None, schema: TableSchema) -> str | None:
+        """The changelog manifest for a commit on ``base`` (reused while the files are)."""
+        assert changelog is not None
+        files = list(changelog(base))
+        if not files:
+            return None
+        names = tuple(f.path for f in files)
+        if names not in written:
+            entries = [ManifestEntry("add", f) for f in files]
+            written[names] = table.manifests.write(entries, schema)
+        return written[names]
 
     schema = table.table_schema
 

@@ -34,6 +34,7 @@ from lsm3.format.metadata import DataFile, Snapshot
 from lsm3.format.schema import KIND_DELETE, KIND_UPSERT, TableSchema, conform, to_arrow_table
 from lsm3.read.fold import fold_versions
 from lsm3.read.runfile import RunWriter
+from lsm3.write.changelog import ChangelogRecorder, CommitChangelog
 from lsm3.write.commit import commit_files
 from lsm3.write.memtable import BufferedRows, Memtable, split_runs, with_constant_seq
 from lsm3.write.stall import apply_write_stall
@@ -59,6 +60,7 @@ class _FailedCommit:
     commit_id: str  # the identity the attempt used
     since: int  # the newest snapshot id before the first attempt
     metadata: dict[str, Any] = field(default_factory=dict)
+    changelog: CommitChangelog = field(default_factory=CommitChangelog)
 
     @property
     def rows(self) -> int:
@@ -85,6 +87,8 @@ class Writer:
         self._pending: list[DataFile] = []
         self._closed = False
         self._failed: _FailedCommit | None = None
+        # changelog_producer input / lookup: what the commit stores beside its runs
+        self._changelog = ChangelogRecorder(self.schema, self.schema.option("memtable_bytes"))
 
     # ----------------------------------------------------------------- buffering
 
@@ -96,6 +100,7 @@ class Writer:
             return
         table = self._fill_omitted(table)
         rows = conform(table, self.schema, self.schema.arrow.names, "upsert data")
+        self._changelog.log_input(rows, "+I")
         rows = self._normalise_counts(rows)
         self._check_sequence_field(rows)
         self._add(rows, _kinds(rows.num_rows, KIND_UPSERT))
@@ -123,7 +128,9 @@ class Writer:
         table = table.select(keep)
         keys_only = conform(table, self.schema, keep, "delete keys")
         self._check_sequence_field(keys_only)
-        self._add(self._fill_values(keys_only), _kinds(keys_only.num_rows, KIND_DELETE))
+        deletes = self._fill_values(keys_only)
+        self._changelog.log_input(deletes, "-D")
+        self._add(deletes, _kinds(keys_only.num_rows, KIND_DELETE))
 
     def apply_cdc(self, data: Any, op_column: str = "op") -> None:
         """Apply change events: Debezium ops ``c r u d`` or row kinds ``+I -U +U -D``.
@@ -149,6 +156,11 @@ class Writer:
                 f"{[*UPSERT_OPS, *DELETE_OPS, *IGNORED_OPS]}"
             )
         table = table.drop_columns([op_column])
+        if self._changelog.records_input:  # every record, before-images (-U) included
+            names = self.schema.arrow.names
+            got = conform(self._fill_omitted(table), self.schema, names, "CDC", check_nulls=False)
+            self._check_cdc_nulls(got, pc.is_in(ops, value_set=pa.array(DELETE_OPS)))
+            self._changelog.log_input(got, ops)
         keep = pc.invert(pc.is_in(ops, value_set=pa.array(IGNORED_OPS)))
         if not pc.all(keep).as_py():
             table = table.filter(keep)
@@ -242,7 +254,8 @@ class Writer:
 
     def _add(self, rows: pa.Table, kinds: pa.Array) -> None:
         self._memtable.add(rows, kinds)
-        if self._memtable.nbytes >= self.schema.option("memtable_bytes"):
+        buffered = self._memtable.nbytes + self._changelog.input_bytes
+        if buffered >= self.schema.option("memtable_bytes"):
             self.flush()
 
     def _check_open(self) -> None:
@@ -266,6 +279,7 @@ class Writer:
         """Sort buffered records and upload them as runs (not yet visible: see commit)."""
         buffered = self._memtable.drain()
         if buffered is None:
+            self._changelog.flush_input(self.table)  # a CDC batch of before-images only
             return []
         if not self.schema.engine.is_deduplicate:
             # A run holds one row per key: the merge engine's fold of the key's records here
@@ -283,6 +297,8 @@ class Writer:
         flush_seq = self._memtable.flushes
 
         gather_rows = self.schema.option("row_group_rows") * _GATHER_ROW_GROUPS
+        written: dict[str, list[pa.Table]] = {}  # lookup producer: each run's rows, by path
+        keep_rows = self._changelog.producer == "lookup"
 
         # Encoding is CPU work: more pieces encoding at once than cores only holds more
         # encoded bodies in memory (the 10M-row load's writer peaked at 915 MiB RSS with its
@@ -296,8 +312,12 @@ class Writer:
             # time: a flush holds the memtable and its encoded output, never a sorted copy.
             with encoding:
                 for start in range(0, len(indices), gather_rows):
-                    rows = buffered.take(indices.slice(start, gather_rows))
-                    run.write(with_constant_seq(rows, flush_seq))
+                    rows = with_constant_seq(
+                        buffered.take(indices.slice(start, gather_rows)), flush_seq
+                    )
+                    run.write(rows)
+                    if keep_rows:
+                        written.setdefault(run.path, []).append(rows)
                 encoded = run.finish()
             store.put(encoded.file.path, encoded.body)
             log.debug(
@@ -315,12 +335,14 @@ class Writer:
             else:
                 with ThreadPoolExecutor(max_workers=workers) as pool:
                     files = list(pool.map(upload, runs))
+            self._changelog.flush_input(self.table)
         except BaseException:
             # Nothing of this flush is pending: keep its rows for the next flush (what did
             # upload becomes an orphan for remove_orphan_files).
             self._memtable.restore(buffered)
             raise
         self._pending.extend(files)
+        self._changelog.add_runs(files, written)
         self._memtable.flushes += 1
         return files
 
@@ -336,6 +358,7 @@ class Writer:
         self.flush()
         files, count = self._pending, self._memtable.flushes
         self._pending = []
+        self._changelog.take()  # the coordinator's commit stores none: readers compute it
         self._memtable.end_commit()
         return files, count
 
@@ -390,7 +413,8 @@ class Writer:
         settled = self._settle_failed() if failed is not None else None
         if retry and not self._pending:
             return settled
-        if not self._pending and commit_id is None and metadata is None:
+        nothing = not self._pending and not self._changelog.pending
+        if nothing and commit_id is None and metadata is None:
             return settled
         apply_write_stall(self.table, self.schema, self._pending)
         base = self.table.current_snapshot()
@@ -401,6 +425,7 @@ class Writer:
             commit_id=commit_id or uuid.uuid4().hex,
             since=base.snapshot_id if base else 0,
             metadata=meta,
+            changelog=self._changelog.take(),
         )
         self._pending = []
         self._memtable.end_commit()
@@ -421,6 +446,9 @@ class Writer:
         return snapshot
 
     def _commit_batch(self, batch: _FailedCommit, retried: bool) -> Snapshot:
+        def changelog(base: Snapshot | None) -> list[DataFile]:
+            return batch.changelog.for_parent(self.table, self.schema, base)
+
         snapshot = commit_files(
             self.table,
             added=batch.files,
@@ -431,7 +459,9 @@ class Writer:
             commit_id=batch.commit_id,
             metadata=batch.metadata,
             since=batch.since if retried else None,
+            changelog=changelog if self._changelog.stores else None,
         )
+        batch.changelog.committed(self.table, self.schema, snapshot, batch.seq_count)
         log.info(
             "committed snapshot %d to %s: %d run(s), %d bytes",
             snapshot.snapshot_id,
@@ -448,6 +478,7 @@ class Writer:
         self._memtable.end_commit()
         self._pending = []
         self._failed = None
+        self._changelog.clear()
 
     def close(self) -> None:
         self._closed = True

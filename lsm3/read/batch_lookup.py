@@ -1,0 +1,133 @@
+"""Batched lookups: the current values of many keys at once, for the ``lookup`` changelog
+producer, which needs the previous value of every key a commit writes.
+
+Random keys of a large commit hit every row group of every run, so probing row groups
+(``lsm3.read.lookup``) saves nothing; instead each run whose key range admits the keys is
+taken whole, rows are selected by one vectorised membership test of the first key column,
+and the selections are merged as a reader merges. Decoded runs are kept in a bounded,
+process-wide cache (runs are immutable, so entries never go stale; ``DECODED_RUNS``, 512 MiB
+by default, ``lsm3.set_cache_limits(decoded_run_bytes=...)``): a writer that commits
+again probes the runs it read before from memory, and decodes only the new ones, as
+Paimon's lookup producer keeps local lookup files.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lsm3.format.keys import storage_values
+from lsm3.format.metadata import DataFile, Snapshot
+from lsm3.format.schema import KIND_COLUMN, KIND_DELETE, SEQ_COLUMN, TableSchema
+from lsm3.io.store import ObjectStore
+from lsm3.read.merge import merge_runs
+from lsm3.read.runfile import OpenRun, with_effective_seq
+from lsm3.read.runindex import DECODED_RUNS
+
+if TYPE_CHECKING:
+    from lsm3.table import Table
+
+
+def current_values(
+    table: Table, schema: TableSchema, snap: Snapshot | None, touched: pa.Table
+) -> pa.Table:
+    """The visible rows at ``snap`` of the keys in ``touched`` (key columns, unique), with
+    the table's columns through ``schema``."""
+    keys = list(schema.primary_key)
+    out_schema = pa.schema([f.with_nullable(True) for f in schema.arrow])
+    files = table.files_of(snap)
+    if not files or not touched.num_rows:
+        return out_schema.empty_table()
+    wanted = pc.unique(storage_values(touched.column(keys[0])))
+    bounds = pc.min_max(wanted)
+    lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+    # One integer key column: runs are sorted by it, so a binary search of the sorted wanted
+    # keys finds the rows (O(wanted log rows)) where hashing would probe every row.
+    search = len(keys) == 1 and pa.types.is_integer(wanted.type)
+    wanted_np = np.sort(wanted.to_numpy()) if search else None
+    # Under deduplicate only the newest version of a key counts: pick it by (key, sequence)
+    # in numpy, then gather just the winners' rows, once.
+    newest_only = search and schema.engine.is_deduplicate and schema.sequence_field is None
+    selected: list[pa.Table] = []
+    hits: list[tuple[pa.Table, np.ndarray]] = []
+    for f in files:
+        if f.max_key[0] < lo or f.min_key[0] > hi:
+            continue
+        rows, key0 = _decoded(table.store, f, schema, search)
+        if wanted_np is not None and key0 is not None:
+            if not len(key0):
+                continue
+            at = np.minimum(np.searchsorted(key0, wanted_np), len(key0) - 1)
+            at = at[key0[at] == wanted_np]
+            if newest_only:
+                hits.append((rows, at))
+            elif len(at):
+                selected.append(rows.take(pa.array(at)))
+            continue
+        hit = rows.filter(pc.is_in(storage_values(rows.column(keys[0])), value_set=wanted))
+        if hit.num_rows:
+            selected.append(hit)
+    if newest_only:
+        return _newest(hits, schema).cast(out_schema)
+    if not selected:
+        return out_schema.empty_table()
+    selected = [s.cast(selected[0].schema) for s in selected]
+    found = merge_runs(selected, schema, drop_deletes=True, columns=schema.arrow.names)
+    if len(keys) > 1:  # membership of the first column over-selects composite keys
+        found = found.join(touched, keys, join_type="left semi")
+    return found.cast(out_schema)
+
+
+def _newest(hits: list[tuple[pa.Table, np.ndarray]], schema: TableSchema) -> pa.Table:
+    """The newest version of each key among rows ``at`` of each run (one integer key, no
+    sequence field), deleted keys dropped."""
+    names = schema.arrow.names
+    hits = [(rows, at) for rows, at in hits if len(at)]
+    if not hits:
+        return pa.schema([f.with_nullable(True) for f in schema.arrow]).empty_table()
+    key0 = schema.primary_key[0]
+    run = np.concatenate([np.full(len(at), i, dtype=np.int64) for i, (_, at) in enumerate(hits)])
+    pos = np.concatenate([at for _, at in hits])
+    col = [(rows, at) for rows, at in hits]
+    key = np.concatenate([storage_values(r.column(key0)).to_numpy()[a] for r, a in col])
+    seq = np.concatenate([r.column(SEQ_COLUMN).to_numpy()[a] for r, a in col])
+    kind = np.concatenate([r.column(KIND_COLUMN).to_numpy()[a] for r, a in col])
+    order = np.lexsort((-seq, key))  # by key, newest first
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = key[order][1:] != key[order][:-1]
+    won = order[first]
+    won = won[kind[won] != KIND_DELETE]
+    pieces = [
+        rows.select(names).take(pa.array(pos[won][run[won] == i]))
+        for i, (rows, _) in enumerate(hits)
+    ]
+    return pa.concat_tables([p.cast(pieces[0].schema) for p in pieces])
+
+
+def remember(store: ObjectStore, schema: TableSchema, f: DataFile, rows: pa.Table) -> None:
+    """Cache the rows of run ``f`` (file-schema columns, stored sequence numbers) that its
+    writer still holds: committed with ``f.seq_offset``."""
+    rows = with_effective_seq(rows.combine_chunks(), f.seq_offset)
+    key0 = storage_values(rows.column(schema.primary_key[0]))
+    search = len(schema.primary_key) == 1 and pa.types.is_integer(key0.type)
+    DECODED_RUNS.put(
+        (store.url, f.path, schema.schema_id), (rows, key0.to_numpy() if search else None)
+    )
+
+
+def _decoded(
+    store: ObjectStore, f: DataFile, schema: TableSchema, search: bool
+) -> tuple[pa.Table, np.ndarray | None]:
+    """The run's rows (file-schema columns) and, for ``search``, its first key column as a
+    sorted numpy array."""
+    key = (store.url, f.path, schema.schema_id)
+    found = DECODED_RUNS.get(key)
+    if found is None:
+        rows = OpenRun(store, f, schema).read(schema.file_schema().names).combine_chunks()
+        key0 = storage_values(rows.column(schema.primary_key[0])).to_numpy() if search else None
+        found = (rows, key0)
+        DECODED_RUNS.put(key, found)
+    return found
