@@ -358,3 +358,30 @@ def test_a_killed_worker_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     assert _layout(a) == _layout(b)
     assert remove_orphan_files(b, older_than=0).removed  # the killed attempts' uploads
     assert a.to_arrow().equals(b.to_arrow())
+
+
+def _fails_in_bucket_1(uri: str, storage_options: Any, job: Job) -> Any:
+    """Upload bucket 1's outputs, then raise (not a worker loss: Ray does not retry it)."""
+    if job.task.bucket == 1:
+        write_outputs(lsm3.open_table(uri), job.task, job.drop_tombstones)
+        raise RuntimeError("injected task failure")
+    return RayExecutor.task(uri, storage_options, job)
+
+
+class FailingExecutor(RayExecutor):
+    task = staticmethod(_fails_in_bucket_1)
+
+
+def test_a_failed_compaction_task_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    t = make_table(tmp_path / "t", commits=3, rows=1000)
+    rows = t.to_arrow()
+    with pytest.raises(Exception, match="injected task failure"):
+        compact(t, policy="full", executor=FailingExecutor(t.uri))
+    t.refresh()
+    assert t.to_arrow().equals(rows)
+    assert {f.bucket for f in t.files() if f.level == 0} >= {1}  # bucket 1's inputs stay live
+    again = compact(t, policy="full", executor="ray")  # the lease was released
+    assert again.tasks and t.refresh() is not None and t.to_arrow().equals(rows)
+    assert len(t.files()) == 4
+    assert remove_orphan_files(t, older_than=0).removed  # the failed task's uploads
+    assert t.to_arrow().equals(rows)
