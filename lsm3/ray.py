@@ -470,6 +470,7 @@ def write_lsm3(
     storage_options: Mapping[str, Any] | None = None,
     min_rows_per_task: int | None = None,
     group_by_bucket: bool | None = None,
+    write_tasks: int | None = None,
 ) -> Snapshot | None:
     """Write the rows of ``ds`` into the table at ``uri`` in one commit and return its
     snapshot (None if ``ds`` is empty and no ``writer_id`` is given).
@@ -485,6 +486,8 @@ def write_lsm3(
     the rows by (partition, bucket) first, so each bucket gets one run from this write;
     otherwise each task writes a contiguous slice of at least ``min_rows_per_task`` rows
     (default: the table's ``memtable_bytes`` of input) and a bucket gets a run per task.
+    ``write_tasks``: tasks of the grouped write (default: the cluster's CPUs); each holds its
+    share of the input in memory.
     """
     sink = Lsm3Datasink(
         uri,
@@ -503,8 +506,10 @@ def write_lsm3(
     schema = sink.table_schema
     if group_by_bucket is None:
         group_by_bucket = schema.buckets > 1 or bool(schema.partition_by)
+    if write_tasks is not None and (not isinstance(write_tasks, int) or write_tasks < 1):
+        raise InvalidInput("write_tasks must be a positive integer")
     if group_by_bucket:
-        return write_grouped(ds, sink)
+        return write_grouped(ds, sink, parts=write_tasks)
     ordered = Dataset.copy(ds, _deep_copy=True)
     ordered.context.execution_options.preserve_order = True
     ordered.write_datasink(sink)

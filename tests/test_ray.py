@@ -173,8 +173,8 @@ def test_write_then_read_equals_the_model(tmp_path: Path, mode: str) -> None:
         w.upsert(base)
     before = t.refresh()
     assert before is not None
-    # Blocks of 50 rows: every bucket has rows in many blocks.
-    snap = write_lsm3(_blocks(data, 50), uri, mode=mode)
+    # Blocks of 50 rows: every bucket has rows in many blocks. cdc: more tasks than CPUs.
+    snap = write_lsm3(_blocks(data, 50), uri, mode=mode, write_tasks=5 if mode == "cdc" else None)
     assert snap is not None and snap.snapshot_id == before.snapshot_id + 1  # one commit
     t.refresh()
     assert _as_dict(t.to_arrow()) == model
@@ -282,6 +282,8 @@ def test_write_refuses_bad_input(tmp_path: Path) -> None:
         write_lsm3(data, uri, commit_id="x")
     with pytest.raises(InvalidInput, match="Ray workers cannot see"):
         write_lsm3(data, "memory://ray-t")
+    with pytest.raises(InvalidInput, match="write_tasks"):
+        write_lsm3(data, uri, write_tasks=0)
     with pytest.raises(InvalidInput, match="JSON"):
         write_lsm3(data, uri, metadata={"x": object()})
     with pytest.raises(SchemaMismatch, match="no op column 'kind'"):
