@@ -1,9 +1,10 @@
 """Running compaction tasks: merge the inputs, write key-disjoint outputs, commit.
 
 Running a task (``write_outputs``: files uploaded, nothing committed) and committing it
-(``commit_outputs``) are separate steps, so an executor can run tasks elsewhere (``LocalExecutor``
-here, one by one in this process; ``compactor.ray_executor`` on a Ray cluster) while the
-commits stay in the process that holds the lease.
+(``commit_outputs``, or ``commit_batch`` for several tasks in one snapshot) are separate
+steps, so an executor can run tasks elsewhere (``LocalExecutor`` here, one by one in this
+process; ``compactor.ray_executor`` on a Ray cluster) while the commits stay in the process
+that holds the lease.
 
 The merge is ``lsm3.read.scan.merge_group``, the reader's own merge, streamed section by section so
 memory follows the task, not the table. Outputs keep each row's effective sequence number
@@ -134,7 +135,9 @@ class Executor(Protocol):
     """Runs jobs (merge the inputs, upload the outputs) and yields their outputs, each once,
     as they finish; committing is the caller's. It calls ``admit`` before starting each job
     and starts no more once it returns a reason, and ``heartbeat`` at least every few seconds
-    while it waits (the caller renews its lease there)."""
+    while it waits (the caller renews its lease there). An executor that runs jobs at once
+    may also offer ``run_batches`` (same arguments), yielding the outputs of the jobs that
+    finished together as one list: ``compact`` then commits them in one snapshot."""
 
     def run(
         self,
