@@ -1,13 +1,14 @@
 """Ray against the single process: a merged read and a full compaction of a CDC workload.
 
-    .venv/bin/python -m bench.ray_bench --workload cdc-1m --buckets 4
+    .venv/bin/python -m bench.ray_bench --workload cdc-1m --buckets 4 --repeat 3
 
 Builds the table once from the workload's files (initial load in one commit, then one
-commit per CDC batch, as the lsm3 contender does, but with ``--buckets``), then times, one
-after the other on copies of it: ``Table.to_arrow()`` against ``read_lsm3(...)`` collected
-on the driver, and ``compact(policy="full")`` against ``compact(..., executor="ray")``.
-Ray starts on the local machine (``num_cpus`` = cores) before any timing; its start-up is
-printed apart. Prints seconds and the Ray/single ratios; the rows are checked equal.
+commit per CDC batch, as the lsm3 contender does, but with ``--buckets``), then, ``--repeat``
+times, interleaved (single process, then Ray): ``Table.to_arrow()`` against
+``read_lsm3(...)`` collected on the driver, and ``compact(policy="full")`` against
+``compact(..., executor="ray")`` on fresh copies of the table. Ray starts on the local
+machine (``num_cpus`` = cores) before any timing; its start-up is printed apart. Prints
+each run, the medians and the Ray/single ratio of the medians; results are checked equal.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -56,6 +58,7 @@ def main() -> int:
     p.add_argument("--workload", default="cdc-1m")
     p.add_argument("--buckets", type=int, default=4)
     p.add_argument("--max-unit-rows", type=int, default=None)
+    p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
     import ray
 
@@ -65,8 +68,6 @@ def main() -> int:
     try:
         _, built = timed(lambda: build(args.workload, work / "t", args.buckets))
         print(f"built {args.workload} with {args.buckets} buckets in {built:.1f} s")
-        shutil.copytree(work / "t", work / "c-local")
-        shutil.copytree(work / "t", work / "c-ray")
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         _, started = timed(lambda: ray.init(include_dashboard=False, log_to_driver=False))
         print(f"ray.init: {started:.1f} s (not counted below)")
@@ -81,15 +82,35 @@ def main() -> int:
         ray_read()
         warm = ray.remote(lambda: __import__("compactor.ray_executor") and None)
         ray.get([warm.remote() for _ in range(int(ray.cluster_resources().get("CPU", 1)))])
-        single, s_read = timed(t.to_arrow)
-        distributed, r_read = timed(ray_read)
-        assert single.sort_by("id").equals(distributed.sort_by("id"))
-        print(f"read   single {s_read:.2f} s  ray {r_read:.2f} s  ratio {r_read / s_read:.2f}")
-        _, s_comp = timed(lambda: compact(str(work / "c-local"), policy="full"))
-        _, r_comp = timed(lambda: compact(str(work / "c-ray"), policy="full", executor="ray"))
-        a, b = lsm3.open_table(str(work / "c-local")), lsm3.open_table(str(work / "c-ray"))
-        assert a.to_arrow().equals(b.to_arrow())
-        print(f"compact single {s_comp:.2f} s  ray {r_comp:.2f} s  ratio {r_comp / s_comp:.2f}")
+        reads: dict[str, list[float]] = {"single": [], "ray": []}
+        comps: dict[str, list[float]] = {"single": [], "ray": []}
+        for i in range(args.repeat):
+            single, s_read = timed(t.to_arrow)
+            distributed, r_read = timed(ray_read)
+            assert single.num_rows == distributed.num_rows
+            if i == 0:
+                assert single.sort_by("id").equals(distributed.sort_by("id"))
+            del single, distributed
+            reads["single"].append(s_read)
+            reads["ray"].append(r_read)
+            print(f"read    {i}: single {s_read:.2f} s  ray {r_read:.2f} s", flush=True)
+            local, remote = work / f"c-local-{i}", work / f"c-ray-{i}"
+            shutil.copytree(work / "t", local)
+            shutil.copytree(work / "t", remote)
+            _, s_comp = timed(lambda: compact(str(local), policy="full"))  # noqa: B023
+            _, r_comp = timed(lambda: compact(str(remote), policy="full", executor="ray"))  # noqa: B023
+            if i == 0:
+                a, b = lsm3.open_table(str(local)), lsm3.open_table(str(remote))
+                assert a.to_arrow().equals(b.to_arrow())
+            shutil.rmtree(local)
+            shutil.rmtree(remote)
+            comps["single"].append(s_comp)
+            comps["ray"].append(r_comp)
+            print(f"compact {i}: single {s_comp:.2f} s  ray {r_comp:.2f} s", flush=True)
+        for name, runs in (("read", reads), ("compact", comps)):
+            s_med, r_med = statistics.median(runs["single"]), statistics.median(runs["ray"])
+            ratio = r_med / s_med
+            print(f"{name:8} median single {s_med:.2f} s  ray {r_med:.2f} s  ratio {ratio:.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

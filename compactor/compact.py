@@ -16,13 +16,13 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import lsm3
 from compactor.changelog import capped_options, plannable
-from compactor.executor import Executor, Job, LocalExecutor, TaskResult, commit_outputs
+from compactor.executor import Executor, Job, LocalExecutor, Outputs, TaskResult, commit_batch
 from compactor.lease import Fenced, Lease, LeaseHeld
 from compactor.policy import POLICIES, PolicyOptions, Task, drops_tombstones, plan
 from lsm3.errors import CommitConflict, InvalidInput
@@ -112,7 +112,8 @@ def compact(
     tasks of a round as Ray tasks, at once, on the cluster ``RAY_ADDRESS`` names (else a
     local one; needs ``pip install lsm3[ray]``; workers reopen the table from its URI and
     ``storage_options``). Either way the plan is made here, and each task's outputs are
-    committed here, under this process's lease, as they arrive. With Ray, ``max_bytes``
+    committed here, under this process's lease, as they arrive (with Ray, the outputs of
+    the tasks that finished together in one COMPACT snapshot). With Ray, ``max_bytes``
     is applied when tasks are started, and ``max_requests`` counts the workers' requests
     of finished tasks too."""
     started = time.perf_counter()
@@ -163,22 +164,17 @@ def compact(
                 for task in tasks
             ]
             done_any = False
-            for done in runner.run(table, jobs, admit, held.renew_if_needed):
-                in_flight.remove(done.job.task.input_bytes)
+            for batch in _finished(runner, table, jobs, admit, held.renew_if_needed):
+                for done in batch:
+                    in_flight.remove(done.job.task.input_bytes)
                 lease.renew_if_needed()
-                try:
-                    task_result = commit_outputs(
-                        table, done, lease, table.store.stats.total_requests(), time.perf_counter()
-                    )
-                except CommitConflict as exc:
-                    log.warning("task abandoned: %s", exc)
-                    result.abandoned.append(str(exc))
-                    continue
-                result.tasks.append(task_result)
-                result.worker_requests += done.requests if runner_is_remote else 0
-                done_any = True
-                if on_task is not None:
-                    on_task(task_result)
+                for task_result in _commit(table, batch, lease, result):
+                    result.tasks.append(task_result)
+                    done_any = True
+                    if on_task is not None:
+                        on_task(task_result)
+                if runner_is_remote:
+                    result.worker_requests += sum(done.requests for done in batch)
             if result.stopped_by or not done_any:
                 break
     except LeaseHeld:
@@ -198,6 +194,39 @@ def compact(
         )
         result.seconds = time.perf_counter() - started
     return result
+
+
+def _finished(
+    runner: Executor,
+    table: Table,
+    jobs: list[Job],
+    admit: Callable[[Job], str | None],
+    heartbeat: Callable[[], None],
+) -> Iterator[list[Outputs]]:
+    """The executor's finished jobs, in batches: those that finished together (an executor
+    with ``run_batches``, such as Ray's), else one by one."""
+    if hasattr(runner, "run_batches"):
+        yield from runner.run_batches(table, jobs, admit, heartbeat)
+    else:
+        for done in runner.run(table, jobs, admit, heartbeat):
+            yield [done]
+
+
+def _commit(
+    table: Table, batch: list[Outputs], lease: Lease, result: CompactionResult
+) -> list[TaskResult]:
+    """Commit a batch in one snapshot; if an input of one of its jobs is gone (another commit
+    removed it), commit the jobs one by one instead, abandoning only those that conflict."""
+    try:
+        return commit_batch(
+            table, batch, lease, table.store.stats.total_requests(), time.perf_counter()
+        )
+    except CommitConflict as exc:
+        if len(batch) == 1:
+            log.warning("task abandoned: %s", exc)
+            result.abandoned.append(str(exc))
+            return []
+    return [r for done in batch for r in _commit(table, [done], lease, result)]
 
 
 def _acquire(

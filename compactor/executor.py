@@ -1,9 +1,10 @@
 """Running compaction tasks: merge the inputs, write key-disjoint outputs, commit.
 
 Running a task (``write_outputs``: files uploaded, nothing committed) and committing it
-(``commit_outputs``) are separate steps, so an executor can run tasks elsewhere (``LocalExecutor``
-here, one by one in this process; ``compactor.ray_executor`` on a Ray cluster) while the
-commits stay in the process that holds the lease.
+(``commit_outputs``, or ``commit_batch`` for several tasks in one snapshot) are separate
+steps, so an executor can run tasks elsewhere (``LocalExecutor`` here, one by one in this
+process; ``compactor.ray_executor`` on a Ray cluster) while the commits stay in the process
+that holds the lease.
 
 The merge is ``lsm3.read.scan.merge_group``, the reader's own merge, streamed section by section so
 memory follows the task, not the table. Outputs keep each row's effective sequence number
@@ -135,7 +136,9 @@ class Executor(Protocol):
     """Runs jobs (merge the inputs, upload the outputs) and yields their outputs, each once,
     as they finish; committing is the caller's. It calls ``admit`` before starting each job
     and starts no more once it returns a reason, and ``heartbeat`` at least every few seconds
-    while it waits (the caller renews its lease there)."""
+    while it waits (the caller renews its lease there). An executor that runs jobs at once
+    may also offer ``run_batches`` (same arguments), yielding the outputs of the jobs that
+    finished together as one list: ``compact`` then commits them in one snapshot."""
 
     def run(
         self,
@@ -192,41 +195,75 @@ def commit_outputs(
     """Commit a job's outputs in place of its inputs under ``lease`` (outputs keep their
     effective sequence numbers); raises Fenced or CommitConflict (another commit removed an
     input: the outputs become orphans)."""
-    task, outputs, drop_tombstones = done.job.task, done.files, done.job.drop_tombstones
+    return commit_batch(table, [done], lease, requests_before, started)[0]
+
+
+def commit_batch(
+    table: Table, batch: Sequence[Outputs], lease: Lease, requests_before: int, started: float
+) -> list[TaskResult]:
+    """Commit the outputs of several finished jobs (of distinct buckets) in one COMPACT
+    snapshot, each in place of its inputs: the conflict rule is per removed file, so the
+    batch lands iff every job's inputs are still live; raises Fenced or CommitConflict
+    (then nothing of the batch is committed)."""
     changelog: Callable[[Snapshot | None], list[DataFile]] | None = None
-    if produces_changelog(table.table_schema, task):
-        stored = full_compaction_changelog(table, task, outputs)
+    if any(produces_changelog(table.table_schema, done.job.task) for done in batch):
+        stored = [
+            f
+            for done in batch
+            if produces_changelog(table.table_schema, done.job.task)
+            for f in full_compaction_changelog(table, done.job.task, done.files)
+        ]
 
         def changelog(_base: Snapshot | None) -> list[DataFile]:
-            return stored  # the same files on every attempt: they depend on the task only
+            return stored  # the same files on every attempt: they depend on the tasks only
 
     snapshot: Snapshot = commit_files(
         table,
-        added=outputs,
-        removed=list(task.inputs),
+        added=[f for done in batch for f in done.files],
+        removed=[f for done in batch for f in done.job.task.inputs],
         seq_count=0,
         kind="COMPACT",
         writer_id=None,
         commit_id=uuid.uuid4().hex,
-        metadata={"compactor": task.reason, "output_level": task.output_level},
+        metadata=_commit_metadata(batch),
         assign_offset=False,
         compactor=lease.check(),
         changelog=changelog,
     )
-    return TaskResult(
-        partition=task.partition,
-        bucket=task.bucket,
-        reason=task.reason,
-        output_level=task.output_level,
-        inputs=len(task.inputs),
-        outputs=len(outputs),
-        bytes_read=task.input_bytes,
-        bytes_written=sum(f.size for f in outputs),
-        rows_in=sum(f.rows for f in task.inputs),
-        rows_out=sum(f.rows for f in outputs),
-        dropped_tombstones=drop_tombstones,
-        requests=table.store.stats.total_requests() - requests_before + done.requests,
-        seconds=time.perf_counter() - started + done.seconds,
-        snapshot_id=snapshot.snapshot_id,
-        output_files=[f.path for f in outputs],
-    )
+    commit_requests = table.store.stats.total_requests() - requests_before
+    commit_seconds = time.perf_counter() - started
+    results = []
+    for i, done in enumerate(batch):
+        task, outputs = done.job.task, done.files
+        results.append(
+            TaskResult(
+                partition=task.partition,
+                bucket=task.bucket,
+                reason=task.reason,
+                output_level=task.output_level,
+                inputs=len(task.inputs),
+                outputs=len(outputs),
+                bytes_read=task.input_bytes,
+                bytes_written=sum(f.size for f in outputs),
+                rows_in=sum(f.rows for f in task.inputs),
+                rows_out=sum(f.rows for f in outputs),
+                dropped_tombstones=done.job.drop_tombstones,
+                # The commit's requests and time are counted once, with the first task.
+                requests=(commit_requests if i == 0 else 0) + done.requests,
+                seconds=(commit_seconds if i == 0 else 0.0) + done.seconds,
+                snapshot_id=snapshot.snapshot_id,
+                output_files=[f.path for f in outputs],
+            )
+        )
+    return results
+
+
+def _commit_metadata(batch: Sequence[Outputs]) -> dict[str, Any]:
+    tasks = [done.job.task for done in batch]
+    if len(tasks) == 1:
+        return {"compactor": tasks[0].reason, "output_level": tasks[0].output_level}
+    return {
+        "compactor": ",".join(sorted({t.reason for t in tasks})),
+        "output_level": max(t.output_level for t in tasks),
+        "tasks": len(tasks),
+    }

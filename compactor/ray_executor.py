@@ -1,12 +1,14 @@
 """Compaction tasks as Ray tasks: ``compact(..., executor="ray")``.
 
-The driver plans and commits (under its lease, by the usual conflict rules); each job runs
-as one Ray task that reopens the table from its URI and ``storage_options``, merges the
-inputs and uploads the outputs, and returns their descriptions. Ray retries a task whose
-worker died (``max_retries``): the dead attempt's uploads are never committed (only the
-descriptions a finished attempt returns are), so they are orphans for
-``remove_orphan_files``, never duplicates; an input's rows are in exactly the outputs of the
-one attempt that is committed.
+The driver plans and commits (under its lease, by the usual conflict rules; the outputs of
+the tasks that finished together in one COMPACT snapshot); each job runs as one Ray task
+that reopens the table from its URI and ``storage_options``, merges the inputs, uploads the
+outputs and returns their descriptions. Ray retries a task whose worker died
+(``max_retries``): the dead attempt's uploads are never committed (only the descriptions a
+finished attempt returns are), so they are orphans for ``remove_orphan_files``, never
+duplicates; an input's rows are in exactly the outputs of the one attempt that is committed.
+A task that raises is not retried: ``compact`` raises, the tasks committed before stay, and
+the failed task's inputs stay live.
 """
 
 from __future__ import annotations
@@ -62,6 +64,19 @@ class RayExecutor:
         admit: Admit,
         heartbeat: Callable[[], None],
     ) -> Iterator[Outputs]:
+        for batch in self.run_batches(table, jobs, admit, heartbeat):
+            yield from batch
+
+    def run_batches(
+        self,
+        table: Any,
+        jobs: Sequence[Job],
+        admit: Admit,
+        heartbeat: Callable[[], None],
+    ) -> Iterator[list[Outputs]]:
+        """The outputs of the tasks that finished by the time the caller is ready for more,
+        together: the caller commits them in one snapshot, so a round of many small tasks
+        does not queue one commit per task behind the driver."""
         ensure_ray()
         remote = ray.remote(**self.remote_args)(self.task)
         pending: dict[Any, Job] = {}
@@ -71,12 +86,18 @@ class RayExecutor:
                     break
                 pending[remote.remote(self.uri, self.storage_options or None, job)] = job
             while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=HEARTBEAT_SECONDS)
+                ready, rest = ray.wait(list(pending), num_returns=1, timeout=HEARTBEAT_SECONDS)
                 heartbeat()
+                if ready and rest:  # and every other task done by now
+                    more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                    ready += more
+                batch = []
                 for ref in ready:
                     job = pending.pop(ref)
                     files, requests, seconds = ray.get(ref)
-                    yield Outputs(job, files, requests, seconds)
+                    batch.append(Outputs(job, files, requests, seconds))
+                if batch:
+                    yield batch
         finally:
             for ref in pending:  # a failure or a stopped caller: drop what is still running
                 ray.cancel(ref)

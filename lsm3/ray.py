@@ -23,12 +23,19 @@ the write, on a copy of the dataset's context): the order ``ds.iter_batches()`` 
 rows. The newest record of a key is the last one in that order, exactly as for a single
 Writer fed ``ds.iter_batches()``.
 
-*Grouping*. Tasks are not shuffled by bucket: a shuffle loses that order (its output is
-unordered within a bucket, so "the last record of a key" would be undefined without a
-global row number, which costs a materialisation). Instead each task takes a contiguous
-slice of at least ``min_rows_per_task`` rows, by default at least the table's
-``memtable_bytes`` of input, and writes one run per bucket it holds, per flush: a bucket
-gets a run per memtable of input, as from one Writer, not a tiny run per block.
+*Grouping* (``group_by_bucket``, the default for a table with several buckets or
+partitions). Many tasks each holding rows of many buckets would give every bucket a tiny run
+per task. So the rows are first tagged (:mod:`lsm3.write.bulk`) with their (partition,
+bucket) group and cut into one piece per write task by group (a shuffle in plain Ray tasks,
+:func:`write_grouped`); each write task concatenates its piece of every block in the
+dataset's order (block by block, each piece in its block's row order) and feeds it to one
+Writer: a bucket gets
+one run per write, and the last record of a key wins exactly as for one Writer. The write
+tasks return their staged runs and the driver commits them once. A write task holds its
+share of the input (the input over the cluster's CPUs) in memory.
+Without grouping each task takes a contiguous slice of at least ``min_rows_per_task`` rows,
+by default at least the table's ``memtable_bytes`` of input, and writes one run per bucket
+it holds, per flush.
 
 A job that fails commits nothing; runs its tasks uploaded are orphans that
 ``compactor.remove_orphan_files`` deletes after its grace period.
@@ -60,10 +67,10 @@ from lsm3.io.store import ObjectStore, open_store
 from lsm3.read.scan import ScanRequest, make_request
 from lsm3.read.units import DEFAULT_UNIT_ROWS, ScanUnit, estimate_bytes, plan_units, scan_unit
 from lsm3.table import Table
+from lsm3.write.bulk import GROUP_COLUMN, MODES, tag_rows, write_group, write_rows
 from lsm3.write.commit import commit_files
 from lsm3.write.writer import Writer
 
-MODES = ("upsert", "delete", "cdc")
 #: Local sequence numbers each write task may use (one per flush; a task would have to
 #: buffer ~2^20 memtables to run out).
 SEQUENCES_PER_TASK = 1 << 20
@@ -295,6 +302,23 @@ class Lsm3Datasink(Datasink[StagedRuns]):
         self._min_rows = min_rows_per_task
         self.snapshot: Snapshot | None = None
 
+    @property
+    def uri(self) -> str:
+        return self._uri
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        return self._storage_options
+
+    @property
+    def table_schema(self) -> TableSchema:
+        return self._schema
+
+    @property
+    def table(self) -> Table:
+        """The driver's table (None in a task)."""
+        return self._table
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_table"] = None  # tasks reopen the table; the driver keeps its own
@@ -323,14 +347,8 @@ class Lsm3Datasink(Datasink[StagedRuns]):
         writer = Writer(table, first_sequence=first)
         for block in blocks:
             rows = BlockAccessor.for_block(block).to_arrow()
-            if rows.num_rows == 0:
-                continue
-            if self.mode == "upsert":
-                writer.upsert(rows)
-            elif self.mode == "delete":
-                writer.delete(rows)
-            else:
-                writer.apply_cdc(rows, self.op_column)
+            if rows.num_rows:
+                write_rows(writer, rows, self.mode, self.op_column)
         files, count = writer.stage()
         if count - first > SEQUENCES_PER_TASK:
             raise InvalidInput(
@@ -383,6 +401,63 @@ def commit_staged(
     )
 
 
+def _split_block(
+    block: pa.Table,
+    schema: TableSchema,
+    mode: str,
+    op_column: str,
+    parts: int,
+) -> Any:
+    """Stage 1 of a grouped write: the block's rows, tagged, cut into ``parts`` pieces by
+    group (a group's rows all go to one piece)."""
+    check_columns(schema, block.column_names, mode, op_column)
+    tagged = tag_rows(block, schema)
+    if parts == 1:
+        return tagged
+    part = tagged.column(GROUP_COLUMN).to_numpy() % parts
+    return [tagged.filter(pa.array(part == i)) for i in range(parts)]
+
+
+def write_part(
+    uri: str, storage_options: Mapping[str, Any], mode: str, op_column: str, *pieces: pa.Table
+) -> StagedRuns:
+    """Stage 2 of a grouped write: one piece of every block, in the dataset's order (so the
+    rows of a key are in that order): whole groups; staged."""
+    rows = pa.concat_tables(pieces, promote_options="permissive")
+    if rows.num_rows == 0:
+        return StagedRuns(0, [], 0)
+    files, count = write_group(lsm3.open_table(uri, storage_options or None), rows, mode, op_column)
+    return StagedRuns(0, files, count if files else 0)
+
+
+def write_grouped(
+    ds: Dataset, sink: Lsm3Datasink, parts: int | None = None, part_task: Any = None
+) -> Snapshot | None:
+    """Write ``ds`` through ``sink``'s options with its rows grouped by (partition, bucket)
+    first (see the module docstring); commit once on the driver and return the snapshot.
+    Two rounds of Ray tasks: one per block tags and splits its rows into ``parts`` pieces by
+    group (default: the cluster's CPUs), one per piece number writes that
+    piece of every block (``part_task``, default ``write_part``; tests inject failures)."""
+    ordered = Dataset.copy(ds, _deep_copy=True)
+    ordered.context.execution_options.preserve_order = True
+    refs = ordered.to_arrow_refs()  # in the dataset's order
+    if parts is None:
+        parts = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    schema = sink.table_schema
+    split = ray.remote(num_returns=parts)(_split_block)
+    write = ray.remote(part_task or write_part)
+    pieces = [split.remote(ref, schema, sink.mode, sink.op_column, parts) for ref in refs]
+    if parts == 1:
+        pieces = [[p] for p in pieces]
+    args = (sink.uri, sink.storage_options, sink.mode, sink.op_column)
+    written = [write.remote(*args, *(b[i] for b in pieces)) for i in range(parts) if pieces]
+    if written:  # every task settles first: a failed job leaves no task still uploading
+        ray.wait(written, num_returns=len(written))
+    staged = ray.get(written)
+    sink.snapshot = commit_staged(sink.table, staged, sink.writer_id, sink.commit_id, sink.metadata)
+    return sink.snapshot
+
+
 def write_lsm3(
     ds: Dataset,
     uri: str,
@@ -394,6 +469,8 @@ def write_lsm3(
     metadata: Mapping[str, Any] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     min_rows_per_task: int | None = None,
+    group_by_bucket: bool | None = None,
+    write_tasks: int | None = None,
 ) -> Snapshot | None:
     """Write the rows of ``ds`` into the table at ``uri`` in one commit and return its
     snapshot (None if ``ds`` is empty and no ``writer_id`` is given).
@@ -403,8 +480,14 @@ def write_lsm3(
     ``Writer.apply_cdc``). The last record of a key in the dataset's order wins (see the
     module docstring). With ``writer_id`` and ``commit_id``, a job run again after it
     committed (or after an ambiguous failure) lands once: if the writer's last commit is
-    ``commit_id`` nothing is written and that snapshot is returned. ``min_rows_per_task``:
-    rows each write task takes at least (default: the table's ``memtable_bytes`` of input).
+    ``commit_id`` nothing is written and that snapshot is returned.
+
+    ``group_by_bucket`` (default: when the table has several buckets or partitions): shuffle
+    the rows by (partition, bucket) first, so each bucket gets one run from this write;
+    otherwise each task writes a contiguous slice of at least ``min_rows_per_task`` rows
+    (default: the table's ``memtable_bytes`` of input) and a bucket gets a run per task.
+    ``write_tasks``: tasks of the grouped write (default: the cluster's CPUs); each holds its
+    share of the input in memory.
     """
     sink = Lsm3Datasink(
         uri,
@@ -417,10 +500,16 @@ def write_lsm3(
         min_rows_per_task=min_rows_per_task,
     )
     if writer_id is not None and commit_id is not None:
-        table = lsm3.open_table(sink._uri, storage_options)
-        last = table.last_commit(writer_id)
+        last = sink.table.last_commit(writer_id)
         if last is not None and last.commit_id == commit_id:
-            return table.snapshot(last.snapshot_id)
+            return sink.table.snapshot(last.snapshot_id)
+    schema = sink.table_schema
+    if group_by_bucket is None:
+        group_by_bucket = schema.buckets > 1 or bool(schema.partition_by)
+    if write_tasks is not None and (not isinstance(write_tasks, int) or write_tasks < 1):
+        raise InvalidInput("write_tasks must be a positive integer")
+    if group_by_bucket:
+        return write_grouped(ds, sink, parts=write_tasks)
     ordered = Dataset.copy(ds, _deep_copy=True)
     ordered.context.execution_options.preserve_order = True
     ordered.write_datasink(sink)

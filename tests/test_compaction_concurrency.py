@@ -179,6 +179,10 @@ def test_writers_and_compactor_in_parallel_seaweedfs(seaweed_bucket_uri: Locatio
     run_concurrently(seaweed_bucket_uri, writers=2, commits=5, buckets=1)
 
 
+def test_writers_and_compactor_in_parallel_azurite(az_container_uri: Location) -> None:
+    run_concurrently(az_container_uri, writers=2, commits=5, buckets=2)
+
+
 @pytest.mark.parametrize("compactors", [2])
 def test_competing_compactors_fence_each_other_not_the_writers(
     local_uri: Location, compactors: int

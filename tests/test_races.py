@@ -1,6 +1,6 @@
 """Races: writer processes, a compactor process and readers on one table at once.
 
-On SeaweedFS (real HTTP, atomic conditional puts; moto's are not atomic) three writer
+On SeaweedFS and Azurite (real HTTP, atomic conditional puts; moto's are not atomic) writer
 processes commit plans that touch shared keys, ``python -m compactor --interval`` compacts
 and expires nothing, and reader threads read the latest and older snapshots (scans and point
 lookups) for a bounded time. Then the checker in ``tests/soak.py`` requires: a linear history
@@ -34,3 +34,11 @@ def test_writers_compactor_and_readers_race_on_seaweedfs(seaweed_bucket_uri: Loc
     figures = run_races(uri, options, seconds=8, writers=3, readers=2, verify_all=False)
     assert figures.anomalies == []
     assert figures.commits >= 9 and figures.reads_checked >= 5, figures
+
+
+def test_writers_compactor_and_readers_race_on_azurite(az_container_uri: Location) -> None:
+    """The same race on Azure Blob Storage (Azurite; adlfs ``If-None-Match: *``)."""
+    uri, options = az_container_uri
+    figures = run_races(uri, options, seconds=6, writers=2, readers=1, verify_all=False)
+    assert figures.anomalies == []
+    assert figures.commits >= 6 and figures.reads_checked >= 3, figures

@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,15 @@ from compactor.executor import Job, write_outputs  # noqa: E402
 from compactor.job import main as compactor_main  # noqa: E402
 from compactor.ray_executor import RayExecutor  # noqa: E402
 from lsm3.errors import InvalidInput, SchemaMismatch  # noqa: E402
-from lsm3.ray import Lsm3Datasink, Lsm3Datasource, read_lsm3, write_lsm3  # noqa: E402
+from lsm3.ray import (  # noqa: E402
+    Lsm3Datasink,
+    Lsm3Datasource,
+    read_lsm3,
+    write_grouped,
+    write_lsm3,
+    write_part,
+)
+from lsm3.write.bulk import GROUP_COLUMN  # noqa: E402
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -129,45 +138,75 @@ def _as_dict(table: pa.Table) -> dict[int, tuple[str, int]]:
     return {r["id"]: (r["p"], r["v"]) for r in table.to_pylist()}
 
 
-@pytest.mark.parametrize("mode", ["upsert", "delete", "cdc"])
-def test_write_then_read_equals_the_model(tmp_path: Path, mode: str) -> None:
-    uri = str(tmp_path / "t")
-    t = lsm3.create_table(uri, SCHEMA, ["id", "p"], partition_by="p", buckets=3)
-    model: dict[int, tuple[str, int]] = {}
+def _model_case(mode: str, seed: int) -> tuple[pa.Table, dict[int, tuple[str, int]]]:
+    """The base rows, the write's input and the model after the write."""
     base = pa.table({"id": list(range(0, 200, 2)), "p": [f"p{i % 2}" for i in range(0, 200, 2)]})
     base = base.append_column("v", pa.array([-1] * base.num_rows, pa.int64()))
+    model = _as_dict(base)
+    events = _events(1200, seed=seed)
+    data = {"upsert": events.drop_columns(["op"]), "delete": events.select(["id", "p"])}.get(
+        mode, events
+    )
+    for r in events.to_pylist():
+        if mode == "delete" or (mode == "cdc" and r["op"] == "d"):
+            model.pop(r["id"], None)
+        else:
+            model[r["id"]] = (r["p"], r["v"])
+    return base, data, model  # type: ignore[return-value]
+
+
+def _runs_per_bucket(files: list[Any]) -> dict[tuple[Any, int], int]:
+    runs: dict[tuple[Any, int], set[str]] = {}
+    for f in files:
+        runs.setdefault((tuple(f.partition), f.bucket), set()).add(f.run)
+    return {k: len(v) for k, v in runs.items()}
+
+
+@pytest.mark.parametrize("mode", ["upsert", "delete", "cdc"])
+def test_write_then_read_equals_the_model(tmp_path: Path, mode: str) -> None:
+    """Many buckets and blocks: the rows are grouped by bucket across tasks, so each
+    (partition, bucket) gets one run from the write, and the last record of a key wins."""
+    uri = str(tmp_path / "t")
+    t = lsm3.create_table(uri, SCHEMA, ["id", "p"], partition_by="p", buckets=16)
+    base, data, model = _model_case(mode, seed=len(mode))
     with t.writer() as w:
         w.upsert(base)
-    model.update(_as_dict(base))
-    events = _events(1200, seed=len(mode))
-    if mode == "upsert":
-        data = events.drop_columns(["op"])
-        for r in data.to_pylist():
-            model[r["id"]] = (r["p"], r["v"])
-    elif mode == "delete":
-        data = events.select(["id", "p"])
-        for r in data.to_pylist():
-            model.pop(r["id"], None)
-    else:
-        data = events
-        for r in data.to_pylist():
-            if r["op"] == "d":
-                model.pop(r["id"], None)
-            else:
-                model[r["id"]] = (r["p"], r["v"])
     before = t.refresh()
     assert before is not None
-    # Blocks of 100 rows and tasks of at least 250: several tasks, keys in many of them.
-    snap = write_lsm3(_blocks(data, 100), uri, mode=mode, min_rows_per_task=250)
+    # Blocks of 50 rows: every bucket has rows in many blocks. cdc: more tasks than CPUs.
+    snap = write_lsm3(_blocks(data, 50), uri, mode=mode, write_tasks=5 if mode == "cdc" else None)
     assert snap is not None and snap.snapshot_id == before.snapshot_id + 1  # one commit
     t.refresh()
     assert _as_dict(t.to_arrow()) == model
-    assert len({f.path for f in t.files()}) > 2  # several runs were written in parallel
+    added = [f for f in t.files_of(t.refresh()) if f not in t.files_of(before)]
+    runs = _runs_per_bucket(added)
+    assert len(runs) == 32 and set(runs.values()) == {1}  # one run per (partition, bucket)
 
 
-def test_a_retried_job_lands_once(tmp_path: Path) -> None:
+def test_ungrouped_write_gives_a_run_per_task(tmp_path: Path) -> None:
+    """``group_by_bucket=False``: tasks write contiguous slices, each its own run per bucket;
+    the read still equals the model (a later task's record of a key wins)."""
     uri = str(tmp_path / "t")
-    t = lsm3.create_table(uri, SCHEMA, "id")
+    t = lsm3.create_table(uri, SCHEMA, ["id", "p"], partition_by="p", buckets=3)
+    base, data, model = _model_case("cdc", seed=3)
+    with t.writer() as w:
+        w.upsert(base)
+    before = t.refresh()
+    snap = write_lsm3(
+        _blocks(data, 100), uri, mode="cdc", min_rows_per_task=250, group_by_bucket=False
+    )
+    assert snap is not None and before is not None
+    assert snap.snapshot_id == before.snapshot_id + 1
+    t.refresh()
+    assert _as_dict(t.to_arrow()) == model
+    added = [f for f in t.files_of(t.refresh()) if f not in t.files_of(before)]
+    assert max(_runs_per_bucket(added).values()) > 1  # several tasks wrote each bucket
+
+
+@pytest.mark.parametrize("buckets", [1, 4])  # one task per slice; grouped by bucket
+def test_a_retried_job_lands_once(tmp_path: Path, buckets: int) -> None:
+    uri = str(tmp_path / "t")
+    t = lsm3.create_table(uri, SCHEMA, "id", buckets=buckets)
     data = _events(300, seed=3).drop_columns(["op"])
     first = write_lsm3(_blocks(data, 100), uri, writer_id="job", commit_id="day-1")
     again = write_lsm3(_blocks(data, 100), uri, writer_id="job", commit_id="day-1")
@@ -177,7 +216,10 @@ def test_a_retried_job_lands_once(tmp_path: Path) -> None:
     # Two jobs that race to the commit: the second one's commit_files finds the first.
     sink = Lsm3Datasink(uri, writer_id="job", commit_id="day-2")
     write_lsm3(_blocks(data, 100), uri, writer_id="job", commit_id="day-2")
-    _blocks(data, 100).write_datasink(sink)
+    if buckets > 1:
+        write_grouped(_blocks(data, 100), sink)
+    else:
+        _blocks(data, 100).write_datasink(sink)
     assert sink.snapshot is not None and sink.snapshot.snapshot_id == first.snapshot_id + 1
     assert t.refresh() is not None and t.refresh().snapshot_id == first.snapshot_id + 1  # type: ignore[union-attr]
 
@@ -192,14 +234,33 @@ class FailingSink(Lsm3Datasink):
         return staged
 
 
-def test_a_task_failure_mid_write_commits_nothing(tmp_path: Path) -> None:
+def _fails_in_one_part(uri: str, options: Any, mode: str, op: str, *pieces: Any) -> Any:
+    """Grouped write tasks (2 buckets, 2 parts): the first part uploads its runs and fails
+    while the second, started late, is still writing (it leaves a marker when done)."""
+    first = any(p.num_rows and p.column(GROUP_COLUMN)[0].as_py() % 2 == 0 for p in pieces)
+    if not first:
+        time.sleep(1.0)
+    staged = write_part(uri, options, mode, op, *pieces)
+    if first:
+        raise RuntimeError("injected failure after uploading runs")
+    (Path(uri.removeprefix("file://")).parent / "second-part-done").touch()
+    return staged
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_a_task_failure_mid_write_commits_nothing(tmp_path: Path, grouped: bool) -> None:
     uri = str(tmp_path / "t")
     t = make_table(tmp_path / "t", commits=1, rows=100)
     before, rows = t.refresh(), t.to_arrow()
-    sink = FailingSink(uri, min_rows_per_task=100)
-    data = _events(400, seed=5).drop_columns(["op"])
+    data = _blocks(_events(400, seed=5).drop_columns(["op"]), 100)
+    sink = Lsm3Datasink(uri) if grouped else FailingSink(uri, min_rows_per_task=100)
     with pytest.raises(Exception, match="injected failure"):
-        _blocks(data, 100).write_datasink(sink)
+        if grouped:
+            write_grouped(data, sink, parts=2, part_task=_fails_in_one_part)
+        else:
+            data.write_datasink(sink)
+    # No task is still uploading when the write raises (its runs would escape the cleanup).
+    assert not grouped or (tmp_path / "second-part-done").exists()
     assert sink.snapshot is None
     assert t.refresh() == before and t.to_arrow().equals(rows)
     data_files = {p.relative_to(tmp_path / "t") for p in (tmp_path / "t").rglob("*.parquet")}
@@ -221,6 +282,8 @@ def test_write_refuses_bad_input(tmp_path: Path) -> None:
         write_lsm3(data, uri, commit_id="x")
     with pytest.raises(InvalidInput, match="Ray workers cannot see"):
         write_lsm3(data, "memory://ray-t")
+    with pytest.raises(InvalidInput, match="write_tasks"):
+        write_lsm3(data, uri, write_tasks=0)
     with pytest.raises(InvalidInput, match="JSON"):
         write_lsm3(data, uri, metadata={"x": object()})
     with pytest.raises(SchemaMismatch, match="no op column 'kind'"):
@@ -297,3 +360,30 @@ def test_a_killed_worker_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     assert _layout(a) == _layout(b)
     assert remove_orphan_files(b, older_than=0).removed  # the killed attempts' uploads
     assert a.to_arrow().equals(b.to_arrow())
+
+
+def _fails_in_bucket_1(uri: str, storage_options: Any, job: Job) -> Any:
+    """Upload bucket 1's outputs, then raise (not a worker loss: Ray does not retry it)."""
+    if job.task.bucket == 1:
+        write_outputs(lsm3.open_table(uri), job.task, job.drop_tombstones)
+        raise RuntimeError("injected task failure")
+    return RayExecutor.task(uri, storage_options, job)
+
+
+class FailingExecutor(RayExecutor):
+    task = staticmethod(_fails_in_bucket_1)
+
+
+def test_a_failed_compaction_task_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    t = make_table(tmp_path / "t", commits=3, rows=1000)
+    rows = t.to_arrow()
+    with pytest.raises(Exception, match="injected task failure"):
+        compact(t, policy="full", executor=FailingExecutor(t.uri))
+    t.refresh()
+    assert t.to_arrow().equals(rows)
+    assert {f.bucket for f in t.files() if f.level == 0} >= {1}  # bucket 1's inputs stay live
+    again = compact(t, policy="full", executor="ray")  # the lease was released
+    assert again.tasks and t.refresh() is not None and t.to_arrow().equals(rows)
+    assert len(t.files()) == 4
+    assert remove_orphan_files(t, older_than=0).removed  # the failed task's uploads
+    assert t.to_arrow().equals(rows)
