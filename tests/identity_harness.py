@@ -287,7 +287,6 @@ class _Run:
             if got != self.fold(sid):
                 self.anomaly(f"{what} (snapshot {sid}) differs from the fold of landed batches")
 
-
     def check_latest(self, newest: int) -> None:
         """Every way of finding the newest snapshot finds ``newest``: a cold reader whose
         advisory LATEST hint holds any id ever used (stale, expired, or re-taken by a paused
