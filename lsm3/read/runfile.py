@@ -106,9 +106,12 @@ class RunWriter:
         bucket: int,
         path: str | None = None,
         run_id: str = "",
+        row_group_rows: int | None = None,
     ) -> None:
+        """``row_group_rows``: rows per Parquet row group (default: the table's option)."""
         self.schema = schema
         self.run_id = run_id
+        self.row_group_rows = row_group_rows or schema.option("row_group_rows")
         self.level = level
         self.partition = partition
         self.bucket = bucket
@@ -146,7 +149,7 @@ class RunWriter:
                     for k in self.schema.primary_key
                 ],
             )
-        self._writer.write_table(rows, row_group_size=self.schema.option("row_group_rows"))
+        self._writer.write_table(rows, row_group_size=self.row_group_rows)
         keys = self.schema.primary_key
         if self._min_key is None:
             self._min_key = tuple(

@@ -1,0 +1,62 @@
+"""Row groups by level: compaction output that is the bottom of its key range is written in
+larger row groups (``bottom_row_group_rows``), everything else in ``row_group_rows``; a
+table holding both layouts reads, scans and looks up the same rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import compactor
+import lsm3
+
+SCHEMA = pa.schema([("id", pa.int64()), ("v", pa.string())])
+
+
+def _row_groups(t: lsm3.Table, root: Path) -> dict[int, list[int]]:
+    """Per level, the row counts of the row groups of its files (but the last of each)."""
+    out: dict[int, list[int]] = {}
+    for f in t.files_of(t.current_snapshot()):
+        md = pq.read_metadata(root / f.path)
+        sizes = [md.row_group(i).num_rows for i in range(md.num_row_groups - 1)]
+        out.setdefault(f.level, []).extend(sizes)
+    return out
+
+
+@pytest.mark.parametrize("bottom", [None, 48])
+def test_bottom_output_has_its_own_row_groups(tmp_path: Path, bottom: int | None) -> None:
+    options = {"row_group_rows": 10, "num_sorted_run_trigger": 3}
+    if bottom is not None:
+        options["bottom_row_group_rows"] = bottom
+    root = tmp_path / "t"
+    t = lsm3.create_table(str(root), SCHEMA, "id", options=options)
+    for step in range(3):
+        with t.writer() as w:
+            w.upsert([{"id": i, "v": f"{step}-{i}"} for i in range(step, 500, 2)])
+    expected = t.to_arrow().sort_by("id")
+    assert set(_row_groups(t, root)[0]) == {10}  # writer flushes
+    compactor.compact(t, policy="full")
+    groups = _row_groups(t, root)
+    assert set(groups) != {0}
+    assert {n for sizes in groups.values() for n in sizes} <= {bottom or 40}
+    with t.writer() as w:  # new runs above the bottom keep the small row groups
+        w.upsert([{"id": i, "v": "new"} for i in range(0, 500, 7)])
+        w.delete([3, 5])
+    mixed = _row_groups(t, root)
+    assert set(mixed[0]) == {10} and len(mixed) == 2
+    new = {r["id"]: r for r in expected.to_pylist()}
+    new.update({i: {"id": i, "v": "new"} for i in range(0, 500, 7)})
+    new.pop(3), new.pop(5)
+    assert t.to_arrow().sort_by("id").to_pylist() == sorted(new.values(), key=lambda r: r["id"])
+    assert [t.get(i) for i in range(0, 60)] == [new.get(i) for i in range(0, 60)]
+
+
+def test_bottom_row_group_rows_must_be_a_positive_integer(tmp_path: Path) -> None:
+    for bad in (0, -1, "many", True, 2.5):
+        with pytest.raises(lsm3.InvalidInput, match="bottom_row_group_rows"):
+            lsm3.create_table(
+                str(tmp_path / "t"), SCHEMA, "id", options={"bottom_row_group_rows": bad}
+            )
