@@ -8,10 +8,12 @@ file. The cached index of runs that lookups use lives in ``lsm3.read.runindex``.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -240,7 +242,8 @@ def dictionary_columns(rows: pa.Table, schema: TableSchema) -> list[str]:
     return chosen
 
 
-def _fetch_verified(store: ObjectStore, f: DataFile) -> pa.Buffer:
+def _fetch_sized(store: ObjectStore, f: DataFile) -> pa.Buffer:
+    """The whole object of ``f``, its size checked against the manifest entry."""
     try:
         buf = store.get_buffer(f.path, f.size)
     except ObjectNotFound:
@@ -258,13 +261,35 @@ def _fetch_verified(store: ObjectStore, f: DataFile) -> pa.Buffer:
             f"data file {f.path} has {buf.size} bytes but its manifest entry says {f.size}; "
             "refusing to read it"
         )
-    actual = checksum_of(buf)
+    return buf
+
+
+def _check_checksum(f: DataFile, actual: str) -> None:
     if actual != f.checksum:
         raise CorruptDataFile(
             f"data file {f.path} has checksum {actual} but its manifest entry says {f.checksum}; "
             "refusing to read it"
         )
-    return buf
+
+
+def _footer_verified(buf: pa.Buffer, f: DataFile) -> bool:
+    """Whether the run's footer matches its ``footer_checksum`` (False for an entry without
+    one, or a buffer too short to hold a footer)."""
+    return (
+        bool(f.footer_checksum) and buf.size >= 12 and footer_checksum_of(buf) == f.footer_checksum
+    )
+
+
+_CRC_POOL: ThreadPoolExecutor | None = None
+_CRC_POOL_LOCK = threading.Lock()
+
+
+def _crc_pool() -> ThreadPoolExecutor:
+    global _CRC_POOL
+    with _CRC_POOL_LOCK:
+        if _CRC_POOL is None:
+            _CRC_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lsm3-crc")
+        return _CRC_POOL
 
 
 class OpenRun:
@@ -293,10 +318,19 @@ class OpenRun:
         self.read_schema = read_schema
         self._store = store
         self._buffer: pa.Buffer | None = None
+        self._crc: Future[str] | None = None  # the whole-file CRC, computed while decoding
         try:
             self._pq: pq.ParquetFile | None = None  # over the whole run, when fetched whole
             if footer is None:
-                self._buffer = _fetch_verified(store, f)
+                self._buffer = _fetch_sized(store, f)
+                if _footer_verified(self._buffer, f):
+                    # The footer is checked, so parsing it is safe; the CRC of the whole run
+                    # runs on another core while the first read decodes, and that read
+                    # returns no row before it matches (``_verified``). Checked first, it
+                    # held back decoding by ~12 ms per 74 MB run.
+                    self._crc = _crc_pool().submit(checksum_of, self._buffer)
+                else:
+                    _check_checksum(f, checksum_of(self._buffer))
                 self._pq = pq.ParquetFile(pa.BufferReader(self._buffer))
                 footer = self._pq.metadata
             self._metadata = footer
@@ -338,6 +372,7 @@ class OpenRun:
                 t = self._fetch_span(groups).read_row_groups(
                     groups, columns=sources, use_threads=use_threads
                 )
+            self._verified()
             return with_effective_seq(proj.apply(t), self.file.seq_offset)
         except SizeMismatch as exc:
             raise CorruptDataFile(
@@ -345,9 +380,18 @@ class OpenRun:
                 f"({exc}); refusing to read it"
             ) from None
         except (pa.ArrowException, OSError, KeyError, ValueError) as exc:
+            self._verified()  # a damaged run: say so by its checksum
             raise CorruptDataFile(
                 f"data file {self.file.path} cannot be decoded as its schema says: {exc}"
             ) from None
+
+    def _verified(self) -> None:
+        """Wait for the whole-file CRC started when the run was fetched, and refuse the run
+        if it disagrees with the manifest entry."""
+        if self._crc is not None:
+            actual = self._crc.result()
+            self._crc = None
+            _check_checksum(self.file, actual)
 
     @property
     def metadata(self) -> pq.FileMetaData:
