@@ -60,3 +60,41 @@ def test_bottom_row_group_rows_must_be_a_positive_integer(tmp_path: Path) -> Non
             lsm3.create_table(
                 str(tmp_path / "t"), SCHEMA, "id", options={"bottom_row_group_rows": bad}
             )
+
+
+def test_compression_by_level(tmp_path: Path) -> None:
+    """Writer flushes use ``level0_compression`` (lz4 by default), compaction output
+    ``compression`` (zstd); either can be set per table, and unknown codecs are refused."""
+    root = tmp_path / "t"
+    t = lsm3.create_table(str(root), SCHEMA, "id")
+    with t.writer() as w:
+        w.upsert([{"id": i, "v": str(i)} for i in range(100)])
+
+    def codecs() -> dict[int, set[str]]:
+        out: dict[int, set[str]] = {}
+        for f in t.files_of(t.current_snapshot()):
+            md = pq.read_metadata(root / f.path)
+            out.setdefault(f.level, set()).update(
+                md.row_group(0).column(c).compression for c in range(md.num_columns)
+            )
+        return out
+
+    assert codecs() == {0: {"LZ4"}}
+    compactor.compact(t, policy="full")
+    (level,) = codecs()
+    assert level > 0 and codecs()[level] == {"ZSTD"}
+    other = lsm3.create_table(
+        str(tmp_path / "u"),
+        SCHEMA,
+        "id",
+        options={"level0_compression": "none", "compression": "snappy"},
+    )
+    with other.writer() as w:
+        w.upsert([{"id": 1, "v": "a"}])
+    (f,) = other.files_of(other.current_snapshot())
+    md = pq.read_metadata(tmp_path / "u" / f.path)
+    assert md.row_group(0).column(0).compression == "UNCOMPRESSED"
+    assert other.to_arrow().to_pylist() == [{"id": 1, "v": "a"}]
+    for name in ("level0_compression", "compression"):
+        with pytest.raises(lsm3.InvalidInput, match=name):
+            lsm3.create_table(str(tmp_path / "bad"), SCHEMA, "id", options={name: "lzo"})

@@ -45,6 +45,10 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # bottom: full compaction output), read by scans far more often than rewritten; None:
     # four times row_group_rows
     "bottom_row_group_rows": None,
+    # Parquet compression of writer flushes (level 0: soon rewritten, decoded by every merged
+    # read until then) and of compaction output
+    "level0_compression": "lz4",
+    "compression": "zstd",
     "target_file_bytes": 128 * 1024 * 1024,  # compaction output size
     "commit_retries": 32,  # conditional-put conflicts a commit survives before giving up
     "manifest_merge_threshold": 32,  # tail manifests per snapshot before a commit folds them
@@ -71,7 +75,11 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "unsafe_single_writer": False,
 }
 
+COMPRESSIONS = ("zstd", "lz4", "snappy", "gzip", "brotli", "none")
+
 CHOICE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "level0_compression": COMPRESSIONS,
+    "compression": COMPRESSIONS,
     "merge_engine": ENGINES,
     "compaction_policy": ("universal", "leveled", "full"),
     "write_stall": ("warn", "wait", "error"),

@@ -143,7 +143,9 @@ class RunWriter:
             self._writer = pq.ParquetWriter(
                 pa.PythonFile(self._sink, mode="w"),
                 rows.schema,
-                compression="zstd",
+                compression=self.schema.option(
+                    "level0_compression" if self.level == 0 else "compression"
+                ),
                 use_dictionary=dictionary_columns(rows, self.schema),
                 write_page_checksum=True,
                 sorting_columns=[
