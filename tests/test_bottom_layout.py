@@ -135,3 +135,39 @@ def test_a_remote_run_read_in_spans_reads_exactly_and_refuses_damage(
     clear_read_caches()
     with pytest.raises(lsm3.CorruptDataFile):
         lsm3.open_table(uri, storage_options=options).to_arrow()
+
+
+def test_a_table_written_in_the_old_layout_reads_with_new_files_on_top(tmp_path: Path) -> None:
+    """Files as the code before per-level layouts wrote them (zstd everywhere, compaction
+    output in ``row_group_rows`` groups) under files written now: reads, scans and gets
+    give the model's rows, and a full compaction rewrites everything in the new layout."""
+    root = tmp_path / "t"
+    old = {"level0_compression": "zstd", "bottom_row_group_rows": 10, "row_group_rows": 10}
+    t = lsm3.create_table(str(root), SCHEMA, "id", options=old)
+    model = {}
+    for step in range(2):
+        with t.writer() as w:
+            rows = [{"id": i, "v": f"old{step}-{i}"} for i in range(step, 300, 3)]
+            w.upsert(rows)
+            model.update({r["id"]: r for r in rows})
+    compactor.compact(t, policy="full")
+    t.set_options({"level0_compression": "lz4", "bottom_row_group_rows": None})
+    with t.writer() as w:
+        rows = [{"id": i, "v": f"new-{i}"} for i in range(0, 300, 7)]
+        w.upsert(rows)
+        w.delete([1, 4])
+    model.update({r["id"]: r for r in rows})
+    model.pop(1), model.pop(4)
+    expected = sorted(model.values(), key=lambda r: r["id"])
+    codecs = set()
+    for f in t.files_of(t.current_snapshot()):
+        md = pq.read_metadata(root / f.path)
+        codecs.add(md.row_group(0).column(1).compression)
+    assert codecs == {"ZSTD", "LZ4"}
+    assert t.to_arrow().sort_by("id").to_pylist() == expected
+    assert sum(b.num_rows for b in t.to_batches()) == len(expected)
+    assert [t.get(i) for i in range(300)] == [model.get(i) for i in range(300)]
+    compactor.compact(t, policy="full")
+    assert t.to_arrow().sort_by("id").to_pylist() == expected
+    assert set(_row_groups(t, root)) != {0}
+    assert {n for sizes in _row_groups(t, root).values() for n in sizes} <= {40}
