@@ -13,7 +13,6 @@ import time
 import uuid
 import zlib
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -282,16 +281,25 @@ def _footer_verified(buf: pa.Buffer, f: DataFile) -> bool:
     )
 
 
-_CRC_POOL: ThreadPoolExecutor | None = None
-_CRC_POOL_LOCK = threading.Lock()
+class _Checksum(threading.Thread):
+    """The CRC of a buffer, computed on a thread of its own (``zlib.crc32`` releases the GIL).
 
+    A thread per run rather than a shared pool: a process forked while a pool's threads
+    exist (the crash tests fork compactors) inherits a pool without threads, and a result
+    it waits for never comes."""
 
-def _crc_pool() -> ThreadPoolExecutor:
-    global _CRC_POOL
-    with _CRC_POOL_LOCK:
-        if _CRC_POOL is None:
-            _CRC_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lsm3-crc")
-        return _CRC_POOL
+    def __init__(self, data: pa.Buffer) -> None:
+        super().__init__(name="lsm3-crc", daemon=True)
+        self._data = data
+        self._result = ""
+        self.start()
+
+    def run(self) -> None:
+        self._result = checksum_of(self._data)
+
+    def result(self) -> str:
+        self.join()
+        return self._result
 
 
 class OpenRun:
@@ -320,7 +328,7 @@ class OpenRun:
         self.read_schema = read_schema
         self._store = store
         self._buffer: pa.Buffer | None = None
-        self._crc: Future[str] | None = None  # the whole-file CRC, computed while decoding
+        self._crc: _Checksum | None = None  # the whole-file CRC, computed while decoding
         try:
             self._pq: pq.ParquetFile | None = None  # over the whole run, when fetched whole
             if footer is None:
@@ -330,7 +338,7 @@ class OpenRun:
                     # runs on another core while the first read decodes, and that read
                     # returns no row before it matches (``_verified``). Checked first, it
                     # held back decoding by ~12 ms per 74 MB run.
-                    self._crc = _crc_pool().submit(checksum_of, self._buffer)
+                    self._crc = _Checksum(self._buffer)
                 else:
                     _check_checksum(f, checksum_of(self._buffer))
                 self._pq = pq.ParquetFile(pa.BufferReader(self._buffer))
