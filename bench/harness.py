@@ -459,6 +459,7 @@ def lookup_phase(
     contender.open_lookups()
     rec.mark(f"lookups_open{suffix}")
     latencies: list[float] = []
+    by_presence: dict[bool, list[float]] = {True: [], False: []}
     wrong = 0
     phase_started, cpu = time.perf_counter(), time.process_time()
     for key, present, value in zip(keys["key"], keys["present"], keys["value"], strict=True):
@@ -469,10 +470,16 @@ def lookup_phase(
         started = time.perf_counter()
         row = contender.lookup(key)
         latencies.append(time.perf_counter() - started)
+        by_presence[bool(present)].append(latencies[-1])
         wrong += not lookup_ok(row, present, value)
     cpu_s = time.process_time() - cpu
     rec.mark(f"lookups{suffix}")
     latencies.sort()
+    for present, found in by_presence.items():  # keys present, and absent or deleted
+        found.sort()
+        if found:
+            label = "present" if present else "absent"
+            rec.set(**{f"lookup{suffix}_{label}_p50_ms": percentile(found, 50) * 1000})
     rec.set(
         **{
             f"lookup{suffix}_cpu_s": cpu_s,

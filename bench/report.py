@@ -810,6 +810,26 @@ def targets(sections: Sections) -> list[str]:
                 + (f", {cpu:.2f}x CPU" if cpu else ""),
                 (cpu if cpu is not None else wall) <= 1.3,
             )
+        if ok(floor) and floor is not None and num(lsm3.get("read_compacted_s")):
+            wall = ratio_value(lsm3, floor, "read_compacted_s")
+            cpu = ratio_value(lsm3, floor, "read_compacted_cpu_s")
+            if wall is not None:
+                add(
+                    f"{w}: lsm3 read after full compaction within 1.1x of the floor's",
+                    f"{fmt(lsm3['read_compacted_s'])} s vs {fmt(floor['read_compacted_s'])} s: "
+                    f"{wall:.2f}x wall" + (f", {cpu:.2f}x CPU" if cpu else ""),
+                    (cpu if cpu is not None else wall) <= 1.1,
+                )
+        present = lsm3.get("lookup_compacted_present_p50_ms")
+        absent = lsm3.get("lookup_compacted_absent_p50_ms")
+        if num(present) and num(absent):
+            add(
+                f"{w}: lsm3 get p50 after full compaction under 0.1 ms (present keys) "
+                "and 0.02 ms (absent keys)",
+                f"present p50 {fmt(present, 3)} ms, absent p50 {fmt(absent, 3)} ms "
+                f"(all keys before compaction: p50 {fmt(lsm3.get('lookup_p50_ms'), 3)} ms)",
+                present < 0.1 and absent < 0.02,
+            )
         if num(lsm3.get("lookup_p50_ms")):
             add(
                 f"{w}: lsm3 point lookup p50 under 2 ms locally",

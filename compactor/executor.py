@@ -77,7 +77,11 @@ def write_outputs(table: Table, task: Task, drop_tombstones: bool) -> list[DataF
     schema = table.table_schema
     target = schema.option("target_file_bytes")
     columns = schema.file_schema().names
-    chunk_rows = schema.option("row_group_rows")
+    # Output that is the oldest data of its range (the bottom) is what scans read most: it
+    # gets larger row groups (docs/FORMAT.md, section 3)
+    chunk_rows = (
+        schema.bottom_row_group_rows if drop_tombstones else schema.option("row_group_rows")
+    )
     run_id = uuid.uuid4().hex  # the outputs of a task form one sorted run
     uploads: list[Future[DataFile]] = []
     writer: RunWriter | None = None
@@ -100,6 +104,7 @@ def write_outputs(table: Table, task: Task, drop_tombstones: bool) -> list[DataF
                         partition=task.partition,
                         bucket=task.bucket,
                         run_id=run_id,
+                        row_group_rows=chunk_rows,
                     )
                 writer.write(section.slice(start, chunk_rows))
                 if writer.size >= target:

@@ -44,6 +44,14 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "changelog_producer": "none",
     "memtable_bytes": 128 * 1024 * 1024,  # a writer flushes when buffered Arrow data exceeds this
     "row_group_rows": 4096,  # rows per Parquet row group: a point lookup decodes one
+    # rows per row group of compaction output that is the oldest data of its key range (the
+    # bottom: full compaction output), read by scans far more often than rewritten; None:
+    # four times row_group_rows
+    "bottom_row_group_rows": None,
+    # Parquet compression of writer flushes (level 0: soon rewritten, decoded by every merged
+    # read until then) and of compaction output
+    "level0_compression": "lz4",
+    "compression": "zstd",
     "target_file_bytes": 128 * 1024 * 1024,  # compaction output size
     "commit_retries": 32,  # conditional-put conflicts a commit survives before giving up
     "manifest_merge_threshold": 32,  # tail manifests per snapshot before a commit folds them
@@ -72,8 +80,11 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 
 #: Where ``Table.changelog`` gets its changes (docs/FORMAT.md, section 16).
 CHANGELOG_PRODUCERS = ("none", "input", "lookup", "full_compaction")
+COMPRESSIONS = ("zstd", "lz4", "snappy", "gzip", "brotli", "none")
 
 CHOICE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "level0_compression": COMPRESSIONS,
+    "compression": COMPRESSIONS,
     "merge_engine": ENGINES,
     "changelog_producer": CHANGELOG_PRODUCERS,
     "compaction_policy": ("universal", "leveled", "full"),
@@ -227,6 +238,12 @@ class TableSchema:
 
     def option(self, name: str) -> Any:
         return self.options.get(name, DEFAULT_OPTIONS[name])
+
+    @property
+    def bottom_row_group_rows(self) -> int:
+        """Row-group size of compaction output that is the bottom of its key range."""
+        value = self.option("bottom_row_group_rows")
+        return int(value) if value is not None else 4 * int(self.option("row_group_rows"))
 
     @property
     def sequence_field(self) -> str | None:
@@ -415,6 +432,13 @@ def validate_schema(s: TableSchema) -> None:
         value = s.option(name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InvalidInput(f"option {name} must be a positive integer, got {value!r}")
+    bottom = s.options.get("bottom_row_group_rows")
+    if bottom is not None and (
+        not isinstance(bottom, int) or isinstance(bottom, bool) or bottom < 1
+    ):
+        raise InvalidInput(
+            f"option bottom_row_group_rows must be a positive integer or null, got {bottom!r}"
+        )
     if not isinstance(s.option("unsafe_single_writer"), bool):
         raise InvalidInput(
             f"option unsafe_single_writer must be true or false, got "

@@ -25,7 +25,7 @@ from lsm3.format.schema import KIND_COLUMN, KIND_DELETE, KIND_UPSERT, SEQ_COLUMN
 from lsm3.io.store import ObjectStore
 from lsm3.read.merge import drop_deleted, merge_runs
 from lsm3.read.runfile import OpenRun, manifest_constants, with_constants, with_effective_seq
-from lsm3.read.runindex import FOOTERS, KEY_BLOCKS, ROW_BLOCKS, KeyBlock, RunIndex
+from lsm3.read.runindex import FOOTERS, KEY_BLOCKS, ROW_BLOCKS, KeyBlock, RowBlock, RunIndex
 from lsm3.read.scan import group_files
 
 
@@ -121,12 +121,14 @@ def lookup_rows(
             pieces = []
             for rg, mask in to_read:
                 block_key = (store.url, f.path, rg, sources)
-                rows = ROW_BLOCKS.get(block_key)
-                if rows is None:
+                cached = ROW_BLOCKS.get(block_key)
+                if cached is not None:
+                    rows = cached.table
+                else:
                     # no Arrow threads on a Python file object: apache/arrow#50482 (a
                     # teardown race that aborted one process in ten at exit here)
                     rows = parquet().read_row_group(rg, columns=list(sources), use_threads=False)
-                    ROW_BLOCKS.put(block_key, rows)
+                    ROW_BLOCKS.put(block_key, RowBlock(rows))
                 pieces.append(proj.apply(rows).filter(mask))
         except SizeMismatch as exc:
             raise CorruptDataFile(

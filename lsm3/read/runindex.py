@@ -9,6 +9,7 @@ the manifest entry.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -34,6 +35,7 @@ class RunIndex:
     rg_min: np.ndarray
     rg_max: np.ndarray
     columns: tuple[str, ...]  # top-level column names of the file, as its footer says
+    bounds: tuple[list[Any], list[Any]]  # rg_min and rg_max as lists, for scalar bisects
 
 
 class FooterCache:
@@ -44,6 +46,15 @@ class FooterCache:
         self._lock = threading.Lock()
         self._capacity = capacity
 
+    def peek(self, store: ObjectStore, f: DataFile) -> RunIndex | None:
+        """The cached index of ``f``, or None (no request)."""
+        k = (store.url, f.path)
+        with self._lock:
+            found = self._items.get(k)
+            if found is not None:
+                self._items.move_to_end(k)
+            return found
+
     def get(
         self,
         store: ObjectStore,
@@ -53,12 +64,10 @@ class FooterCache:
     ) -> RunIndex:
         """The index of ``f``: cached, or built from ``metadata`` (a footer the caller already
         verified, e.g. of a run it fetched whole), or from a footer read now."""
+        found = self.peek(store, f)
+        if found is not None:
+            return found
         k = (store.url, f.path)
-        with self._lock:
-            found = self._items.get(k)
-            if found is not None:
-                self._items.move_to_end(k)
-                return found
         if metadata is None:
             index = _load_index(store, f, key_column)
         else:
@@ -133,7 +142,7 @@ def _index_of(md: pq.FileMetaData, f: DataFile, key_column: str) -> RunIndex:
     for i in reversed(range(len(maxs))):
         if maxs[i] is None:
             maxs[i] = mins[i + 1] if i + 1 < len(mins) else f.max_key[0]
-    return RunIndex(md, _bounds_array(mins), _bounds_array(maxs), columns)
+    return RunIndex(md, _bounds_array(mins), _bounds_array(maxs), columns, (mins, maxs))
 
 
 def _bounds_array(values: list[Any]) -> np.ndarray:
@@ -190,7 +199,18 @@ class KeyBlock:
         self.seqs = seqs
         self.numeric = pa.types.is_integer(keys.type)
         self.values = keys.to_numpy() if self.numeric else None
+        self._sorted: list[Any] | None = None  # the keys as Python values, for ``position``
         self.nbytes = keys.nbytes + sum(a.nbytes for a in (kinds, seqs) if a is not None)
+
+    def position(self, value: Any) -> int:
+        """The row of ``value`` (a one-column key block, sorted, each key once), or -1."""
+        if self.values is not None:
+            i = int(self.values.searchsorted(value))
+            return i if i < len(self.values) and self.values[i] == value else -1
+        if self._sorted is None:
+            self._sorted = self.keys.to_pylist()  # once per block; bisect then compares
+        i = bisect.bisect_left(self._sorted, value)
+        return i if i < len(self._sorted) and self._sorted[i] == value else -1
 
     def match(self, wanted: list[Any]) -> pa.Array | None:
         """A boolean mask of rows whose key is in ``wanted``, or None if there are none."""
@@ -267,10 +287,29 @@ class BlockCache(Generic[V]):
 #: and a few microseconds (the index half of a block cache).
 KEY_BLOCKS: BlockCache[KeyBlock] = BlockCache(256 * 1024 * 1024, lambda b: b.nbytes)
 
+
+class RowBlock:
+    """A decoded row group that lookups hit, and its columns as arrays for scalar reads
+    (``Table.column`` costs microseconds per call; one value per column per get)."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self.nbytes = table.nbytes
+        self._arrays: dict[str, pa.Array] | None = None
+
+    def arrays(self) -> dict[str, pa.Array]:
+        if self._arrays is None:
+            self._arrays = {
+                name: col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+                for name, col in zip(self.table.column_names, self.table.columns, strict=True)
+            }
+        return self._arrays
+
+
 #: Decoded row groups that point lookups hit, by (store, path, row group, columns): a hot
 #: key is then answered from memory, like RocksDB's and SlateDB's block caches (the data
 #: half). Smaller than the key blocks: a row group holds every column.
-ROW_BLOCKS: BlockCache[pa.Table] = BlockCache(128 * 1024 * 1024, lambda t: t.nbytes)
+ROW_BLOCKS: BlockCache[RowBlock] = BlockCache(128 * 1024 * 1024, lambda b: b.nbytes)
 
 
 #: Whole decoded runs, by (store, path, read schema id), with the first key column as a

@@ -257,6 +257,36 @@ def open_run(store: ObjectStore, schema: TableSchema, f: DataFile, ranged: bool)
     return OpenRun(store, f, schema)
 
 
+#: A run of a remote store read whole is fetched in spans of about this many bytes of row
+#: groups, a few at once, each decoded as soon as it arrives (and verified as ranged reads
+#: are: footer checksum, page CRCs; docs/FORMAT.md section 4), so fetching overlaps decoding.
+SPAN_BYTES = 16 * 1024 * 1024
+_LOCAL_SCHEMES = ("file", "memory")
+
+
+def read_run(store: ObjectStore, schema: TableSchema, f: DataFile, columns: list[str]) -> pa.Table:
+    """``columns`` of the whole run ``f``, verified. From a local store (memory-mapped or in
+    memory) the run is taken whole and its CRC checked while it decodes; from a remote one,
+    in spans (``SPAN_BYTES``), so that the fetch of one overlaps the decoding of another,
+    as Arrow's own reader of S3 files does (a whole fetch first held back decoding for
+    the ~0.1 s that 74 MB take on loopback S3)."""
+    if store.url.split(":", 1)[0] in _LOCAL_SCHEMES or f.size < 2 * SPAN_BYTES:
+        return OpenRun(store, f, schema).read(columns)
+    run = open_run(store, schema, f, ranged=True)
+    spans: list[list[int]] = [[]]
+    span_bytes = 0
+    for i in range(run.num_row_groups):
+        group = run.metadata.row_group(i)
+        if spans[-1] and span_bytes >= SPAN_BYTES:
+            spans.append([])
+            span_bytes = 0
+        spans[-1].append(i)
+        span_bytes += sum(group.column(c).total_compressed_size for c in range(group.num_columns))
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="lsm3-span") as pool:
+        parts = list(pool.map(lambda groups: run.read(columns, groups, use_threads=True), spans))
+    return pa.concat_tables(parts)
+
+
 def _open_all(
     store: ObjectStore, schema: TableSchema, files: Sequence[DataFile], ranged: set[str]
 ) -> list[OpenRun]:
@@ -309,15 +339,15 @@ def merge_group(
     ordered = sorted(group, key=lambda f: f.min_key)
     if non_overlapping(ordered):
         for f in ordered:
-            run = OpenRun(store, f, schema)
             if visible_columns is not None and drop_deletes:
                 visible = list(visible_columns)
                 needed = [*visible, KIND_COLUMN] if f.deletes else visible
-                table = run.read(needed)
+                table = read_run(store, schema, f, needed)
                 table = pre_filter(table) if pre_filter is not None else table
                 yield drop_deleted(table, visible)
             else:
-                table = read(run, use_threads=True)
+                table = read_run(store, schema, f, columns)
+                table = pre_filter(table) if pre_filter is not None else table
                 yield drop_deleted(table) if drop_deletes else table
         return
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
