@@ -15,7 +15,7 @@ keys are dropped and every row is a whole value (kind 0).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -425,3 +425,48 @@ def _concatenate_lists(
     offset_type = pa.int64() if large else pa.int32()
     flat = lists.flatten()
     return present, array_type.from_arrays(pa.array(offsets, offset_type), flat).cast(list_type)
+
+
+def fold_records(
+    table: pa.Table, schema: TableSchema, take: Callable[[pa.Array], pa.Table] | None = None
+) -> tuple[pa.Table, np.ndarray]:
+    """A flush's fold of buffered records (key, ordering and kind columns included), that
+    folds only the keys that need it: a key with one upsert record is stored as that record,
+    the fold of one version being the version. Returns the folded rows of the other keys
+    (several records, a delete, or a sequence group left unset, whose columns the fold
+    clears) and, in key order, one stored row per key as positions in ``table`` followed by
+    the folded rows (``table.num_rows + j`` is folded row ``j``). ``take`` gathers rows of
+    ``table`` (default ``table.take``)."""
+    keys = list(schema.primary_key)
+    order = [schema.sequence_field, SEQ_COLUMN] if schema.sequence_field else [SEQ_COLUMN]
+    n = table.num_rows
+    sort_cols = keys + order
+    index = np.asarray(
+        pc.sort_indices(
+            table.select(sort_cols), sort_keys=[(c, "ascending") for c in sort_cols]
+        ).to_numpy(),
+        dtype=np.int64,
+    )
+    if n == 0:
+        return table, index
+    ends = _segment_ends(table, keys, index)
+    starts = np.zeros(len(ends), dtype=np.int64)
+    starts[1:] = ends[:-1]
+    single = ends - starts == 1
+    alone = index[starts]
+    if KIND_COLUMN in table.column_names:
+        kinds = np.asarray(table.column(KIND_COLUMN).to_numpy())
+        single &= kinds[alone] == KIND_UPSERT
+    for seq_column in schema.engine.sequence_groups:
+        single &= _valid(table.column(seq_column))[alone]
+    to_fold = np.flatnonzero(~single)
+    keep = alone
+    folded = table.schema.empty_table()
+    if to_fold.size:
+        rows = index[_ranges(starts[to_fold], ends[to_fold] - starts[to_fold])]
+        versions = take(pa.array(rows)) if take is not None else table.take(pa.array(rows))
+        folded = fold_versions(
+            versions, schema, drop_deletes=False, index=np.arange(len(rows), dtype=np.int64)
+        )
+        keep[to_fold] = n + np.arange(to_fold.size, dtype=np.int64)
+    return folded, keep
