@@ -2,9 +2,13 @@
 
 Versions are sorted by (key, order); each key's versions form a contiguous *segment*. What
 counts is the suffix of a segment that starts at its last barrier: a delete (the suffix after
-it) or a reset row (the suffix from it, docs/FORMAT.md section 15). Every engine folds that
-suffix column by column with numpy segment reductions (``reduceat``) or Arrow's hash
-aggregation, so no Python code runs per row or per key.
+it) or a reset row (the suffix from it, docs/FORMAT.md section 15). Most output columns hold
+one version's value per key (the key and order columns, first_row, last_value, and
+last/first_non_null_value wherever the newest/first value is not null), so they are
+*picked*: one sorted position per key, and one gather per distinct pick for all the columns
+that share it, as deduplicate gathers its survivors once. Only aggregates fold, with numpy
+segment reductions (``reduceat``) or Arrow's hash aggregation, so no Python code runs per row
+or per key. A flush folds only the keys with more than one record (:func:`fold_records`).
 
 The result has one row per key: the folded values, the order (``_lsm3_seq`` and the sequence
 field) of the key's newest version, and a row kind saying how the row combines with older
@@ -134,10 +138,6 @@ class _Versions:
         """Sorted positions ``rows`` as input rows (-1 stays -1)."""
         picked = self.index[np.maximum(rows, 0)]
         return picked if rows.size == 0 or rows.min() >= 0 else np.where(rows >= 0, picked, -1)
-
-    def take(self, name: str, rows: np.ndarray) -> pa.Array:
-        """Column ``name`` at sorted positions ``rows`` (null where -1)."""
-        return _take(self.column(name), self.positions(rows))
 
     def take_columns(self, names: Sequence[str], rows: np.ndarray) -> list[pa.ChunkedArray]:
         """Columns ``names`` at sorted positions ``rows`` (null where -1), one gather."""

@@ -2,8 +2,9 @@
 
 Records arrive as Arrow tables already cast to the table schema. Each gets its arrival order
 (in the sequence column) and a row kind. A flush sorts everything by key and order, keeps the
-newest record per key (deletes included: a tombstone must reach storage), and cuts the result
-into one run per (partition, bucket). A run holds each key once, so its rows need no order
+newest record per key (deletes included: a tombstone must reach storage; under another merge
+engine, the fold of the key's records: :func:`fold_buffered`), and cuts the result into one
+run per (partition, bucket). A run holds each key once, so its rows need no order
 among themselves: the writer stores one local sequence number per flush in every row (a
 constant column encodes to almost nothing), and the commit's ``seq_count`` is its number of
 flushes.
