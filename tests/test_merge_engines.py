@@ -286,6 +286,34 @@ def test_a_flush_stores_one_row_per_key(tmp_path: Any) -> None:
     assert f.rows == 1 and t.get(1)["a"] == sum(range(100))
 
 
+def test_a_flush_that_fails_to_upload_keeps_its_records_and_folds_them_once(tmp_path: Any) -> None:
+    """A flush stores a key's one record as it is and folds the others; when its upload fails
+    the writer keeps the records (not the fold beside them), so the next flush sums each once."""
+    options = {"merge_engine": "aggregation", "fields.a.aggregate_function": "sum"}
+    t = lsm3.create_table(str(tmp_path / "t"), SCHEMA, "id", options=options)
+    w = t.writer()
+    w.upsert([{"id": 1, "a": 1}, {"id": 1, "a": 2}, {"id": 2, "a": 5}])
+    w.delete([3])
+    real_put = t.store.put
+
+    def failing_put(key: str, data: bytes) -> None:
+        raise lsm3.StorageError(f"network is down ({key})")
+
+    t.store.put = failing_put  # type: ignore[method-assign]
+    with pytest.raises(lsm3.StorageError):
+        w.flush()
+    t.store.put = real_put  # type: ignore[method-assign]
+    w.upsert([{"id": 1, "a": 10}, {"id": 3, "a": 7}])
+    w.commit()
+    w.close()
+    assert [f.rows for f in t.files()] == [3]
+    assert t.get_many([1, 2, 3]) == [
+        {"id": 1, "a": 13, **{c: None for c in VALUE_COLUMNS if c != "a"}},
+        {"id": 2, "a": 5, **{c: None for c in VALUE_COLUMNS if c != "a"}},
+        {"id": 3, "a": 7, **{c: None for c in VALUE_COLUMNS if c != "a"}},
+    ]
+
+
 def test_a_partial_compaction_keeps_a_delete_inside_its_window_over_older_runs(
     tmp_path: Any,
 ) -> None:

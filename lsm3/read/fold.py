@@ -2,9 +2,13 @@
 
 Versions are sorted by (key, order); each key's versions form a contiguous *segment*. What
 counts is the suffix of a segment that starts at its last barrier: a delete (the suffix after
-it) or a reset row (the suffix from it, docs/FORMAT.md section 15). Every engine folds that
-suffix column by column with numpy segment reductions (``reduceat``) or Arrow's hash
-aggregation, so no Python code runs per row or per key.
+it) or a reset row (the suffix from it, docs/FORMAT.md section 15). Most output columns hold
+one version's value per key (the key and order columns, first_row, last_value, and
+last/first_non_null_value wherever the newest/first value is not null), so they are
+*picked*: one sorted position per key, and one gather per distinct pick for all the columns
+that share it, as deduplicate gathers its survivors once. Only aggregates fold, with numpy
+segment reductions (``reduceat``) or Arrow's hash aggregation, so no Python code runs per row
+or per key. A flush folds only the keys with more than one record (:func:`fold_records`).
 
 The result has one row per key: the folded values, the order (``_lsm3_seq`` and the sequence
 field) of the key's newest version, and a row kind saying how the row combines with older
@@ -15,7 +19,9 @@ keys are dropped and every row is a whole value (kind 0).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -47,53 +53,69 @@ _HASH_AGGREGATES = {
 
 
 class _Segments:
-    """The key segments of versions sorted by (key, order), and each one's relevant suffix."""
+    """The key segments of versions sorted by (key, order), and each one's relevant suffix.
 
-    def __init__(self, kinds: np.ndarray, last_of_key: np.ndarray) -> None:
-        n = len(kinds)
-        self.ends = np.flatnonzero(last_of_key) + 1
-        self.starts = np.concatenate([[0], self.ends[:-1]]).astype(np.int64)
-        self.count = len(self.ends)
-        self.pos = np.arange(n, dtype=np.int64)
-        self.segment = np.repeat(np.arange(self.count), self.ends - self.starts)
-        barrier = np.where(kinds != KIND_UPSERT, self.pos, -1)
-        last_barrier = np.maximum.reduceat(barrier, self.starts) if n else barrier
-        has_barrier = last_barrier >= 0
-        barrier_kind = kinds[np.maximum(last_barrier, 0)] if n else kinds
-        self.first = np.where(
-            has_barrier,
-            np.where(barrier_kind == KIND_RESET, last_barrier, last_barrier + 1),
-            self.starts,
-        )
-        self.last = self.ends - 1
-        self.live = self.first < self.ends
-        self.kind = np.where(
-            self.live, np.where(has_barrier, KIND_RESET, KIND_UPSERT), KIND_DELETE
-        ).astype(np.int8)
-        #: Rows that take part in their key's fold.
-        self.relevant = self.pos >= self.first[self.segment]
+    Built from the segment ends and the few barrier rows (deletes and resets) alone, so the
+    setup costs no pass over every row; the per-row views (``segment``, ``relevant``) are
+    built only for the folds that need them (null-skipping picks, aggregates)."""
 
-    def last_where(self, mask: np.ndarray) -> np.ndarray:
-        """Per segment, the last relevant row where ``mask`` holds (-1: none)."""
-        cand = np.where(mask & self.relevant, self.pos, -1)
-        return np.maximum.reduceat(cand, self.starts)
+    def __init__(self, kinds: np.ndarray, ends: np.ndarray) -> None:
+        self.n = len(kinds)
+        self.ends = ends
+        self.count = len(ends)
+        self.starts = np.zeros(self.count, dtype=np.int64)
+        self.starts[1:] = ends[:-1]
+        self.last = ends - 1
+        first = self.starts.copy()
+        kind = np.zeros(self.count, dtype=np.int8)
+        barriers = np.flatnonzero(kinds != KIND_UPSERT)
+        if len(barriers):
+            segment = np.searchsorted(ends, barriers, side="right")
+            is_last = np.ones(len(barriers), dtype=bool)
+            is_last[:-1] = segment[1:] != segment[:-1]
+            last_barrier, where = barriers[is_last], segment[is_last]
+            first[where] = np.where(
+                kinds[last_barrier] == KIND_RESET, last_barrier, last_barrier + 1
+            )
+            kind[where] = KIND_RESET
+        self.first = first
+        self.live = first < ends
+        kind[~self.live] = KIND_DELETE
+        self.kind = kind
+        #: Segments whose relevant suffix starts after their first version.
+        self.cut = np.flatnonzero(first > self.starts)
 
-    def first_where(self, mask: np.ndarray) -> np.ndarray:
-        """Per segment, the first relevant row where ``mask`` holds (-1: none)."""
-        big = len(self.pos)
-        cand = np.where(mask & self.relevant, self.pos, big)
-        found = np.minimum.reduceat(cand, self.starts)
-        return np.where(found == big, -1, found)
+    def live_or_null(self, rows: np.ndarray) -> np.ndarray:
+        """``rows`` (one sorted position per segment) with -1 where the key is deleted."""
+        return rows if self.cut.size == 0 else np.where(self.live, rows, -1)
+
+    @cached_property
+    def segment(self) -> np.ndarray:
+        """Each row's segment."""
+        return np.repeat(np.arange(self.count), self.ends - self.starts)
+
+    @cached_property
+    def irrelevant(self) -> np.ndarray:
+        """The rows before their segment's relevant suffix (few: those before a barrier)."""
+        return _ranges(self.starts[self.cut], self.first[self.cut] - self.starts[self.cut])
+
+    @cached_property
+    def relevant(self) -> np.ndarray:
+        """Rows that take part in their key's fold."""
+        relevant = np.ones(self.n, dtype=bool)
+        relevant[self.irrelevant] = False
+        return relevant
 
 
-def _take(column: pa.Array, rows: np.ndarray) -> pa.Array:
+def _take(column: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
     """``column[rows]`` with null where ``rows`` is -1."""
     missing = rows < 0
-    index = pa.array(np.where(missing, 0, rows), mask=missing if missing.any() else None)
-    return pc.take(column, index)
+    if not missing.any():
+        return pc.take(column, pa.array(rows))
+    return pc.take(column, pa.array(np.where(missing, 0, rows), mask=missing))
 
 
-def _valid(column: pa.Array) -> np.ndarray:
+def _valid(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pc.is_valid(column).to_numpy(zero_copy_only=False), dtype=bool)
 
 
@@ -102,27 +124,54 @@ class _Versions:
     at sorted positions through the sort index, and only the rows a fold keeps (or the
     values an aggregate needs) are gathered, once."""
 
-    def __init__(self, table: pa.Table, index: pa.Array) -> None:
+    def __init__(self, table: pa.Table, index: np.ndarray) -> None:
         self.table = table
-        self.index = np.asarray(index.to_numpy(), dtype=np.int64)
-        self._columns: dict[str, pa.Array] = {}
+        self.index = index
 
-    def column(self, name: str) -> pa.Array:
-        found = self._columns.get(name)
-        if found is None:
-            found = self._columns[name] = self.table.column(name).combine_chunks()
-        return found
+    def column(self, name: str) -> pa.ChunkedArray:
+        return self.table.column(name)
 
-    def sorted_numpy(self, name: str) -> np.ndarray:
-        """A column without nulls (key, order, kind) in sorted order, as numpy."""
-        return np.asarray(self.column(name).to_numpy(zero_copy_only=False))[self.index]
+    def has_nulls(self, name: str) -> bool:
+        return self.table.column(name).null_count > 0
 
-    def take(self, name: str, rows: np.ndarray) -> pa.Array:
-        """Column ``name`` at sorted positions ``rows`` (null where -1)."""
-        return _take(self.column(name), np.where(rows >= 0, self.index[np.maximum(rows, 0)], -1))
+    def positions(self, rows: np.ndarray) -> np.ndarray:
+        """Sorted positions ``rows`` as input rows (-1 stays -1)."""
+        picked = self.index[np.maximum(rows, 0)]
+        return picked if rows.size == 0 or rows.min() >= 0 else np.where(rows >= 0, picked, -1)
+
+    def take_columns(self, names: Sequence[str], rows: np.ndarray) -> list[pa.ChunkedArray]:
+        """Columns ``names`` at sorted positions ``rows`` (null where -1), one gather."""
+        at = self.positions(rows)
+        missing = at < 0
+        index = pa.array(np.where(missing, 0, at), mask=missing) if missing.any() else pa.array(at)
+        return self.table.select(list(names)).take(index).columns
 
     def valid(self, name: str) -> np.ndarray:
         return _valid(self.column(name))[self.index]
+
+    def sorted_numpy(self, name: str, fill: Any = None) -> np.ndarray:
+        """A column in sorted order as numpy (nulls as ``fill``)."""
+        column = self.column(name)
+        if column.null_count:
+            column = pc.fill_null(column, fill)
+        return np.asarray(column.to_numpy())[self.index]
+
+
+def _segment_ends(table: pa.Table, keys: Sequence[str], index: np.ndarray) -> np.ndarray:
+    """One past the last sorted position of each key."""
+    n = len(index)
+    differs = np.zeros(n, dtype=bool)
+    differs[-1] = True
+    key_type = storage_values(table.column(keys[0])).type
+    if len(keys) == 1 and (pa.types.is_integer(key_type) or pa.types.is_floating(key_type)):
+        values = storage_values(table.column(keys[0])).to_numpy()[index]
+        np.not_equal(values[:-1], values[1:], out=differs[:-1])
+    else:
+        for k in keys:
+            col = pc.take(table.column(k), pa.array(index)).combine_chunks()
+            ne = pc.not_equal(col.slice(0, n - 1), col.slice(1))
+            differs[:-1] |= np.asarray(ne.to_numpy(zero_copy_only=False), dtype=bool)
+    return np.flatnonzero(differs) + 1
 
 
 def fold_versions(
@@ -131,7 +180,7 @@ def fold_versions(
     *,
     drop_deletes: bool,
     columns: Sequence[str] | None = None,
-    index: pa.Array | None = None,
+    index: pa.Array | np.ndarray | None = None,
 ) -> pa.Table:
     """One row per key of ``table`` (versions with the key, ordering and kind columns),
     folded by the table's merge engine; see the module docstring. ``columns`` selects the
@@ -148,44 +197,119 @@ def fold_versions(
         index = pc.sort_indices(
             table.select(sort_cols), sort_keys=[(c, "ascending") for c in sort_cols]
         )
-    versions = _Versions(table, index)
-    n = table.num_rows
+    sort_index = np.asarray(
+        index if isinstance(index, np.ndarray) else index.to_numpy(), dtype=np.int64
+    )
+    versions = _Versions(table, sort_index)
     if KIND_COLUMN in table.column_names:
-        kinds = versions.sorted_numpy(KIND_COLUMN).astype(np.int8)
+        kinds = versions.sorted_numpy(KIND_COLUMN).astype(np.int8, copy=False)
     else:
-        kinds = np.zeros(n, dtype=np.int8)
-    last_of_key = np.zeros(n, dtype=bool)
-    last_of_key[-1] = True
-    for k in keys:
-        col = pc.take(table.column(k), index).combine_chunks()
-        ne = pc.not_equal(col.slice(0, n - 1), col.slice(1))
-        last_of_key[:-1] |= np.asarray(ne.to_numpy(zero_copy_only=False), dtype=bool)
-    seg = _Segments(kinds, last_of_key)
-    chosen = np.flatnonzero(seg.live) if drop_deletes else np.arange(seg.count)
+        kinds = np.zeros(table.num_rows, dtype=np.int8)
+    seg = _Segments(kinds, _segment_ends(table, keys, sort_index))
+    chosen = np.flatnonzero(seg.live) if drop_deletes and seg.cut.size else None
+    # Every output column but an aggregate holds one version's value per key: the newest
+    # (key and order columns, last_value), the first of the fold (first_row, first_value),
+    # or the newest (first) version holding a value (last/first_non_null_value, almost
+    # always the newest/first version itself). Columns that pick the same versions are
+    # gathered together, once; a reader drops deleted keys, so its picks need no nulls.
+    picks: dict[str, np.ndarray] = {
+        "newest": seg.last,
+        "first": seg.first if drop_deletes else seg.live_or_null(seg.first),
+        "newest live": seg.last if drop_deletes else seg.live_or_null(seg.last),
+    }
+    if drop_deletes:  # a key's columns are equal in all its versions
+        key_pick = "first" if spec.name == "first_row" else "newest live"
+    else:
+        key_pick = "newest"
+    gather: dict[str, list[str]] = {}
+    folded: dict[str, pa.Array] = {}
     groups = _group_columns(spec, versions, seg, out_names)
-    arrays = []
     for name in out_names:
         if name == KIND_COLUMN:
             kind = np.zeros(seg.count, np.int8) if drop_deletes else seg.kind
-            arrays.append(pa.array(kind[chosen], pa.int8()))
-        elif name in keys or name in order:
-            arrays.append(versions.take(name, seg.last[chosen]))
+            folded[name] = pa.array(kind if chosen is None else kind[chosen], pa.int8())
+            continue
+        if name in keys:
+            pick = key_pick
+        elif name in order:
+            pick = "newest" if not drop_deletes or spec.name == "first_row" else "newest live"
+        elif name in groups:
+            pick, picks[pick] = groups[name]
         else:
-            folded = groups.get(name)
-            if folded is None:
-                folded = _fold_column(spec, name, versions, seg)
-            arrays.append(folded if len(chosen) == seg.count else pc.take(folded, pa.array(chosen)))
+            found = _picked_version(spec, name, versions, seg)
+            if found is None:
+                folded[name] = _fold_column(spec, name, versions, seg, chosen)
+                continue
+            pick, rows = found
+            if rows is not None:
+                picks[pick] = rows
+        gather.setdefault(pick, []).append(name)
+    for pick, names in gather.items():
+        rows = picks[pick]
+        gathered = versions.take_columns(names, rows if chosen is None else rows[chosen])
+        folded.update(zip(names, gathered, strict=True))
     fields = [table.schema.field(name) for name in out_names]
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    return pa.Table.from_arrays([folded[n] for n in out_names], schema=pa.schema(fields))
+
+
+def _picked_version(
+    spec: EngineSpec, name: str, versions: _Versions, seg: _Segments
+) -> tuple[str, np.ndarray | None] | None:
+    """Which version a value column takes whole: the name of a common pick ("newest live",
+    "first"), or the column's own pick with its rows; None if the column is aggregated."""
+    if spec.name == "first_row":
+        return "first", None
+    function = spec.functions.get(name, "last_non_null_value")
+    if function in ("last_value", "first_value"):
+        return ("newest live" if function == "last_value" else "first"), None
+    if function not in ("last_non_null_value", "first_non_null_value"):
+        return None
+    newest = function == "last_non_null_value"
+    common = "newest live" if newest else "first"
+    if not versions.has_nulls(name):
+        return common, None
+    rows = _newest_valid(seg, _valid(versions.column(name)), versions.index, newest)
+    return (common, None) if rows is None else (f"column {name}", rows)
+
+
+def _newest_valid(
+    seg: _Segments, valid: np.ndarray, index: np.ndarray, newest: bool
+) -> np.ndarray | None:
+    """Per key, the newest (``newest``, else the first) version of its fold where ``valid``
+    (a mask of the input rows) holds, -1 if none; None if that is the newest (first) version
+    of every live key. Only the keys whose newest (first) value is null are searched."""
+    rows = seg.last if newest else np.minimum(seg.first, seg.n - 1)
+    need = np.flatnonzero(seg.live & ~valid[index[rows]])
+    if need.size == 0:
+        return None
+    lengths = seg.last[need] - seg.first[need] + 1
+    candidates = _ranges(seg.first[need], lengths)
+    offsets = np.cumsum(lengths) - lengths
+    if newest:
+        found = np.maximum.reduceat(np.where(valid[index[candidates]], candidates, -1), offsets)
+    else:
+        big = seg.n
+        found = np.minimum.reduceat(np.where(valid[index[candidates]], candidates, big), offsets)
+        found[found == big] = -1
+    out = np.where(seg.live, rows, -1)
+    out[need] = found
+    return out
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The positions of the ranges [start, start + length), concatenated."""
+    total = int(lengths.sum())
+    shift = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    return np.arange(total, dtype=np.int64) + shift
 
 
 def _group_columns(
     spec: EngineSpec, versions: _Versions, seg: _Segments, names: Sequence[str]
-) -> dict[str, pa.Array]:
+) -> dict[str, tuple[str, np.ndarray]]:
     """partial_update's sequence groups: each group's columns come together from the row with
     the highest group sequence (the newest such row on ties); rows whose group sequence is
-    null do not touch the group."""
-    out: dict[str, pa.Array] = {}
+    null do not touch the group. Returns column -> (its group's pick, the winning rows)."""
+    out: dict[str, tuple[str, np.ndarray]] = {}
     for seq_column, members in spec.sequence_groups.items():
         wanted = [m for m in members if m in names]
         if not wanted:
@@ -200,25 +324,22 @@ def _group_columns(
             is_last = np.ones(len(ranked), dtype=bool)
             is_last[:-1] = segs[1:] != segs[:-1]
             winner[segs[is_last]] = ranked[is_last]
-        for m in wanted:
-            out[m] = versions.take(m, winner)
+        out.update((m, (f"group {seq_column}", winner)) for m in wanted)
     return out
 
 
-def _fold_column(spec: EngineSpec, name: str, versions: _Versions, seg: _Segments) -> pa.Array:
-    """One value column folded per segment (null for a deleted key)."""
-    if spec.name == "first_row":
-        return versions.take(name, np.where(seg.live, seg.first, -1))
-    function = spec.functions.get(name, "last_non_null_value")
-    if function == "last_value":
-        return versions.take(name, np.where(seg.live, seg.last, -1))
-    if function == "first_value":
-        return versions.take(name, np.where(seg.live, seg.first, -1))
-    if function == "last_non_null_value":
-        return versions.take(name, seg.last_where(versions.valid(name)))
-    if function == "first_non_null_value":
-        return versions.take(name, seg.first_where(versions.valid(name)))
-    return _hash_aggregate(function, versions, name, seg, spec.delimiters.get(name, ","))
+def _fold_column(
+    spec: EngineSpec, name: str, versions: _Versions, seg: _Segments, chosen: np.ndarray | None
+) -> pa.Array:
+    """One aggregated column, per segment (null for a deleted key), for the segments
+    ``chosen`` (None: all)."""
+    function = spec.functions[name]
+    if function in _NUMPY_AGGREGATES:
+        result = _numpy_aggregate(function, versions, name, seg, chosen)
+        if result is not None:
+            return result
+    result = _hash_aggregate(function, versions, name, seg, spec.delimiters.get(name, ","))
+    return result if chosen is None else pc.take(result, pa.array(chosen))
 
 
 #: Numeric aggregates done with numpy segment reductions: function -> (ufunc, neutral value).
@@ -234,10 +355,11 @@ _NUMPY_AGGREGATES = {
 
 
 def _numpy_aggregate(
-    function: str, versions: _Versions, name: str, seg: _Segments
+    function: str, versions: _Versions, name: str, seg: _Segments, chosen: np.ndarray | None
 ) -> pa.Array | None:
     """A numeric or bool aggregate as one ``reduceat`` over the key segments (None: the
-    column's type is not one numpy folds exactly, e.g. decimals or strings)."""
+    column's type is not one numpy folds exactly, e.g. decimals or strings). Nulls and the
+    rows before a barrier count as the function's neutral value."""
     column = versions.column(name)
     t = column.type
     if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
@@ -247,28 +369,29 @@ def _numpy_aggregate(
         info = np.finfo if pa.types.is_floating(t) else np.iinfo
         dtype = column.type.to_pandas_dtype()
         neutral = info(dtype).max if function == "min" else info(dtype).min
-    take = seg.relevant & versions.valid(name)
-    values = np.asarray(pc.fill_null(column, neutral).to_numpy(zero_copy_only=False))
-    values = values[versions.index]
+    values = versions.sorted_numpy(name, fill=neutral)
     if function in ("sum", "count", "product") and pa.types.is_integer(t):
-        values = values.astype(np.int64)  # accumulate wide; narrowed (checked) below
-    values = np.where(take, values, neutral)
+        values = values.astype(np.int64, copy=False)  # accumulate wide; narrowed (checked) below
+    if seg.cut.size:
+        values[seg.irrelevant] = neutral
     folded = ufunc.reduceat(values, seg.starts)
-    present = np.add.reduceat(take.astype(np.int64), seg.starts) > 0
-    result = pa.array(folded, mask=~present)
+    if column.null_count:
+        present = np.logical_or.reduceat(versions.valid(name) & seg.relevant, seg.starts)
+    else:
+        present = seg.live
+    if chosen is not None:
+        folded, present = folded[chosen], present[chosen]
+    result = pa.array(folded, mask=None if present.all() else ~present)
     return result if result.type == t else pc.cast(result, t)
 
 
 def _hash_aggregate(
     function: str, versions: _Versions, name: str, seg: _Segments, delimiter: str
 ) -> pa.Array:
-    if function in _NUMPY_AGGREGATES:
-        folded = _numpy_aggregate(function, versions, name, seg)
-        if folded is not None:
-            return folded
+    """An aggregate by Arrow's hash aggregation (or list concatenation for ``collect``)."""
     column = versions.column(name)
     rows = np.flatnonzero(seg.relevant & versions.valid(name))
-    values = pc.take(column, pa.array(versions.index[rows]))
+    values = pc.take(column, pa.array(versions.index[rows])).combine_chunks()
     segments = seg.segment[rows]
     if function == "collect":
         present, result = _concatenate_lists(values, segments, column.type)
@@ -302,3 +425,48 @@ def _concatenate_lists(
     offset_type = pa.int64() if large else pa.int32()
     flat = lists.flatten()
     return present, array_type.from_arrays(pa.array(offsets, offset_type), flat).cast(list_type)
+
+
+def fold_records(
+    table: pa.Table, schema: TableSchema, take: Callable[[pa.Array], pa.Table] | None = None
+) -> tuple[pa.Table, np.ndarray]:
+    """A flush's fold of buffered records (key, ordering and kind columns included), that
+    folds only the keys that need it: a key with one upsert record is stored as that record,
+    the fold of one version being the version. Returns the folded rows of the other keys
+    (several records, a delete, or a sequence group left unset, whose columns the fold
+    clears) and, in key order, one stored row per key as positions in ``table`` followed by
+    the folded rows (``table.num_rows + j`` is folded row ``j``). ``take`` gathers rows of
+    ``table`` (default ``table.take``)."""
+    keys = list(schema.primary_key)
+    order = [schema.sequence_field, SEQ_COLUMN] if schema.sequence_field else [SEQ_COLUMN]
+    n = table.num_rows
+    sort_cols = keys + order
+    index = np.asarray(
+        pc.sort_indices(
+            table.select(sort_cols), sort_keys=[(c, "ascending") for c in sort_cols]
+        ).to_numpy(),
+        dtype=np.int64,
+    )
+    if n == 0:
+        return table, index
+    ends = _segment_ends(table, keys, index)
+    starts = np.zeros(len(ends), dtype=np.int64)
+    starts[1:] = ends[:-1]
+    single = ends - starts == 1
+    alone = index[starts]
+    if KIND_COLUMN in table.column_names:
+        kinds = np.asarray(table.column(KIND_COLUMN).to_numpy())
+        single &= kinds[alone] == KIND_UPSERT
+    for seq_column in schema.engine.sequence_groups:
+        single &= _valid(table.column(seq_column))[alone]
+    to_fold = np.flatnonzero(~single)
+    keep = alone
+    folded = table.schema.empty_table()
+    if to_fold.size:
+        rows = index[_ranges(starts[to_fold], ends[to_fold] - starts[to_fold])]
+        versions = take(pa.array(rows)) if take is not None else table.take(pa.array(rows))
+        folded = fold_versions(
+            versions, schema, drop_deletes=False, index=np.arange(len(rows), dtype=np.int64)
+        )
+        keep[to_fold] = n + np.arange(to_fold.size, dtype=np.int64)
+    return folded, keep

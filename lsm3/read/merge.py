@@ -73,11 +73,11 @@ def merge_runs(
     nonempty = [t for t in tables if t.num_rows] or [tables[0]]
     if not schema.engine.is_deduplicate:
         newest_first = _newest_first_if_disjoint(nonempty, schema)
-        index = None
+        index: np.ndarray | None = None
         if newest_first is not None:  # oldest first, a stable sort by key is (key, order)
             nonempty = newest_first[::-1]
             key = storage_values(pa.concat_tables(nonempty).column(schema.primary_key[0]))
-            index = pa.array(np.argsort(key.to_numpy(), kind="stable"))
+            index = np.argsort(key.to_numpy(), kind="stable")
         table = pa.concat_tables(nonempty) if len(nonempty) > 1 else nonempty[0]
         return fold_versions(table, schema, drop_deletes=drop_deletes, columns=columns, index=index)
     newest_first = _newest_first_if_disjoint(nonempty, schema)

@@ -2,8 +2,9 @@
 
 Records arrive as Arrow tables already cast to the table schema. Each gets its arrival order
 (in the sequence column) and a row kind. A flush sorts everything by key and order, keeps the
-newest record per key (deletes included: a tombstone must reach storage), and cuts the result
-into one run per (partition, bucket). A run holds each key once, so its rows need no order
+newest record per key (deletes included: a tombstone must reach storage; under another merge
+engine, the fold of the key's records: :func:`fold_buffered`), and cuts the result into one
+run per (partition, bucket). A run holds each key once, so its rows need no order
 among themselves: the writer stores one local sequence number per flush in every row (a
 constant column encodes to almost nothing), and the commit's ``seq_count`` is its number of
 flushes.
@@ -20,6 +21,7 @@ import pyarrow.compute as pc
 
 from lsm3.format.keys import bucket_of, storage_values
 from lsm3.format.schema import KIND_COLUMN, SEQ_COLUMN, TableSchema
+from lsm3.read.fold import fold_records
 from lsm3.read.merge import newest_indices
 
 #: Small appended tables are joined into chunks of about this size, so a flush gathers from
@@ -35,10 +37,14 @@ class BufferedRows:
     whole column on every call, and concatenating it once up front holds the largest column
     twice at the flush's peak (150 MB of a 256 MB memtable of the benchmark's rows).
     ``take`` here gathers chunk by chunk instead, so a flush holds the memtable plus the rows
-    it is gathering."""
+    it is gathering.
 
-    def __init__(self, tables: list[pa.Table]) -> None:
+    ``records``: for the rows a merge engine's flush stores (:func:`fold_buffered`), the
+    buffered records they were folded from."""
+
+    def __init__(self, tables: list[pa.Table], records: BufferedRows | None = None) -> None:
         self.tables = tables
+        self.records = records
         self.offsets = np.cumsum([0, *(t.num_rows for t in tables)], dtype=np.int64)
         self.num_rows = int(self.offsets[-1])
         self.nbytes = sum(t.nbytes for t in tables)
@@ -51,9 +57,14 @@ class BufferedRows:
         """Rows at ``indices`` (positions in ``view()``), in that order, one chunk per column."""
         positions = indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         chunk_of = np.searchsorted(self.offsets, positions, side="right") - 1
-        if len(positions) and chunk_of.min() == chunk_of.max():
-            c = int(chunk_of[0])
-            return self.tables[c].take(pa.array(positions - self.offsets[c]))
+        if len(positions):
+            first, last = int(chunk_of.min()), int(chunk_of.max())
+            span = self.tables[first : last + 1]
+            # A few small tables (one chunk and the rows a merge engine's flush folded) are
+            # taken from at once: Arrow joins them, a transient of about one chunk.
+            if first == last or sum(t.nbytes for t in span) <= 2 * CHUNK_BYTES:
+                joined = span[0] if first == last else pa.concat_tables(span)
+                return joined.take(pa.array(positions - self.offsets[first]))
         # Gather from each chunk the rows it holds (grouped by chunk, in request order inside
         # each), then put the groups back in request order with one take of the small result.
         by_chunk = np.argsort(chunk_of, kind="stable")
@@ -125,7 +136,9 @@ class Memtable:
         return rows
 
     def restore(self, rows: BufferedRows) -> None:
-        """Put back what ``drain`` returned (a flush that failed to upload keeps its rows)."""
+        """Put back what ``drain`` returned (a flush that failed to upload keeps its rows):
+        the records, not a fold of them."""
+        rows = rows.records or rows
         self._chunks[:0] = rows.tables
         self.nbytes += rows.nbytes
         self.rows += rows.num_rows
@@ -142,13 +155,26 @@ def with_constant_seq(rows: pa.Table, seq: int) -> pa.Table:
     return rows.set_column(i, rows.schema.field(i), constant)
 
 
+def fold_buffered(rows: BufferedRows, schema: TableSchema) -> tuple[BufferedRows, pa.Array]:
+    """A merge engine's flush: the rows to store, one per key (a key's one upsert record as
+    it is, the fold of the others' records: :func:`lsm3.read.fold.fold_records`), as the
+    buffered records followed by the folded rows, and the positions of the stored rows in
+    key order, for :func:`split_runs`. Nothing is gathered but the records of keys that fold,
+    so the flush gathers each stored row once, as deduplicate's does."""
+    folded, keep = fold_records(rows.view(), schema, take=rows.take)
+    tables = [*rows.tables, folded] if folded.num_rows else rows.tables
+    return BufferedRows(tables, records=rows), pa.array(keep)
+
+
 def split_runs(
-    table: pa.Table, schema: TableSchema
+    table: pa.Table, schema: TableSchema, keep: pa.Array | None = None
 ) -> Iterator[tuple[tuple[Any, ...], int, pa.Array]]:
     """Newest record per key, sorted, cut into runs: (partition, bucket, row indices into
     ``table``). The caller gathers each run's rows (``table.take``), so the expensive gather
-    of wide rows can run in parallel, one piece per worker."""
-    keep = newest_indices(table, schema, drop_deletes=False)
+    of wide rows can run in parallel, one piece per worker. ``keep``: the rows to store, one
+    per key in key order, if the caller chose them (:func:`fold_buffered`)."""
+    if keep is None:
+        keep = newest_indices(table, schema, drop_deletes=False)
     if schema.buckets == 1 and not schema.partition_by:
         yield (), 0, keep
         return

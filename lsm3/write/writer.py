@@ -32,11 +32,10 @@ import pyarrow.compute as pc
 from lsm3.errors import InvalidInput, SchemaMismatch
 from lsm3.format.metadata import DataFile, Snapshot
 from lsm3.format.schema import KIND_DELETE, KIND_UPSERT, TableSchema, conform, to_arrow_table
-from lsm3.read.fold import fold_versions
 from lsm3.read.runfile import RunWriter
 from lsm3.write.changelog import ChangelogRecorder, CommitChangelog
 from lsm3.write.commit import commit_files
-from lsm3.write.memtable import BufferedRows, Memtable, split_runs, with_constant_seq
+from lsm3.write.memtable import Memtable, fold_buffered, split_runs, with_constant_seq
 from lsm3.write.stall import apply_write_stall
 
 if TYPE_CHECKING:
@@ -281,15 +280,15 @@ class Writer:
         if buffered is None:
             self._changelog.flush_input(self.table)  # a CDC batch of before-images only
             return []
+        keep = None
         if not self.schema.engine.is_deduplicate:
             # A run holds one row per key: the merge engine's fold of the key's records here
             # (a partial fold, or a reset or delete row: lsm3.read.fold), so a flush of many
             # records of one key stores one row.
-            folded = fold_versions(buffered.view(), self.schema, drop_deletes=False)
-            buffered = BufferedRows([folded])
+            buffered, keep = fold_buffered(buffered, self.schema)
         runs = [
             (partition, bucket, piece, run_id)
-            for partition, bucket, indices in split_runs(buffered.view(), self.schema)
+            for partition, bucket, indices in split_runs(buffered.view(), self.schema, keep)
             for run_id in [uuid.uuid4().hex]
             for piece in _pieces(indices, buffered.nbytes / max(1, buffered.num_rows))
         ]
