@@ -225,9 +225,7 @@ def fill(root: str, counter: Counter, live: int) -> float:
 
 def one_size(base: Path, live: int, commits: int, per: int) -> dict[str, Any]:
     root = str(base / f"t{live}")
-    lsm3.create_table(
-        root, SCHEMA, ["p", "id"], partition_by="p", buckets=BUCKETS, options={}
-    )
+    lsm3.create_table(root, SCHEMA, ["p", "id"], partition_by="p", buckets=BUCKETS, options={})
     counter = Counter()
     fill_s = fill(root, counter, live)
     result: dict[str, Any] = {"live_files": live, "fill_s": round(fill_s, 1)}

@@ -16,14 +16,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from lsm3.errors import CorruptMetadata, ObjectNotFound
+from lsm3.format.manifest_codec import decode_manifest, encode_manifest
 from lsm3.format.manifest_list import ManifestList
 from lsm3.format.metadata import (
     DataFile,
     ManifestEntry,
     Snapshot,
     WriterRecord,
-    decode_manifest,
-    encode_manifest,
 )
 from lsm3.format.schema import TableSchema
 from lsm3.io.store import ObjectStore
@@ -115,6 +114,13 @@ class ManifestReader:
         """Every manifest of the snapshot in replay order: its list's, then its tail."""
         return [*self.listed(snapshot).paths, *snapshot.manifests]
 
+    def delta_entries(self, snapshot: Snapshot, schema: TableSchema) -> list[ManifestEntry]:
+        """The entries of the snapshot's own commit (its ``delta_manifest``, [] if none),
+        with the snapshot's ``delta_offset`` added to their ``seq_offset`` (section 4b)."""
+        if snapshot.delta_manifest is None:
+            return []
+        return with_base(self.entries(snapshot.delta_manifest, schema), snapshot.delta_offset)
+
     def referenced(self, snapshot: Snapshot) -> set[str]:
         """Every object under ``manifest/`` the snapshot needs: its manifest list, the
         manifests the list names, its tail and its delta manifest."""
@@ -143,6 +149,23 @@ class ManifestReader:
             with ThreadPoolExecutor(max_workers=min(16, len(missing))) as pool:
                 list(pool.map(lambda m: self.entries(m, schema), missing))
 
+    def has_live(self, snapshot: Snapshot) -> bool:
+        """Whether the snapshot's live set is cached (no request needed to compute it)."""
+        with self._lock:
+            found = self._live_cache.get(snapshot.snapshot_id)
+        return found is not None and found[0] == snapshot
+
+    def replay(
+        self, manifests: Sequence[tuple[str, int]], schema: TableSchema
+    ) -> dict[str, DataFile]:
+        """Path -> data file after replaying ``manifests`` (paths with their sequence bases)
+        in order, fetched in parallel; not cached (a part of a snapshot's manifests)."""
+        self.fetch([p for p, _ in manifests], schema)
+        live: dict[str, DataFile] = {}
+        for path, base in manifests:
+            _replay(live, with_base(self.entries(path, schema), base))
+        return live
+
     def live_files(self, snapshot: Snapshot | None, schema: TableSchema) -> list[DataFile]:
         """The data files visible in ``snapshot``, in commit order."""
         return list(self.live_map(snapshot, schema).values())
@@ -162,14 +185,13 @@ class ManifestReader:
             return found[1]
         if parent is not None and _extends(parent[0], snapshot):
             live = dict(parent[1])
-            if snapshot.delta_manifest is not None:
-                _replay(live, self.entries(snapshot.delta_manifest, schema))
+            _replay(live, self.delta_entries(snapshot, schema))
         else:
             listed = self.listed(snapshot)
             self.fetch([*listed.paths, *snapshot.manifests], schema)
             live = dict(self._list_replay(snapshot.manifest_list, listed, schema))
-            for path in snapshot.manifests:
-                _replay(live, self.entries(path, schema))
+            for path, base in snapshot.tail:
+                _replay(live, with_base(self.entries(path, schema), base))
         with self._lock:
             self._live_cache[snapshot.snapshot_id] = (snapshot, live)
             while len(self._live_cache) > 8:
@@ -186,8 +208,8 @@ class ManifestReader:
         if found is not None:
             return found
         live: dict[str, DataFile] = {}
-        for manifest in listed.paths:
-            _replay(live, self.entries(manifest, schema))
+        for meta in listed.manifests:
+            _replay(live, with_base(self.entries(meta.path, schema), meta.seq_base))
         with self._lock:
             self._list_live[path] = live
             while len(self._list_live) > 2:
@@ -198,6 +220,14 @@ class ManifestReader:
 #: Manifest lists live beside the manifests: ``manifest/list-<32 hex>.json``.
 MANIFEST_LIST_PREFIX = "manifest/list-"
 EMPTY_LIST = ManifestList(())
+
+
+def with_base(entries: list[ManifestEntry], base: int) -> list[ManifestEntry]:
+    """A manifest's entries as its referrer gives them: ``base`` (the manifest's sequence
+    base, section 4b) added to each entry's ``seq_offset``."""
+    if base == 0:
+        return entries
+    return [ManifestEntry(e.op, e.file.with_offset(e.file.seq_offset + base)) for e in entries]
 
 
 def _replay(live: dict[str, DataFile], entries: Sequence[ManifestEntry]) -> None:
@@ -214,8 +244,8 @@ def _extends(parent: Snapshot, child: Snapshot) -> bool:
     if child.manifest_list != parent.manifest_list:
         return False
     if child.delta_manifest is None:
-        return child.manifests == parent.manifests
-    return child.manifests == (*parent.manifests, child.delta_manifest)
+        return child.tail == parent.tail
+    return child.tail == (*parent.tail, (child.delta_manifest, child.delta_offset))
 
 
 def write_manifest(
