@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 import uuid
 from typing import Any
 
@@ -249,3 +250,48 @@ def test_malformed_list_entries_are_refused(meta: dict[str, Any]) -> None:
     }
     with pytest.raises(CorruptMetadata):
         ManifestList.decode(json.dumps(doc).encode(), "list")
+
+
+def test_a_lost_fold_leaves_its_list_and_merge_to_the_winner() -> None:
+    """Committers that fold the same parent derive the same list and merged manifest and
+    name them by their content: the one that loses the race wrote nothing that is wasted,
+    and no second copy is written."""
+    uri = f"memory://{uuid.uuid4().hex}"
+    table = lsm3.create_table(uri, SCHEMA, ["p", "id"], partition_by="p", options=SMALL)
+    commit(table, [synthetic(i) for i in range(3)])
+    parent = commit(table, [synthetic(i) for i in range(3, 6)])
+    assert len(parent.manifests) == SMALL["manifest_merge_threshold"]  # the next one folds
+    inner = table.store
+    objects_before = {o.key for o in inner.list("manifest/")}
+    rival = lsm3.open_table(uri)
+    landed: list[Snapshot] = []
+    store = FaultyStore(lsm3.open_table(uri).store)
+    store.pause("put_if_absent", "snapshot/*", lambda: landed.append(commit(rival, [synthetic(6)])))
+    ours = commit(lsm3.open_table(store), [synthetic(7), synthetic(8)])
+    (theirs,) = landed
+    assert (
+        theirs.snapshot_id == parent.snapshot_id + 1 and ours.snapshot_id == theirs.snapshot_id + 1
+    )
+    assert theirs.manifest_list is not None and ours.manifest_list == theirs.manifest_list
+    new = {o.key for o in inner.list("manifest/")} - objects_before
+    lists = [k for k in new if k.startswith("manifest/list-")]
+    deltas = {theirs.delta_manifest, ours.delta_manifest}
+    merged = [k for k in new if k.startswith("manifest/manifest-") and k not in deltas]
+    assert len(lists) == 1 and len(merged) == 1, (lists, merged)
+    fresh = lsm3.open_table(uri)
+    assert len(fresh.files()) == 9
+    got = {f.path: f.seq_offset for f in fresh.files_of(fresh.current_snapshot())}
+    assert sorted(got.values()) == [0, 0, 0, 1, 1, 1, 2, 3, 3]
+
+
+def test_a_shared_object_older_than_the_commit_is_not_reused() -> None:
+    """Orphan cleanup may be deleting an unreferenced object older than its grace period; a
+    commit reuses a content-named object only if it is no older than the commit's own oldest
+    upload, else it writes the same bytes under a fresh name."""
+    table = lsm3.create_table(f"memory://{uuid.uuid4().hex}", SCHEMA, ["p", "id"])
+    listed = ManifestList((ManifestMeta("manifest/manifest-a.json", 1),))
+    first = table.manifests.write_list(listed, reuse_since_ms=0)
+    assert table.manifests.write_list(listed, reuse_since_ms=0) == first  # reused
+    later = time.time_ns() // 1_000_000 + 600_000
+    fresh = table.manifests.write_list(listed, reuse_since_ms=later)
+    assert fresh != first and table.store.get(fresh) == table.store.get(first)

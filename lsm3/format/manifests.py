@@ -9,13 +9,17 @@ lists are immutable and cached forever.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from lsm3.errors import CorruptMetadata, ObjectNotFound
+import pyarrow as pa
+
+from lsm3.errors import CorruptMetadata, ObjectNotFound, PreconditionFailed
 from lsm3.format.manifest_codec import decode_manifest, encode_manifest
 from lsm3.format.manifest_list import ManifestList
 from lsm3.format.metadata import (
@@ -40,19 +44,53 @@ class ManifestReader:
         self._live_cache: OrderedDict[int, tuple[Snapshot, dict[str, DataFile]]] = OrderedDict()
         self._list_live: OrderedDict[str, dict[str, DataFile]] = OrderedDict()
 
-    def write(self, entries: Sequence[ManifestEntry], schema: TableSchema) -> str:
-        """Upload a new manifest and keep its entries cached (no GET to read it back)."""
-        path = write_manifest(self.store, entries, schema)
+    def write(
+        self,
+        entries: Sequence[ManifestEntry],
+        schema: TableSchema,
+        reuse_since_ms: int | None = None,
+    ) -> str:
+        """Upload a new manifest and keep its entries cached (no GET to read it back).
+        ``reuse_since_ms``: name it by its content (section 4a), so committers that derive
+        the same manifest from the same parent write it once; see ``_put_by_content``."""
+        if reuse_since_ms is not None:
+            raw = encode_manifest(entries, *_types(schema))
+            path = self._put_by_content("manifest/manifest-", raw, reuse_since_ms)
+        else:
+            path = write_manifest(self.store, entries, schema)
         with self._lock:
             self._cache[path] = list(entries)
         return path
 
-    def write_list(self, manifest_list: ManifestList) -> str:
-        """Upload a new manifest list (a fresh name) and keep it cached."""
-        path = f"{MANIFEST_LIST_PREFIX}{uuid.uuid4().hex}.json"
-        self.store.put_if_absent(path, manifest_list.encode())
+    def write_list(self, manifest_list: ManifestList, reuse_since_ms: int | None = None) -> str:
+        """Upload a new manifest list (a fresh name, or named by its content when
+        ``reuse_since_ms`` is given) and keep it cached."""
+        raw = manifest_list.encode()
+        if reuse_since_ms is not None:
+            path = self._put_by_content(MANIFEST_LIST_PREFIX, raw, reuse_since_ms)
+        else:
+            path = f"{MANIFEST_LIST_PREFIX}{uuid.uuid4().hex}.json"
+            self.store.put_if_absent(path, raw)
         with self._lock:
             self._lists[path] = manifest_list
+        return path
+
+    def _put_by_content(self, prefix: str, raw: bytes, reuse_since_ms: int) -> str:
+        """Store ``raw`` under ``prefix`` + the first 32 hex digits of its SHA-256, unless an
+        object of that name (hence that content) is there already, last modified at or after
+        ``reuse_since_ms``: the oldest upload the commit makes live, so orphan cleanup's grace
+        period covers the reused object as it covers that upload. An older one (which cleanup
+        may be deleting) is not reused: the bytes go under a fresh name instead."""
+        path = f"{prefix}{hashlib.sha256(raw).hexdigest()[:32]}.json"
+        found = self.store.head(path)
+        if found is not None and found.last_modified_ms >= reuse_since_ms:
+            return path
+        if found is None:
+            with contextlib.suppress(PreconditionFailed):  # written by a rival meanwhile
+                self.store.put_if_absent(path, raw)
+                return path
+        path = f"{prefix}{uuid.uuid4().hex}.json"
+        self.store.put_if_absent(path, raw)
         return path
 
     def forget(self, paths: list[str], snapshot_ids: list[int]) -> None:
@@ -75,9 +113,7 @@ class ManifestReader:
             raw = self.store.get(path)
         except ObjectNotFound:
             raise CorruptMetadata(f"manifest {path} is listed by a snapshot but missing") from None
-        key_types = [schema.arrow.field(k).type for k in schema.primary_key]
-        part_types = [schema.arrow.field(k).type for k in schema.partition_by]
-        entries = decode_manifest(raw, key_types, part_types, f"manifest {path}")
+        entries = decode_manifest(raw, *_types(schema), f"manifest {path}")
         with self._lock:
             self._cache[path] = entries
             while len(self._cache) > self._capacity:
@@ -252,8 +288,13 @@ def write_manifest(
     store: ObjectStore, entries: Sequence[ManifestEntry], schema: TableSchema
 ) -> str:
     """Upload a new manifest (a fresh unique name: it is never overwritten) and return its path."""
+    path = f"manifest/manifest-{uuid.uuid4().hex}.json"
+    store.put_if_absent(path, encode_manifest(entries, *_types(schema)))
+    return path
+
+
+def _types(schema: TableSchema) -> tuple[list[pa.DataType], list[pa.DataType]]:
+    """The key column types and the partition column types, as the manifest codec takes them."""
     key_types = [schema.arrow.field(k).type for k in schema.primary_key]
     part_types = [schema.arrow.field(k).type for k in schema.partition_by]
-    path = f"manifest/manifest-{uuid.uuid4().hex}.json"
-    store.put_if_absent(path, encode_manifest(entries, key_types, part_types))
-    return path
+    return key_types, part_types

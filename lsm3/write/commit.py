@@ -58,6 +58,8 @@ def commit_files(
     entries = [ManifestEntry("add", f.with_offset(0) if assign_offset else f) for f in added]
     entries += [ManifestEntry("remove", f) for f in removed]
     written: dict[int, str] = {}  # schema id -> the delta manifest written with it
+    # A shared fold object may be reused if it is no older than this commit's oldest upload.
+    reuse_since_ms = min([time.time_ns() // 1_000_000, *(f.created_ms for f in added)])
     # Set once a put may have landed: only then can an added file already be live.
     uncertain = [since is not None]
 
@@ -129,7 +131,16 @@ def commit_files(
         own = {writer_id: WriterRecord(commit_id, snapshot_id, metadata)} if writer_id else {}
         summary = _summary(table, base, added, removed)
         layout = _layout(
-            table, schema, base, delta, delta_offset, own, live, entries, summary, rewrite_manifests
+            table,
+            schema,
+            base,
+            (delta, delta_offset) if delta else None,
+            own,
+            live,
+            entries,
+            summary,
+            rewrite_manifests,
+            reuse_since_ms,
         )
         return Snapshot(
             snapshot_id=snapshot_id,
@@ -212,16 +223,15 @@ def _layout(
     table: Table,
     schema: TableSchema,
     base: Snapshot | None,
-    delta: str | None,
-    delta_offset: int,
+    delta: tuple[str, int] | None,
     own: dict[str, WriterRecord],
     live: dict[str, DataFile] | None,
     entries: Sequence[ManifestEntry],
     summary: dict[str, int],
-    force_rewrite: bool = False,
+    force_rewrite: bool,
+    reuse_since_ms: int,
 ) -> Layout:
     """Where the new snapshot's manifests and writer records go (docs/FORMAT.md, 4a)."""
-    tail = [*(base.tail if base else ()), *([(delta, delta_offset)] if delta else [])]
     recent = dict(base.writers) if base else {}
     if live is not None and base is not None and (force_rewrite or base.manifest_list):
         # A compactor commit (it knows the live set): shed dead entries when they pile up.
@@ -231,12 +241,13 @@ def _layout(
             new_live = dict(live)
             for e in entries:
                 if e.op == "add":
-                    new_live[e.file.path] = e.file.with_offset(e.file.seq_offset + delta_offset)
+                    base_of_delta = delta[1] if delta else 0
+                    new_live[e.file.path] = e.file.with_offset(e.file.seq_offset + base_of_delta)
                 else:
                     new_live.pop(e.file.path, None)
             writers = {**listed.writers, **recent}
             return rewrite(table.manifests, schema, list(new_live.values()), writers, own)
-    return fold(table.manifests, schema, base, tail, recent, own)
+    return fold(table.manifests, schema, base, delta, own, reuse_since_ms)
 
 
 def write_schema(table: Table, update: SchemaUpdate) -> int:

@@ -83,31 +83,41 @@ def fold(
     reader: ManifestReader,
     schema: TableSchema,
     base: Snapshot | None,
-    tail: Sequence[tuple[str, int]],
-    writers: dict[str, WriterRecord],
+    delta: tuple[str, int] | None,
     own: dict[str, WriterRecord],
+    reuse_since_ms: int,
 ) -> Layout:
-    """The layout of a new snapshot whose manifests are ``base``'s list, then ``tail`` (paths
-    with their sequence bases), and whose recent writer records are ``writers`` plus this
-    commit's ``own``: folded into a new manifest list when the tail or the records pass
-    ``manifest_merge_threshold``."""
+    """The layout of a new snapshot on ``base`` that adds the manifest ``delta`` (path and
+    sequence base) and this commit's writer record ``own``. Its tail is ``base``'s plus the
+    delta, unless ``base``'s tail or writer records have reached
+    ``manifest_merge_threshold``: then ``base``'s list, tail and records are folded into a
+    new list and the tail is the delta alone. The fold depends on ``base`` only, and its
+    list and merged manifest are named by their content, so committers racing on one parent
+    write them once and a rebase finds them written (docs/FORMAT.md, section 4a), if they
+    were written at or after ``reuse_since_ms`` (the commit's oldest upload)."""
     threshold = schema.option("manifest_merge_threshold")
     listed_path = base.manifest_list if base else None
-    if len(tail) <= threshold and len(writers) + len(own) <= threshold:
-        return Layout(listed_path, tuple(tail), {**writers, **own})
+    parent_tail = list(base.tail) if base else []
+    writers = dict(base.writers) if base else {}
+    mine = (delta,) if delta is not None else ()
+    if len(parent_tail) < threshold and len(writers) < threshold:
+        return Layout(listed_path, (*parent_tail, *mine), {**writers, **own})
     listed = reader.manifest_list(listed_path) if listed_path else ManifestList(())
-    reader.fetch([p for p, _ in tail], schema)
+    reader.fetch([p for p, _ in parent_tail], schema)
     metas = [
         *listed.manifests,
-        *(manifest_meta(p, reader.entries(p, schema), schema, b) for p, b in tail),
+        *(manifest_meta(p, reader.entries(p, schema), schema, b) for p, b in parent_tail),
     ]
-    metas = merge_small(reader, schema, metas)
+    metas = merge_small(reader, schema, metas, reuse_since_ms)
     folded = ManifestList(tuple(metas), {**listed.writers, **writers})
-    return Layout(reader.write_list(folded), (), dict(own))
+    return Layout(reader.write_list(folded, reuse_since_ms), mine, dict(own))
 
 
 def merge_small(
-    reader: ManifestReader, schema: TableSchema, metas: list[ManifestMeta]
+    reader: ManifestReader,
+    schema: TableSchema,
+    metas: list[ManifestMeta],
+    reuse_since_ms: int | None = None,
 ) -> list[ManifestMeta]:
     """Merge the small manifests at the end of ``metas`` if the size-tier rule says so."""
     start = small_suffix_to_merge(
@@ -123,7 +133,8 @@ def merge_small(
     merged = merge_entries([with_base(reader.entries(m.path, schema), m.seq_base) for m in run])
     if not merged:
         return metas[:start]
-    return [*metas[:start], manifest_meta(reader.write(merged, schema), merged, schema)]
+    path = reader.write(merged, schema, reuse_since_ms)
+    return [*metas[:start], manifest_meta(path, merged, schema)]
 
 
 def needs_rewrite(listed: ManifestList, live_files: int, target_entries: int) -> bool:
