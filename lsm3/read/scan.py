@@ -133,8 +133,9 @@ def files_matching(
     filter lets through and is not read, whatever else the filter references. Arrow's
     expression simplification decides the contradiction: each file becomes a fragment whose
     partition expression is ``min_key[0] <= key0 <= max_key[0]`` plus its partition values.
-    A filter that does not reference the first key column gains nothing from key ranges: then
-    each distinct partition is one fragment, not each file.
+    Files with the same partition and first-key range share one fragment, and a filter that
+    does not reference the first key column gains nothing from key ranges: then each distinct
+    partition is one fragment. (Before, one fragment per file: 4.6 s for 17,000 files.)
     """
     if len(files) <= 1:
         return list(files)
@@ -148,24 +149,26 @@ def files_matching(
             kept = guarantees_kept(schema, [_partition_guarantee(schema, p) for p in parts], expr)
             keep = {parts[i] for i in kept}
             return [f for f in files if f.partition in keep]
+        # Files with the same partition and first-key range share one decision (all files
+        # of a partition do when the first key column is a partition column).
+        ranges = [(f.partition, f.min_key[0], f.max_key[0]) for f in files]
+        distinct = list(dict.fromkeys(ranges))
         key_type = schema.arrow.field(key0).type
         partition_terms: dict[tuple[Any, ...], pc.Expression] = {}
         guarantees = []
         field = pc.field(key0)
-        for f in files:
-            g = (field >= typed_array(key_type, f.min_key[0])[0]) & (
-                field <= typed_array(key_type, f.max_key[0])[0]
-            )
+        for partition, lo, hi in distinct:
+            g = (field >= typed_array(key_type, lo)[0]) & (field <= typed_array(key_type, hi)[0])
             if schema.partition_by:
-                term = partition_terms.get(f.partition)
+                term = partition_terms.get(partition)
                 if term is None:
-                    term = partition_terms[f.partition] = _partition_guarantee(schema, f.partition)
+                    term = partition_terms[partition] = _partition_guarantee(schema, partition)
                 g = g & term
             guarantees.append(g)
-        kept = guarantees_kept(schema, guarantees, expr)
+        keep_ranges = {distinct[i] for i in guarantees_kept(schema, guarantees, expr)}
+        return [f for f, r in zip(files, ranges, strict=True) if r in keep_ranges]
     except (pa.ArrowException, TypeError, ValueError):
         return list(files)  # a type or expression Arrow cannot reason about: read everything
-    return [f for i, f in enumerate(files) if i in kept]
 
 
 def _partition_guarantee(schema: TableSchema, partition: tuple[Any, ...]) -> pc.Expression:
