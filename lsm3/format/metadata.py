@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -79,7 +79,11 @@ class DataFile:
         return self.max_seq + self.seq_offset
 
     def with_offset(self, seq_offset: int) -> DataFile:
-        return replace(self, seq_offset=seq_offset)
+        # A copy of the fields rather than dataclasses.replace, which runs the frozen
+        # __init__: a cold open applies manifests' sequence bases to every listed entry.
+        out = object.__new__(DataFile)
+        out.__dict__.update(self.__dict__, seq_offset=seq_offset)
+        return out
 
     def to_json(self, key_types: Sequence[pa.DataType], part_types: Sequence[pa.DataType]) -> dict:
         return {
