@@ -15,6 +15,7 @@ from compactor.maintenance import (
     expire_snapshots,
     remove_orphan_files,
 )
+from compactor.manifests import rewrite_manifests
 from compactor.policy import (
     PolicyOptions,
     SortedRun,
@@ -43,6 +44,7 @@ __all__ = [
     "leveled",
     "plan",
     "remove_orphan_files",
+    "rewrite_manifests",
     "sorted_runs",
     "universal",
 ]

@@ -378,7 +378,7 @@ def _delta_entries(table: Table, snap: Snapshot) -> list[ManifestEntry]:
     if snap.delta_manifest is None:
         return []
     try:
-        return table.manifests.entries(snap.delta_manifest, table.schema_at(snap.schema_id))
+        return table.manifests.delta_entries(snap, table.schema_at(snap.schema_id))
     except CorruptMetadata:
         return []
 

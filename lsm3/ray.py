@@ -146,7 +146,11 @@ class Lsm3Datasource(Datasource):
             [self._schema.arrow.field(c).with_nullable(True) for c in self._request.columns]
         )
         self._units: list[ScanUnit] = plan_units(
-            table.store, self._schema, table.files_of(snap), self._request, max_unit_rows
+            table.store,
+            self._schema,
+            table.files_for(snap, self._request.filter),
+            self._request,
+            max_unit_rows,
         )
         self.snapshot_id = snap.snapshot_id if snap else 0
 

@@ -40,6 +40,7 @@ from lsm3.read.consumer import Consumer, follow, list_consumers
 from lsm3.read.dataset import merged_dataset
 from lsm3.read.lookup import lookup
 from lsm3.read.pointget import MISS, get_one
+from lsm3.read.prune import live_files_for
 from lsm3.read.scan import DEFAULT_SECTION_ROWS, make_request, scan_batches
 from lsm3.write.commit import commit_files
 from lsm3.write.log import SnapshotLog
@@ -167,6 +168,12 @@ class Table:
         schema = self.schema_at(snap.schema_id if snap else 0)
         return self.manifests.live_files(snap, schema)
 
+    def files_for(self, snap: Snapshot | None, filter: pc.Expression | None) -> list[DataFile]:
+        """The live data files of ``snap`` in every partition where ``filter`` may hold (all
+        of them without a filter), fetching only the manifests that can hold them."""
+        schema = self.schema_at(snap.schema_id if snap else 0)
+        return live_files_for(self.manifests, snap, schema, filter)
+
     def files(self, snapshot_id: int | None = None, tag: str | None = None) -> list[FileInfo]:
         """The live data files of a snapshot (default: the current one)."""
         snap = self.snapshot(snapshot_id, tag=tag)
@@ -231,7 +238,7 @@ class Table:
         schema = self.schema_at(snap.schema_id if snap else 0)
         request = make_request(schema, columns, filter)
         out_schema = pa.schema([schema.arrow.field(c).with_nullable(True) for c in request.columns])
-        files = self.files_of(snap)
+        files = self.files_for(snap, request.filter)
 
         def batches() -> Iterator[pa.RecordBatch]:
             for batch in scan_batches(self.store, schema, files, request, section_rows, read_ahead):

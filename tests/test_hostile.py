@@ -43,7 +43,8 @@ import lsm3
 from catalog.client import Catalog
 from catalog.state import CatalogState
 from lsm3.errors import CorruptDataFile, CorruptMetadata, Lsm3Error
-from lsm3.format.metadata import DataFile, Snapshot, decode_manifest
+from lsm3.format.manifest_codec import decode_manifest
+from lsm3.format.metadata import DataFile, Snapshot
 from lsm3.format.schema import TableSchema
 from lsm3.format.tags import decode_tag
 from lsm3.io.memory import MemoryStore

@@ -140,7 +140,7 @@ def test_snapshots_stay_small_and_lists_are_shared() -> None:
     )
     snaps = [commit(table, [synthetic(i)], writer_id=f"w{i}") for i in range(60)]
     assert all(len(s.manifests) <= 2 and len(s.writers) <= 3 for s in snaps)
-    assert {s.format_version for s in snaps} == {1, 2}
+    assert {s.format_version for s in snaps} == {1, 3}  # 3: deltas get a sequence base
     lists = [s.manifest_list for s in snaps if s.manifest_list]
     assert len(set(lists)) < len(lists)  # consecutive snapshots reuse one list
     assert len(table.files()) == 60
@@ -187,8 +187,8 @@ def test_a_version_1_table_still_reads_and_accepts_commits() -> None:
     assert record is not None and record.metadata == {"offset": 7}
     new = synthetic(99)
     snap = commit(table, [new], writer_id="w1")
-    assert snap.format_version == 2 and snap.manifest_list is not None  # folded at once
-    assert json.loads(table.store.get(snapshot_key(2)))["format_version"] == 2
+    assert snap.format_version == 3 and snap.manifest_list is not None  # folded at once
+    assert json.loads(table.store.get(snapshot_key(2)))["format_version"] == 3
     fresh = lsm3.open_table(uri)
     assert len(fresh.files()) == 41 and len(fresh.files(snapshot_id=1)) == 40
     assert fresh.last_commit("w7").metadata == {"offset": 7}  # type: ignore[union-attr]

@@ -21,25 +21,56 @@ from lsm3.format.metadata import (
     check_relative_path,
     load_json,
     metadata_int,
+    seq_base,
     writers_from_json,
     writers_to_json,
 )
 
 MANIFEST_LIST_FORMAT = "lsm3-manifest-list"
-MANIFEST_LIST_VERSION = 1
+#: A list that gives a manifest a non-zero ``seq_base`` is version 2 (section 4b); readers of
+#: version 1 would ignore the base, so they must refuse it. Others stay version 1.
+MANIFEST_LIST_VERSION = 2
 
 
 @dataclass(frozen=True)
 class ManifestMeta:
     """One manifest of a list: its path, how many entries it holds and how many of them are
-    ``remove`` entries (what a merge or a rewrite would shed)."""
+    ``remove`` entries (what a merge or a rewrite would shed), the sequence base added to
+    its entries' ``seq_offset`` (section 4b), and the per-column least and greatest
+    partition values of its entries (JSON storage values; None: unknown), which let a scan
+    that prunes partitions skip the manifest."""
 
     path: str
     entries: int
     removes: int = 0
+    seq_base: int = 0
+    partition_min: tuple[Any, ...] | None = None
+    partition_max: tuple[Any, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "entries": self.entries, "removes": self.removes}
+        out: dict[str, Any] = {"path": self.path, "entries": self.entries, "removes": self.removes}
+        if self.seq_base:
+            out["seq_base"] = self.seq_base
+        if self.partition_min is not None and self.partition_max is not None:
+            out["partition_min"] = list(self.partition_min)
+            out["partition_max"] = list(self.partition_max)
+        return out
+
+    @staticmethod
+    def from_json(m: dict[str, Any], what: str) -> ManifestMeta:
+        low, high = m.get("partition_min"), m.get("partition_max")
+        if (low is None) != (high is None) or not all(
+            x is None or isinstance(x, list) for x in (low, high)
+        ):
+            raise CorruptMetadata(f"{what}: partition_min and partition_max must be lists")
+        return ManifestMeta(
+            check_relative_path(m["path"], "manifest/", what),
+            metadata_int(m["entries"]),
+            metadata_int(m.get("removes", 0)),
+            seq_base(m.get("seq_base", 0)),
+            None if low is None else tuple(low),
+            None if high is None else tuple(high),
+        )
 
 
 @dataclass(frozen=True)
@@ -56,7 +87,7 @@ class ManifestList:
     def encode(self) -> bytes:
         doc = {
             "format": MANIFEST_LIST_FORMAT,
-            "format_version": MANIFEST_LIST_VERSION,
+            "format_version": 2 if any(m.seq_base for m in self.manifests) else 1,
             "manifests": [m.to_json() for m in self.manifests],
             "writers": writers_to_json(self.writers),
         }
@@ -70,14 +101,7 @@ class ManifestList:
         if not isinstance(items, list):
             raise CorruptMetadata(f"{what} has no manifests list")
         try:
-            metas = tuple(
-                ManifestMeta(
-                    check_relative_path(m["path"], "manifest/", what),
-                    metadata_int(m["entries"]),
-                    metadata_int(m.get("removes", 0)),
-                )
-                for m in items
-            )
+            metas = tuple(ManifestMeta.from_json(m, what) for m in items)
             writers = writers_from_json(doc.get("writers") or {}, what)
         except (KeyError, TypeError, AttributeError) as exc:
             raise CorruptMetadata(f"{what} is malformed: {exc}") from None

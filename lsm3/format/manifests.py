@@ -9,21 +9,24 @@ lists are immutable and cached forever.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from lsm3.errors import CorruptMetadata, ObjectNotFound
+import pyarrow as pa
+
+from lsm3.errors import CorruptMetadata, ObjectNotFound, PreconditionFailed
+from lsm3.format.manifest_codec import decode_manifest, encode_manifest
 from lsm3.format.manifest_list import ManifestList
 from lsm3.format.metadata import (
     DataFile,
     ManifestEntry,
     Snapshot,
     WriterRecord,
-    decode_manifest,
-    encode_manifest,
 )
 from lsm3.format.schema import TableSchema
 from lsm3.io.store import ObjectStore
@@ -41,19 +44,53 @@ class ManifestReader:
         self._live_cache: OrderedDict[int, tuple[Snapshot, dict[str, DataFile]]] = OrderedDict()
         self._list_live: OrderedDict[str, dict[str, DataFile]] = OrderedDict()
 
-    def write(self, entries: Sequence[ManifestEntry], schema: TableSchema) -> str:
-        """Upload a new manifest and keep its entries cached (no GET to read it back)."""
-        path = write_manifest(self.store, entries, schema)
+    def write(
+        self,
+        entries: Sequence[ManifestEntry],
+        schema: TableSchema,
+        reuse_since_ms: int | None = None,
+    ) -> str:
+        """Upload a new manifest and keep its entries cached (no GET to read it back).
+        ``reuse_since_ms``: name it by its content (section 4a), so committers that derive
+        the same manifest from the same parent write it once; see ``_put_by_content``."""
+        if reuse_since_ms is not None:
+            raw = encode_manifest(entries, *_types(schema))
+            path = self._put_by_content("manifest/manifest-", raw, reuse_since_ms)
+        else:
+            path = write_manifest(self.store, entries, schema)
         with self._lock:
             self._cache[path] = list(entries)
         return path
 
-    def write_list(self, manifest_list: ManifestList) -> str:
-        """Upload a new manifest list (a fresh name) and keep it cached."""
-        path = f"{MANIFEST_LIST_PREFIX}{uuid.uuid4().hex}.json"
-        self.store.put_if_absent(path, manifest_list.encode())
+    def write_list(self, manifest_list: ManifestList, reuse_since_ms: int | None = None) -> str:
+        """Upload a new manifest list (a fresh name, or named by its content when
+        ``reuse_since_ms`` is given) and keep it cached."""
+        raw = manifest_list.encode()
+        if reuse_since_ms is not None:
+            path = self._put_by_content(MANIFEST_LIST_PREFIX, raw, reuse_since_ms)
+        else:
+            path = f"{MANIFEST_LIST_PREFIX}{uuid.uuid4().hex}.json"
+            self.store.put_if_absent(path, raw)
         with self._lock:
             self._lists[path] = manifest_list
+        return path
+
+    def _put_by_content(self, prefix: str, raw: bytes, reuse_since_ms: int) -> str:
+        """Store ``raw`` under ``prefix`` + the first 32 hex digits of its SHA-256, unless an
+        object of that name (hence that content) is there already, last modified at or after
+        ``reuse_since_ms``: the oldest upload the commit makes live, so orphan cleanup's grace
+        period covers the reused object as it covers that upload. An older one (which cleanup
+        may be deleting) is not reused: the bytes go under a fresh name instead."""
+        path = f"{prefix}{hashlib.sha256(raw).hexdigest()[:32]}.json"
+        found = self.store.head(path)
+        if found is not None and found.last_modified_ms >= reuse_since_ms:
+            return path
+        if found is None:
+            with contextlib.suppress(PreconditionFailed):  # written by a rival meanwhile
+                self.store.put_if_absent(path, raw)
+                return path
+        path = f"{prefix}{uuid.uuid4().hex}.json"
+        self.store.put_if_absent(path, raw)
         return path
 
     def forget(self, paths: list[str], snapshot_ids: list[int]) -> None:
@@ -76,9 +113,7 @@ class ManifestReader:
             raw = self.store.get(path)
         except ObjectNotFound:
             raise CorruptMetadata(f"manifest {path} is listed by a snapshot but missing") from None
-        key_types = [schema.arrow.field(k).type for k in schema.primary_key]
-        part_types = [schema.arrow.field(k).type for k in schema.partition_by]
-        entries = decode_manifest(raw, key_types, part_types, f"manifest {path}")
+        entries = decode_manifest(raw, *_types(schema), f"manifest {path}")
         with self._lock:
             self._cache[path] = entries
             while len(self._cache) > self._capacity:
@@ -115,6 +150,13 @@ class ManifestReader:
         """Every manifest of the snapshot in replay order: its list's, then its tail."""
         return [*self.listed(snapshot).paths, *snapshot.manifests]
 
+    def delta_entries(self, snapshot: Snapshot, schema: TableSchema) -> list[ManifestEntry]:
+        """The entries of the snapshot's own commit (its ``delta_manifest``, [] if none),
+        with the snapshot's ``delta_offset`` added to their ``seq_offset`` (section 4b)."""
+        if snapshot.delta_manifest is None:
+            return []
+        return with_base(self.entries(snapshot.delta_manifest, schema), snapshot.delta_offset)
+
     def referenced(self, snapshot: Snapshot) -> set[str]:
         """Every object under ``manifest/`` the snapshot needs: its manifest list, the
         manifests the list names, its tail and its delta manifest."""
@@ -143,6 +185,23 @@ class ManifestReader:
             with ThreadPoolExecutor(max_workers=min(16, len(missing))) as pool:
                 list(pool.map(lambda m: self.entries(m, schema), missing))
 
+    def has_live(self, snapshot: Snapshot) -> bool:
+        """Whether the snapshot's live set is cached (no request needed to compute it)."""
+        with self._lock:
+            found = self._live_cache.get(snapshot.snapshot_id)
+        return found is not None and found[0] == snapshot
+
+    def replay(
+        self, manifests: Sequence[tuple[str, int]], schema: TableSchema
+    ) -> dict[str, DataFile]:
+        """Path -> data file after replaying ``manifests`` (paths with their sequence bases)
+        in order, fetched in parallel; not cached (a part of a snapshot's manifests)."""
+        self.fetch([p for p, _ in manifests], schema)
+        live: dict[str, DataFile] = {}
+        for path, base in manifests:
+            _replay(live, with_base(self.entries(path, schema), base))
+        return live
+
     def live_files(self, snapshot: Snapshot | None, schema: TableSchema) -> list[DataFile]:
         """The data files visible in ``snapshot``, in commit order."""
         return list(self.live_map(snapshot, schema).values())
@@ -162,14 +221,13 @@ class ManifestReader:
             return found[1]
         if parent is not None and _extends(parent[0], snapshot):
             live = dict(parent[1])
-            if snapshot.delta_manifest is not None:
-                _replay(live, self.entries(snapshot.delta_manifest, schema))
+            _replay(live, self.delta_entries(snapshot, schema))
         else:
             listed = self.listed(snapshot)
             self.fetch([*listed.paths, *snapshot.manifests], schema)
             live = dict(self._list_replay(snapshot.manifest_list, listed, schema))
-            for path in snapshot.manifests:
-                _replay(live, self.entries(path, schema))
+            for path, base in snapshot.tail:
+                _replay(live, with_base(self.entries(path, schema), base))
         with self._lock:
             self._live_cache[snapshot.snapshot_id] = (snapshot, live)
             while len(self._live_cache) > 8:
@@ -186,8 +244,8 @@ class ManifestReader:
         if found is not None:
             return found
         live: dict[str, DataFile] = {}
-        for manifest in listed.paths:
-            _replay(live, self.entries(manifest, schema))
+        for meta in listed.manifests:
+            _replay(live, with_base(self.entries(meta.path, schema), meta.seq_base))
         with self._lock:
             self._list_live[path] = live
             while len(self._list_live) > 2:
@@ -198,6 +256,14 @@ class ManifestReader:
 #: Manifest lists live beside the manifests: ``manifest/list-<32 hex>.json``.
 MANIFEST_LIST_PREFIX = "manifest/list-"
 EMPTY_LIST = ManifestList(())
+
+
+def with_base(entries: list[ManifestEntry], base: int) -> list[ManifestEntry]:
+    """A manifest's entries as its referrer gives them: ``base`` (the manifest's sequence
+    base, section 4b) added to each entry's ``seq_offset``."""
+    if base == 0:
+        return entries
+    return [ManifestEntry(e.op, e.file.with_offset(e.file.seq_offset + base)) for e in entries]
 
 
 def _replay(live: dict[str, DataFile], entries: Sequence[ManifestEntry]) -> None:
@@ -214,16 +280,21 @@ def _extends(parent: Snapshot, child: Snapshot) -> bool:
     if child.manifest_list != parent.manifest_list:
         return False
     if child.delta_manifest is None:
-        return child.manifests == parent.manifests
-    return child.manifests == (*parent.manifests, child.delta_manifest)
+        return child.tail == parent.tail
+    return child.tail == (*parent.tail, (child.delta_manifest, child.delta_offset))
 
 
 def write_manifest(
     store: ObjectStore, entries: Sequence[ManifestEntry], schema: TableSchema
 ) -> str:
     """Upload a new manifest (a fresh unique name: it is never overwritten) and return its path."""
+    path = f"manifest/manifest-{uuid.uuid4().hex}.json"
+    store.put_if_absent(path, encode_manifest(entries, *_types(schema)))
+    return path
+
+
+def _types(schema: TableSchema) -> tuple[list[pa.DataType], list[pa.DataType]]:
+    """The key column types and the partition column types, as the manifest codec takes them."""
     key_types = [schema.arrow.field(k).type for k in schema.primary_key]
     part_types = [schema.arrow.field(k).type for k in schema.partition_by]
-    path = f"manifest/manifest-{uuid.uuid4().hex}.json"
-    store.put_if_absent(path, encode_manifest(entries, key_types, part_types))
-    return path
+    return key_types, part_types

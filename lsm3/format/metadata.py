@@ -10,20 +10,21 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
 from lsm3.errors import CorruptMetadata, UnsupportedFormatVersion
-from lsm3.format.keys import key_from_json, key_to_json
+from lsm3.format.keys import key_to_json
 from lsm3.format.schema import FORMAT_VERSION
 
 SNAPSHOT_KINDS = ("APPEND", "COMPACT", "SCHEMA")
-#: Snapshots that name a manifest list (docs/FORMAT.md, section 4a) are version 2; the others
-#: are written as version 1, which older readers still read. Readers read both.
-SNAPSHOT_FORMAT_VERSION = 2
-_SAFE_PATH = re.compile(r"^[A-Za-z0-9._=%+\-]+(/[A-Za-z0-9._=%+\-]+)*$")
+#: Snapshots that give a manifest a sequence base (docs/FORMAT.md, section 4b) are version 3,
+#: those that name a manifest list (section 4a) without one version 2; the others are written
+#: as version 1, which older readers still read. Readers read all three.
+SNAPSHOT_FORMAT_VERSION = 3
+SAFE_PATH = re.compile(r"^[A-Za-z0-9._=%+\-]+(/[A-Za-z0-9._=%+\-]+)*$")
 
 
 def check_relative_path(path: Any, prefix: str, what: str) -> str:
@@ -31,7 +32,7 @@ def check_relative_path(path: Any, prefix: str, what: str) -> str:
     if (
         not isinstance(path, str)
         or not path.startswith(prefix)
-        or not _SAFE_PATH.match(path)
+        or not SAFE_PATH.match(path)
         or any(part in ("", ".", "..") or len(part) > 255 for part in path.split("/"))
         or len(path) > 1024
     ):
@@ -78,7 +79,11 @@ class DataFile:
         return self.max_seq + self.seq_offset
 
     def with_offset(self, seq_offset: int) -> DataFile:
-        return replace(self, seq_offset=seq_offset)
+        # A copy of the fields rather than dataclasses.replace, which runs the frozen
+        # __init__: a cold open applies manifests' sequence bases to every listed entry.
+        out = object.__new__(DataFile)
+        out.__dict__.update(self.__dict__, seq_offset=seq_offset)
+        return out
 
     def to_json(self, key_types: Sequence[pa.DataType], part_types: Sequence[pa.DataType]) -> dict:
         return {
@@ -101,38 +106,6 @@ class DataFile:
             "run_id": self.run_id,
         }
 
-    @staticmethod
-    def from_json(
-        j: Any, key_types: Sequence[pa.DataType], part_types: Sequence[pa.DataType]
-    ) -> DataFile:
-        if not isinstance(j, dict):
-            raise CorruptMetadata(f"manifest entry file is not an object: {j!r}")
-        try:
-            f = DataFile(
-                path=check_relative_path(j["path"], "data/", "manifest entry"),
-                level=_int(j["level"]),
-                partition=key_from_json(j["partition"], part_types),
-                bucket=_int(j["bucket"]),
-                min_key=key_from_json(j["min_key"], key_types),
-                max_key=key_from_json(j["max_key"], key_types),
-                min_seq=_int(j["min_seq"]),
-                max_seq=_int(j["max_seq"]),
-                seq_offset=_int(j["seq_offset"]),
-                rows=_int(j["rows"]),
-                deletes=_int(j["deletes"]),
-                size=_int(j["size"]),
-                checksum=_str(j["checksum"]),
-                footer_checksum=_str(j["footer_checksum"]),
-                schema_id=_int(j["schema_id"]),
-                created_ms=_int(j["created_ms"]),
-                run_id=_str(j.get("run_id", "")),
-            )
-        except KeyError as exc:
-            raise CorruptMetadata(f"manifest entry is missing field {exc}") from None
-        if f.level < 0 or f.bucket < 0 or f.rows < 0 or f.size < 0 or f.deletes > f.rows:
-            raise CorruptMetadata(f"manifest entry for {f.path} has impossible counts")
-        return f
-
 
 def metadata_int(v: Any) -> int:
     """A 64-bit integer field of metadata (CorruptMetadata otherwise)."""
@@ -143,6 +116,17 @@ def _int(v: Any) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or abs(v) >= 2**63:
         raise CorruptMetadata(f"expected a 64-bit integer in metadata, got {v!r}")
     return v
+
+
+def _seq_base(v: Any) -> int:
+    if _int(v) < 0:
+        raise CorruptMetadata(f"a sequence base must not be negative, got {v!r}")
+    return int(v)
+
+
+def seq_base(v: Any) -> int:
+    """A manifest's sequence base from metadata: a non-negative 64-bit integer."""
+    return _seq_base(v)
 
 
 def _str(v: Any) -> str:
@@ -157,42 +141,6 @@ class ManifestEntry:
 
     op: str
     file: DataFile
-
-
-def encode_manifest(
-    entries: Sequence[ManifestEntry],
-    key_types: Sequence[pa.DataType],
-    part_types: Sequence[pa.DataType],
-) -> bytes:
-    doc = {
-        "format": "lsm3-manifest",
-        "format_version": FORMAT_VERSION,
-        "entries": [{"op": e.op, "file": e.file.to_json(key_types, part_types)} for e in entries],
-    }
-    return json.dumps(doc, separators=(",", ":")).encode()
-
-
-def decode_manifest(
-    raw: bytes,
-    key_types: Sequence[pa.DataType],
-    part_types: Sequence[pa.DataType],
-    what: str,
-) -> list[ManifestEntry]:
-    doc = _load_json(raw, what)
-    _check_header(doc, "lsm3-manifest", what)
-    entries = doc.get("entries")
-    if not isinstance(entries, list):
-        raise CorruptMetadata(f"{what} has no entries list")
-    out = []
-    for e in entries:
-        if not isinstance(e, dict) or e.get("op") not in ("add", "remove"):
-            raise CorruptMetadata(f"{what} has a malformed entry {str(e)[:200]}")
-        try:
-            file = DataFile.from_json(e.get("file"), key_types, part_types)
-        except CorruptMetadata as exc:
-            raise CorruptMetadata(f"{what}: {exc}") from None
-        out.append(ManifestEntry(e["op"], file))
-    return out
 
 
 @dataclass(frozen=True)
@@ -272,10 +220,22 @@ class Snapshot:
     #: The manifest listing this commit's changelog files (docs/FORMAT.md, section 16), or
     #: None: written under the changelog producers that store changes.
     changelog_manifest: str | None = None
+    #: Version 3: the sequence base of each manifest of the tail, added to the ``seq_offset``
+    #: of its entries (empty: all 0), and that of ``delta_manifest`` (section 4b).
+    manifest_offsets: tuple[int, ...] = ()
+    delta_offset: int = 0
 
     @property
     def format_version(self) -> int:
+        if self.delta_offset or any(self.manifest_offsets):
+            return 3
         return 2 if self.manifest_list is not None else 1
+
+    @property
+    def tail(self) -> tuple[tuple[str, int], ...]:
+        """The tail's manifests with their sequence bases."""
+        bases = self.manifest_offsets or (0,) * len(self.manifests)
+        return tuple(zip(self.manifests, bases, strict=True))
 
     @property
     def is_lease_only(self) -> bool:
@@ -320,6 +280,10 @@ class Snapshot:
             doc["manifest_list"] = self.manifest_list
         if self.changelog_manifest is not None:
             doc["changelog_manifest"] = self.changelog_manifest
+        if any(self.manifest_offsets):
+            doc["manifest_offsets"] = list(self.manifest_offsets)
+        if self.delta_offset:
+            doc["delta_offset"] = self.delta_offset
         return doc
 
     def encode(self) -> bytes:
@@ -345,13 +309,20 @@ class Snapshot:
             writers = writers_from_json(writers_doc, what)
             listed = doc.get("manifest_list")
             changelog = doc.get("changelog_manifest")
+            paths = tuple(check_relative_path(m, "manifest/", what) for m in manifests)
+            offsets = tuple(_seq_base(v) for v in doc.get("manifest_offsets") or ())
+            if offsets and len(offsets) != len(paths):
+                raise CorruptMetadata(
+                    f"{what}: manifest_offsets has {len(offsets)} items for "
+                    f"{len(manifests)} manifests"
+                )
             return Snapshot(
                 snapshot_id=_int(doc["snapshot_id"]),
                 parent_id=None if parent is None else _int(parent),
                 schema_id=_int(doc["schema_id"]),
                 timestamp_ms=_int(doc["timestamp_ms"]),
                 kind=kind,
-                manifests=tuple(check_relative_path(m, "manifest/", what) for m in manifests),
+                manifests=paths,
                 next_sequence=_int(doc["next_sequence"]),
                 writer_id=None if doc.get("writer_id") is None else _str(doc["writer_id"]),
                 commit_id=None if doc.get("commit_id") is None else _str(doc["commit_id"]),
@@ -370,6 +341,8 @@ class Snapshot:
                 changelog_manifest=(
                     None if changelog is None else check_relative_path(changelog, "manifest/", what)
                 ),
+                manifest_offsets=offsets,
+                delta_offset=_seq_base(doc.get("delta_offset", 0)),
             )
         except KeyError as exc:
             raise CorruptMetadata(f"{what} is missing field {exc}") from None

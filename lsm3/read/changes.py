@@ -43,9 +43,7 @@ def added_files(table: Table, first: int, last: int) -> list[DataFile]:
         if snap.kind != "APPEND" or not snap.delta_manifest:
             continue
         schema = table.schema_at(snap.schema_id)
-        out.extend(
-            e.file for e in table.manifests.entries(snap.delta_manifest, schema) if e.op == "add"
-        )
+        out.extend(e.file for e in table.manifests.delta_entries(snap, schema) if e.op == "add")
     return out
 
 

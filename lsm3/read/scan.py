@@ -133,32 +133,66 @@ def files_matching(
     filter lets through and is not read, whatever else the filter references. Arrow's
     expression simplification decides the contradiction: each file becomes a fragment whose
     partition expression is ``min_key[0] <= key0 <= max_key[0]`` plus its partition values.
+    Files with the same partition and first-key range share one fragment, and a filter that
+    does not reference the first key column gains nothing from key ranges: then each distinct
+    partition is one fragment. (Before, one fragment per file: 4.6 s for 17,000 files.)
     """
     if len(files) <= 1:
         return list(files)
     key0 = schema.primary_key[0]
-    key_type = schema.arrow.field(key0).type
+    others = [n for n in schema.arrow.names if n != key0]
     try:
+        if references_only(expr, schema.arrow, others):
+            if not schema.partition_by:
+                return list(files)
+            parts = list(dict.fromkeys(f.partition for f in files))
+            kept = guarantees_kept(schema, [_partition_guarantee(schema, p) for p in parts], expr)
+            keep = {parts[i] for i in kept}
+            return [f for f in files if f.partition in keep]
+        # Files with the same partition and first-key range share one decision (all files
+        # of a partition do when the first key column is a partition column).
+        ranges = [(f.partition, f.min_key[0], f.max_key[0]) for f in files]
+        distinct = list(dict.fromkeys(ranges))
+        key_type = schema.arrow.field(key0).type
+        partition_terms: dict[tuple[Any, ...], pc.Expression] = {}
         guarantees = []
-        for f in files:
-            lo, hi = typed_array(key_type, f.min_key[0])[0], typed_array(key_type, f.max_key[0])[0]
-            g = (pc.field(key0) >= lo) & (pc.field(key0) <= hi)
-            for name, value in zip(schema.partition_by, f.partition, strict=True):
-                field = pc.field(name)
-                t = schema.arrow.field(name).type
-                g = g & (field.is_null() if value is None else field == typed_array(t, value)[0])
+        field = pc.field(key0)
+        for partition, lo, hi in distinct:
+            g = (field >= typed_array(key_type, lo)[0]) & (field <= typed_array(key_type, hi)[0])
+            if schema.partition_by:
+                term = partition_terms.get(partition)
+                if term is None:
+                    term = partition_terms[partition] = _partition_guarantee(schema, partition)
+                g = g & term
             guarantees.append(g)
-        fragments = ds.FileSystemDataset.from_paths(
-            [str(i) for i in range(len(files))],
-            schema=schema.arrow,
-            format=ds.ParquetFileFormat(),
-            filesystem=LocalFileSystem(),  # never opened: only the expressions are used
-            partitions=guarantees,
-        ).get_fragments(filter=expr)
-        kept = {int(frag.path) for frag in fragments}
+        keep_ranges = {distinct[i] for i in guarantees_kept(schema, guarantees, expr)}
+        return [f for f, r in zip(files, ranges, strict=True) if r in keep_ranges]
     except (pa.ArrowException, TypeError, ValueError):
         return list(files)  # a type or expression Arrow cannot reason about: read everything
-    return [f for i, f in enumerate(files) if i in kept]
+
+
+def _partition_guarantee(schema: TableSchema, partition: tuple[Any, ...]) -> pc.Expression:
+    g = pc.scalar(True)
+    for name, value in zip(schema.partition_by, partition, strict=True):
+        field = pc.field(name)
+        t = schema.arrow.field(name).type
+        g = g & (field.is_null() if value is None else field == typed_array(t, value)[0])
+    return g
+
+
+def guarantees_kept(
+    schema: TableSchema, guarantees: list[pc.Expression], expr: pc.Expression
+) -> set[int]:
+    """Indexes of the guarantees under which ``expr`` may hold (Arrow simplifies it against
+    each as the partition expression of a fragment that is never opened)."""
+    fragments = ds.FileSystemDataset.from_paths(
+        [str(i) for i in range(len(guarantees))],
+        schema=schema.arrow,
+        format=ds.ParquetFileFormat(),
+        filesystem=LocalFileSystem(),  # never opened: only the expressions are used
+        partitions=guarantees,
+    ).get_fragments(filter=expr)
+    return {int(frag.path) for frag in fragments}
 
 
 def groups_to_read(

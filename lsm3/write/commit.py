@@ -3,9 +3,11 @@ changes.
 
 A commit is built on the latest snapshot (``build``) and appended with the log's conditional
 put; on a conflict it is rebuilt on the new latest snapshot. Rebuilding is cheap: the data
-files are already uploaded, only the delta manifest (new sequence offsets) and the snapshot
-are written again. A writer's commit never reads the table's live file set: its cost is its
-delta plus, every ``manifest_merge_threshold`` commits, a fold of recent manifests
+files and the delta manifest are already uploaded (the delta's entries hold local sequence
+numbers; the snapshot gives the delta its base, docs/FORMAT.md section 4b), so only the
+snapshot is written again, and a fold's manifest list when the new parent needs one. A
+writer's commit never reads the table's live file set: its cost is its delta plus, every
+``manifest_merge_threshold`` commits, a fold of recent manifests
 (``lsm3/write/manifest_merge.py``).
 """
 
@@ -40,6 +42,7 @@ def commit_files(
     schema_update: SchemaUpdate | None = None,
     since: int | None = None,
     changelog: Callable[[Snapshot | None], Sequence[DataFile]] | None = None,
+    rewrite_manifests: bool = False,
 ) -> Snapshot:
     """Commit a change of the live file set through the conditional put, rebasing on
     conflicts. ``added`` files carry local sequence numbers and receive the parent's
@@ -49,9 +52,18 @@ def commit_files(
     raise to fence a stale compactor); by default the parent's lease is carried over.
     ``changelog`` gives the changelog files of the commit as built on a parent (called on
     every attempt, so changes computed against a parent can be redone after a rebase); they
-    are listed in the snapshot's ``changelog_manifest`` (docs/FORMAT.md, section 16)."""
+    are listed in the snapshot's ``changelog_manifest`` (docs/FORMAT.md, section 16).
+    ``rewrite_manifests`` (maintenance) writes a new manifest list of the live files grouped
+    by partition, as a compactor commit does when dead entries pile up."""
     removed_paths = {f.path for f in removed}
     added_paths = {f.path for f in added}
+    # The delta's entries do not depend on the parent: added files carry local sequence
+    # numbers (offset 0) and the snapshot gives the delta its base (``delta_offset``).
+    entries = [ManifestEntry("add", f.with_offset(0) if assign_offset else f) for f in added]
+    entries += [ManifestEntry("remove", f) for f in removed]
+    written: dict[int, str] = {}  # schema id -> the delta manifest written with it
+    # A shared fold object may be reused if it is no older than this commit's oldest upload.
+    reuse_since_ms = min([time.time_ns() // 1_000_000, *(f.created_ms for f in added)])
     # Set once a put may have landed: only then can an added file already be live.
     uncertain = [since is not None]
 
@@ -104,7 +116,7 @@ def commit_files(
         schema_id = schema.schema_id
         if schema_update is not None:
             schema_id = write_schema(table, schema_update.replay_onto(schema))
-        live = live_of(base) if removed_paths else None
+        live = live_of(base) if removed_paths or rewrite_manifests else None
         if live is not None:
             gone = [p for p in removed_paths if p not in live]
             if gone:
@@ -114,23 +126,36 @@ def commit_files(
                 )
         offset = base.next_sequence if base else 0
         lease = compactor(base) if compactor else (base.compactor if base else None)
-        entries = [
-            ManifestEntry("add", f.with_offset(offset) if assign_offset else f) for f in added
-        ]
-        entries += [ManifestEntry("remove", f) for f in removed]
-        delta = table.manifests.write(entries, schema) if entries else None
+        delta = written.get(schema.schema_id)
+        if delta is None and entries:
+            # Written once and reused by every rebase onto a parent of the same schema.
+            delta = written[schema.schema_id] = table.manifests.write(entries, schema)
+        delta_offset = offset if assign_offset and delta else 0
         changelog_manifest = logged(base, schema) if changelog is not None else None
         snapshot_id = (base.snapshot_id if base else 0) + 1
         own = {writer_id: WriterRecord(commit_id, snapshot_id, metadata)} if writer_id else {}
         summary = _summary(table, base, added, removed)
-        layout = _layout(table, schema, base, delta, own, live, entries, summary)
+        layout = _layout(
+            table,
+            schema,
+            base,
+            (delta, delta_offset) if delta else None,
+            own,
+            live,
+            entries,
+            summary,
+            rewrite_manifests,
+            reuse_since_ms,
+        )
         return Snapshot(
             snapshot_id=snapshot_id,
             parent_id=base.snapshot_id if base else None,
             schema_id=schema_id,
             timestamp_ms=max(time.time_ns() // 1_000_000, base.timestamp_ms if base else 0),
             kind=kind,
-            manifests=layout.tail,
+            manifests=layout.paths,
+            manifest_offsets=layout.offsets,
+            delta_offset=delta_offset,
             next_sequence=offset + seq_count if assign_offset else offset,
             writer_id=writer_id,
             commit_id=commit_id,
@@ -143,7 +168,7 @@ def commit_files(
             changelog_manifest=changelog_manifest,
         )
 
-    written: dict[tuple[str, ...], str] = {}
+    changelog_written: dict[tuple[str, ...], str] = {}
 
     def logged(base: Snapshot | None, schema: TableSchema) -> str | None:
         """The changelog manifest for a commit on ``base`` (reused while the files are)."""
@@ -152,10 +177,10 @@ def commit_files(
         if not files:
             return None
         names = tuple(f.path for f in files)
-        if names not in written:
-            entries = [ManifestEntry("add", f) for f in files]
-            written[names] = table.manifests.write(entries, schema)
-        return written[names]
+        if names not in changelog_written:
+            listed = [ManifestEntry("add", f) for f in files]
+            changelog_written[names] = table.manifests.write(listed, schema)
+        return changelog_written[names]
 
     schema = table.table_schema
 
@@ -218,28 +243,31 @@ def _layout(
     table: Table,
     schema: TableSchema,
     base: Snapshot | None,
-    delta: str | None,
+    delta: tuple[str, int] | None,
     own: dict[str, WriterRecord],
     live: dict[str, DataFile] | None,
     entries: Sequence[ManifestEntry],
     summary: dict[str, int],
+    force_rewrite: bool,
+    reuse_since_ms: int,
 ) -> Layout:
     """Where the new snapshot's manifests and writer records go (docs/FORMAT.md, 4a)."""
-    tail = [*(base.manifests if base else ()), *([delta] if delta else [])]
     recent = dict(base.writers) if base else {}
-    if live is not None and base is not None and base.manifest_list is not None:
+    if live is not None and base is not None and (force_rewrite or base.manifest_list):
         # A compactor commit (it knows the live set): shed dead entries when they pile up.
         listed = table.manifests.listed(base)
-        if needs_rewrite(listed, summary["total_files"], schema.option("manifest_target_entries")):
+        target = schema.option("manifest_target_entries")
+        if force_rewrite or needs_rewrite(listed, summary["total_files"], target):
             new_live = dict(live)
             for e in entries:
                 if e.op == "add":
-                    new_live[e.file.path] = e.file
+                    base_of_delta = delta[1] if delta else 0
+                    new_live[e.file.path] = e.file.with_offset(e.file.seq_offset + base_of_delta)
                 else:
                     new_live.pop(e.file.path, None)
             writers = {**listed.writers, **recent}
             return rewrite(table.manifests, schema, list(new_live.values()), writers, own)
-    return fold(table.manifests, schema, base, tail, recent, own)
+    return fold(table.manifests, schema, base, delta, own, reuse_since_ms)
 
 
 def write_schema(table: Table, update: SchemaUpdate) -> int:

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from lsm3.format.keys import key_to_json
 from lsm3.format.manifest_list import ManifestList, ManifestMeta
+from lsm3.format.manifests import with_base
 from lsm3.format.metadata import DataFile, ManifestEntry, Snapshot, WriterRecord
 from lsm3.format.schema import TableSchema
 
@@ -28,11 +30,21 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where a new snapshot's manifests and writer records live."""
+    """Where a new snapshot's manifests (with their sequence bases) and writer records live."""
 
     manifest_list: str | None
-    tail: tuple[str, ...]
+    tail: tuple[tuple[str, int], ...]
     writers: dict[str, WriterRecord]
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(p for p, _ in self.tail)
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        """The tail's sequence bases, () when all are 0 (as a snapshot stores them)."""
+        bases = tuple(b for _, b in self.tail)
+        return bases if any(bases) else ()
 
 
 def merge_entries(runs: Sequence[Sequence[ManifestEntry]]) -> list[ManifestEntry]:
@@ -71,27 +83,41 @@ def fold(
     reader: ManifestReader,
     schema: TableSchema,
     base: Snapshot | None,
-    tail: Sequence[str],
-    writers: dict[str, WriterRecord],
+    delta: tuple[str, int] | None,
     own: dict[str, WriterRecord],
+    reuse_since_ms: int,
 ) -> Layout:
-    """The layout of a new snapshot whose manifests are ``base``'s list, then ``tail``, and
-    whose recent writer records are ``writers`` plus this commit's ``own``: folded into a new
-    manifest list when the tail or the records pass ``manifest_merge_threshold``."""
+    """The layout of a new snapshot on ``base`` that adds the manifest ``delta`` (path and
+    sequence base) and this commit's writer record ``own``. Its tail is ``base``'s plus the
+    delta, unless ``base``'s tail or writer records have reached
+    ``manifest_merge_threshold``: then ``base``'s list, tail and records are folded into a
+    new list and the tail is the delta alone. The fold depends on ``base`` only, and its
+    list and merged manifest are named by their content, so committers racing on one parent
+    write them once and a rebase finds them written (docs/FORMAT.md, section 4a), if they
+    were written at or after ``reuse_since_ms`` (the commit's oldest upload)."""
     threshold = schema.option("manifest_merge_threshold")
     listed_path = base.manifest_list if base else None
-    if len(tail) <= threshold and len(writers) + len(own) <= threshold:
-        return Layout(listed_path, tuple(tail), {**writers, **own})
+    parent_tail = list(base.tail) if base else []
+    writers = dict(base.writers) if base else {}
+    mine = (delta,) if delta is not None else ()
+    if len(parent_tail) < threshold and len(writers) < threshold:
+        return Layout(listed_path, (*parent_tail, *mine), {**writers, **own})
     listed = reader.manifest_list(listed_path) if listed_path else ManifestList(())
-    reader.fetch(tail, schema)
-    metas = [*listed.manifests, *(_meta(p, reader.entries(p, schema)) for p in tail)]
-    metas = merge_small(reader, schema, metas)
+    reader.fetch([p for p, _ in parent_tail], schema)
+    metas = [
+        *listed.manifests,
+        *(manifest_meta(p, reader.entries(p, schema), schema, b) for p, b in parent_tail),
+    ]
+    metas = merge_small(reader, schema, metas, reuse_since_ms)
     folded = ManifestList(tuple(metas), {**listed.writers, **writers})
-    return Layout(reader.write_list(folded), (), dict(own))
+    return Layout(reader.write_list(folded, reuse_since_ms), mine, dict(own))
 
 
 def merge_small(
-    reader: ManifestReader, schema: TableSchema, metas: list[ManifestMeta]
+    reader: ManifestReader,
+    schema: TableSchema,
+    metas: list[ManifestMeta],
+    reuse_since_ms: int | None = None,
 ) -> list[ManifestMeta]:
     """Merge the small manifests at the end of ``metas`` if the size-tier rule says so."""
     start = small_suffix_to_merge(
@@ -101,12 +127,14 @@ def merge_small(
     )
     if start is None:
         return metas
-    run = [m.path for m in metas[start:]]
-    reader.fetch(run, schema)
-    merged = merge_entries([reader.entries(p, schema) for p in run])
+    run = metas[start:]
+    reader.fetch([m.path for m in run], schema)
+    # The merged manifest holds effective offsets: its own sequence base is 0.
+    merged = merge_entries([with_base(reader.entries(m.path, schema), m.seq_base) for m in run])
     if not merged:
         return metas[:start]
-    return [*metas[:start], _meta(reader.write(merged, schema), merged)]
+    path = reader.write(merged, schema, reuse_since_ms)
+    return [*metas[:start], manifest_meta(path, merged, schema)]
 
 
 def needs_rewrite(listed: ManifestList, live_files: int, target_entries: int) -> bool:
@@ -131,10 +159,31 @@ def rewrite(
     metas = []
     for start in range(0, len(ordered), target):
         chunk = [ManifestEntry("add", f) for f in ordered[start : start + target]]
-        metas.append(_meta(reader.write(chunk, schema), chunk))
+        metas.append(manifest_meta(reader.write(chunk, schema), chunk, schema))
     folded = ManifestList(tuple(metas), writers)
     return Layout(reader.write_list(folded), (), dict(own))
 
 
-def _meta(path: str, entries: Sequence[ManifestEntry]) -> ManifestMeta:
-    return ManifestMeta(path, len(entries), sum(1 for e in entries if e.op == "remove"))
+def manifest_meta(
+    path: str, entries: Sequence[ManifestEntry], schema: TableSchema, seq_base: int = 0
+) -> ManifestMeta:
+    """A list's description of a manifest: counts, sequence base and partition bounds."""
+    removes = sum(1 for e in entries if e.op == "remove")
+    low, high = partition_bounds(entries, schema)
+    return ManifestMeta(path, len(entries), removes, seq_base, low, high)
+
+
+def partition_bounds(
+    entries: Sequence[ManifestEntry], schema: TableSchema
+) -> tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]:
+    """Per partition column, the least and greatest value among ``entries`` (adds and
+    removes), as JSON storage values; (None, None) for an unpartitioned table or no entries.
+    Storage values compare as Python values compare: integers, UTF-8 strings by code point
+    (the same order as their bytes), binary by bytes."""
+    if not schema.partition_by or not entries:
+        return None, None
+    columns = list(zip(*(e.file.partition for e in entries), strict=True))
+    types = [schema.arrow.field(k).type for k in schema.partition_by]
+    low = tuple(key_to_json([min(c) for c in columns], types))
+    high = tuple(key_to_json([max(c) for c in columns], types))
+    return low, high
