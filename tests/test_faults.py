@@ -318,7 +318,6 @@ READS = {
     "get": lambda store: lsm3.open_table(store),  # the schema object
     "list": lambda store: lsm3.open_table(store),  # no LATEST hint yet: discovery lists
     "get_buffer": lambda store: lsm3.open_table(store).to_arrow(),  # whole data files
-    "head": lambda store: lsm3.open_table(store).refresh(),  # "is my snapshot still there"
 }
 
 
@@ -336,6 +335,27 @@ def test_failed_reads_raise_a_storage_error_never_a_wrong_result(
     assert store.injected
     store.clear()
     assert lsm3.open_table(store).to_arrow().num_rows == 2
+
+
+def test_a_failed_refresh_raises_a_storage_error_never_an_old_snapshot(
+    inner: ObjectStore,
+) -> None:
+    """A refresh that finds no next snapshot asks the expiry markers whether the one it knows
+    is still history (a LIST): when that fails it must raise, not answer with what it knew."""
+    store, table = new_table(inner)
+    commit(table, {1: "a"})
+    reader = lsm3.open_table(store)
+    store.script("transient", "list", times=None)  # nothing new: only the markers' LIST fails
+    with pytest.raises(lsm3.StorageError):
+        reader.refresh()
+    assert store.injected
+    store.clear()
+    commit(table, {1: "b"})
+    store.script("transient", "get", "snapshot/*", times=None)  # the probe of the next id fails
+    with pytest.raises(lsm3.StorageError):
+        reader.refresh()
+    store.clear()
+    assert reader.refresh().snapshot_id == 2  # type: ignore[union-attr]
 
 
 def _get_after_footer_cached(store: FaultyStore, fault_op: str) -> None:
