@@ -63,7 +63,7 @@ def matches(f: DataFile, expr: pc.Expression) -> bool:
     return probe.filter(expr).num_rows > 0
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(seed=st.integers(0, 2**32 - 1))
 def test_pruned_live_files_are_exactly_those_of_admitted_partitions(seed: int) -> None:
     rng = random.Random(seed)
