@@ -1169,6 +1169,19 @@ def load_worker_main(args: argparse.Namespace) -> int:
     rng = random.Random(0)
     payload = "x" * 48
     writer = table.writer("load")
+
+    def commit_through_stalls() -> int:
+        """Commit; on a stall, compact (the operator's answer) and commit again. Returns the
+        number of stalls."""
+        stalls = 0
+        while True:
+            try:
+                writer.commit()
+                return stalls
+            except lsm3.WriteStalled:
+                stalls += 1
+                compactor.compact(table, owner="load")
+
     started = time.monotonic()
     rows = batches = commits = stalled = 0
     stall_wait = 0.0
@@ -1189,13 +1202,7 @@ def load_worker_main(args: argparse.Namespace) -> int:
         batches += 1
         if batches % args.commit_every == 0:
             t0 = time.monotonic()
-            while True:
-                try:
-                    writer.commit()
-                    break
-                except lsm3.WriteStalled:
-                    stalled += 1
-                    compactor.compact(table, owner="load")  # the operator's answer
+            stalled += commit_through_stalls()
             stall_wait += time.monotonic() - t0
             commits += 1
         if peak_half is None and time.monotonic() - started >= args.seconds / 2:
@@ -1203,7 +1210,7 @@ def load_worker_main(args: argparse.Namespace) -> int:
         ahead = started + rows / args.rate - time.monotonic()
         if ahead > 0:
             time.sleep(ahead)
-    writer.commit()
+    stalled += commit_through_stalls()  # the last batch can stall as well
     elapsed = time.monotonic() - started
     compactions = 0
     if comp is not None:
