@@ -14,10 +14,12 @@ from __future__ import annotations
 import itertools
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,6 +29,8 @@ import lsm3
 from compactor import compact
 from compactor.maintenance import expire_snapshots, remove_orphan_files
 from lsm3.errors import InvalidInput, TableNotFound
+from lsm3.write import changelog as changelog_module
+from lsm3.write import writer as writer_module
 from lsm3.write.changelog import CommitChangelog
 
 Row = dict[str, Any]
@@ -215,18 +219,9 @@ def test_lookup_recomputes_its_changes_when_another_writer_committed_first(
     with t.writer() as w:
         w.upsert([{"id": 1, "a": 1, "b": "x"}])
     other = lsm3.open_table(t.uri)
-    computed = CommitChangelog.for_parent
-    raced: list[bool] = []
-
-    def then_another_writer_commits(self: CommitChangelog, *args: Any) -> Any:
-        files = computed(self, *args)
-        if not raced:  # between the changes' computation and the snapshot put
-            raced.append(True)
-            with other.writer() as w:
-                w.upsert([{"id": 1, "a": 2, "b": "y"}])
-        return files
-
-    monkeypatch.setattr(CommitChangelog, "for_parent", then_another_writer_commits)
+    # between the changes' computation and the snapshot put
+    then_another = _then_another_writer_commits(CommitChangelog.for_parent, other, 2)
+    monkeypatch.setattr(CommitChangelog, "for_parent", then_another)
     with t.writer() as w:
         w.upsert([{"id": 1, "a": 3, "b": "z"}])
     assert t.refresh().snapshot_id == 3  # type: ignore[union-attr]
@@ -236,6 +231,24 @@ def test_lookup_recomputes_its_changes_when_another_writer_committed_first(
         assert model == state(t, sid)
     last = t.changelog(2, 3).to_pylist()
     assert [r["a"] for r in last] == [2, 3], "the before-image is the other writer's value"
+
+
+def _then_another_writer_commits(
+    step: Callable[..., Any], other: lsm3.Table, a: int
+) -> Callable[..., Any]:
+    """``step``, after whose first call (only: the other writer's commit takes it too) the
+    writer of ``other`` commits ``{"id": 1, "a": a}``."""
+    raced: list[bool] = []
+
+    def then_another_writer_commits(*args: Any) -> Any:
+        done = step(*args)
+        if not raced:
+            raced.append(True)
+            with other.writer() as w:
+                w.upsert([{"id": 1, "a": a, "b": "y"}])
+        return done
+
+    return then_another_writer_commits
 
 
 def test_changelog_files_are_not_data_and_expire_with_their_snapshot(tmp_path: Path) -> None:
@@ -369,3 +382,45 @@ def test_lookup_without_the_decoded_run_cache(tmp_path: Path) -> None:
         ], "id 1: a null adds nothing to its sum, b stays null: no change"
     finally:
         lsm3.set_cache_limits(decoded_run_bytes=512 * 1024 * 1024)
+
+
+def test_lookup_computes_changes_ahead_while_the_runs_upload_and_redoes_them_after_a_race(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit's only flush computes its changes on the snapshot it knows while its runs
+    upload; the commit uses them when nothing was appended since, and computes them again
+    on the actual parent otherwise (here another writer commits in between)."""
+    t = new_table(tmp_path, "lookup", "deduplicate", tiny_memtable=False)
+    computed: list[int | None] = []
+    compute = changelog_module.lookup_changes
+
+    def counted(table: lsm3.Table, schema: Any, base: Any, runs: Any) -> Any:
+        computed.append(base.snapshot_id if base else None)
+        return compute(table, schema, base, runs)
+
+    monkeypatch.setattr(changelog_module, "lookup_changes", counted)
+    with t.writer() as w:
+        w.upsert([{"id": 1, "a": 1, "b": "x"}, {"id": 2, "a": 1, "b": "x"}])
+    with t.writer() as w:
+        w.upsert([{"id": 1, "a": 2, "b": "x"}])
+    assert computed == [None, 1], "once per commit, ahead, on the parent"
+    other = lsm3.open_table(t.uri)
+    then_another = _then_another_writer_commits(writer_module.upload_computing_changes, other, 7)
+    monkeypatch.setattr(writer_module, "upload_computing_changes", then_another)
+    with t.writer() as w:
+        w.upsert([{"id": 1, "a": 3, "b": "z"}])
+    assert computed == [None, 1, 2, 2, 3], "ahead on 2 (ours, then the other's), ours on 3"
+    assert [r["a"] for r in t.changelog(3, 4).to_pylist()] == [7, 3]
+    model: dict[int, Row] = {}
+    for sid in t.snapshot_ids():
+        model = apply(model, t.changelog(sid - 1, sid))
+        assert model == state(t, sid)
+
+
+def test_a_writers_changelog_files_use_the_level_0_compression(tmp_path: Path) -> None:
+    t = new_table(tmp_path, "lookup", "deduplicate", tiny_memtable=False)
+    with t.writer() as w:
+        w.upsert([{"id": k, "a": k, "b": "x"} for k in range(5)])
+    for path in _changelog_paths(t):
+        meta = pq.ParquetFile(pa.BufferReader(t.store.get(path))).metadata
+        assert meta.row_group(0).column(0).compression == "LZ4"

@@ -13,7 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lsm3
-from lsm3.format.schema import KIND_COLUMN, KIND_DELETE, KIND_UPSERT, SEQ_COLUMN, TableSchema
+from lsm3.format.schema import (
+    KIND_COLUMN,
+    KIND_DELETE,
+    KIND_RESET,
+    KIND_UPSERT,
+    SEQ_COLUMN,
+    TableSchema,
+)
+from lsm3.read.fold import fold_versions
 from lsm3.read.merge import _newest_first_if_disjoint, merge_runs
 from lsm3.read.runfile import OpenRun
 
@@ -143,3 +151,52 @@ def test_hidden_columns_from_the_manifest_equal_the_stored_ones() -> None:
         raw = OpenRun(t.store, f, t.table_schema)
         raw._constant_columns = lambda columns: {}  # type: ignore[method-assign]
         assert raw.read(columns).equals(filled)
+
+
+# One stored run of a first_row table: sorted distinct keys, each with (value or None, kind).
+first_row_runs = st.lists(
+    st.dictionaries(
+        st.integers(0, 30),
+        st.tuples(
+            st.none() | st.integers(-5, 5),
+            st.sampled_from([KIND_UPSERT, KIND_UPSERT, KIND_UPSERT, KIND_DELETE, KIND_RESET]),
+        ),
+        max_size=20,
+    ),
+    min_size=2,
+    max_size=6,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    runs=first_row_runs,
+    columns=st.sampled_from([None, ["id", "v"], ["v", "id"], ["id", SEQ_COLUMN, KIND_COLUMN]]),
+    order_seed=st.randoms(use_true_random=False),
+)
+def test_first_row_runs_merged_by_sequence_order_equal_their_fold(
+    runs: list[dict[int, tuple[int | None, int]]], columns: list[str] | None, order_seed: Any
+) -> None:
+    """A first_row reader's merge of runs ordered by sequence alone (the path that picks the
+    oldest upsert after the newest delete or reset of each key, one gather as deduplicate's)
+    gives the rows of the engines' fold."""
+    arrow = pa.schema([("id", pa.int64()), ("v", pa.int64())])
+    uri = f"memory://merge-{uuid.uuid4().hex}"
+    schema = lsm3.create_table(uri, arrow, ["id"], options={"merge_engine": "first_row"})
+    schema = schema.table_schema
+    tables = []
+    for seq, run in enumerate(runs):
+        keys = sorted(run)
+        columns_of_run = {
+            "id": pa.array(keys, pa.int64()),
+            "v": pa.array([run[k][0] for k in keys], pa.int64()),
+            SEQ_COLUMN: pa.array([seq] * len(keys), pa.int64()),
+            KIND_COLUMN: pa.array([run[k][1] for k in keys], pa.int8()),
+        }
+        tables.append(pa.table(columns_of_run, schema=schema.file_schema()))
+    order_seed.shuffle(tables)
+    nonempty = [t for t in tables if t.num_rows]
+    if len(nonempty) >= 2:
+        assert _newest_first_if_disjoint(nonempty, schema) is not None
+    expected = fold_versions(pa.concat_tables(tables), schema, drop_deletes=True, columns=columns)
+    assert merge_runs(tables, schema, drop_deletes=True, columns=columns).equals(expected)

@@ -41,13 +41,13 @@ def current_values(
     files = table.files_of(snap)
     if not files or not touched.num_rows:
         return out_schema.empty_table()
-    wanted = pc.unique(storage_values(touched.column(keys[0])))
+    # One integer key column: runs are sorted by it, so a binary search of the sorted wanted
+    # keys finds the rows (O(wanted log rows)) where hashing would probe every row. The
+    # keys of one run (a writer's commit) are sorted and unique already.
+    wanted, wanted_np = _wanted_keys(storage_values(touched.column(keys[0])), len(keys) == 1)
+    search = wanted_np is not None
     bounds = pc.min_max(wanted)
     lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
-    # One integer key column: runs are sorted by it, so a binary search of the sorted wanted
-    # keys finds the rows (O(wanted log rows)) where hashing would probe every row.
-    search = len(keys) == 1 and pa.types.is_integer(wanted.type)
-    wanted_np = np.sort(wanted.to_numpy()) if search else None
     # Under deduplicate only the newest version of a key counts: pick it by (key, sequence)
     # in numpy, then gather just the winners' rows, once.
     newest_only = search and schema.engine.is_deduplicate and schema.sequence_field is None
@@ -79,6 +79,20 @@ def current_values(
     if len(keys) > 1:  # membership of the first column over-selects composite keys
         found = found.join(touched, keys, join_type="left semi")
     return found.cast(out_schema)
+
+
+def _wanted_keys(
+    key0: pa.Array | pa.ChunkedArray, single: bool
+) -> tuple[pa.Array | pa.ChunkedArray, np.ndarray | None]:
+    """The distinct values of the first key column, and (one integer key column) them
+    sorted as numpy."""
+    if not (single and pa.types.is_integer(key0.type)):
+        return pc.unique(key0), None
+    values = key0.to_numpy()
+    if len(values) and np.all(values[1:] > values[:-1]):
+        return key0, values
+    unique = np.unique(values)
+    return pa.array(unique, key0.type), unique
 
 
 def _newest(hits: list[tuple[pa.Table, np.ndarray]], schema: TableSchema) -> pa.Table:

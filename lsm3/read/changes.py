@@ -115,7 +115,10 @@ def changes(
 
 
 def touched_keys(added: Sequence[pa.Table], schema: TableSchema) -> pa.Table:
+    """The keys of runs ``added``, once each (a single run holds each key once)."""
     keys = list(schema.primary_key)
+    if len(added) == 1:
+        return added[0].select(keys)
     if len(keys) == 1:
         chunks = [c for a in added for c in a.column(keys[0]).chunks]
         return pa.table(

@@ -35,7 +35,7 @@ def compare(
     after = after.select(names).cast(values)
     if not before.num_rows and _sorted_by_key(after, keys):  # all new, in order: no gather
         kinds = pa.repeat(pa.scalar("+I", pa.string()), after.num_rows)
-        return after.combine_chunks().append_column(ROW_KIND, kinds)
+        return after.append_column(ROW_KIND, kinds)  # no copy: the writer encodes its chunks
     a_idx, b_idx = _match(before, after, keys)
     both = (a_idx >= 0) & (b_idx >= 0)
     old, new = b_idx[both], a_idx[both]

@@ -18,7 +18,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lsm3.format.keys import storage_values
-from lsm3.format.schema import KIND_COLUMN, KIND_DELETE, SEQ_COLUMN, TableSchema
+from lsm3.format.schema import (
+    KIND_COLUMN,
+    KIND_DELETE,
+    KIND_RESET,
+    KIND_UPSERT,
+    SEQ_COLUMN,
+    TableSchema,
+)
 from lsm3.read.fold import fold_versions
 
 
@@ -73,6 +80,8 @@ def merge_runs(
     nonempty = [t for t in tables if t.num_rows] or [tables[0]]
     if not schema.engine.is_deduplicate:
         newest_first = _newest_first_if_disjoint(nonempty, schema)
+        if newest_first is not None and drop_deletes and schema.engine.name == "first_row":
+            return _first_rows(pa.concat_tables(newest_first), schema.primary_key[0], columns)
         index: np.ndarray | None = None
         if newest_first is not None:  # oldest first, a stable sort by key is (key, order)
             nonempty = newest_first[::-1]
@@ -148,6 +157,60 @@ def _first_per_integer_key(table: pa.Table, schema: TableSchema, drop_deletes: b
         kinds = table.column(KIND_COLUMN).to_numpy()
         keep = keep[kinds[keep] != KIND_DELETE]
     return pa.array(keep)
+
+
+def _first_rows(table: pa.Table, key: str, columns: Sequence[str] | None) -> pa.Table:
+    """first_row's merged rows, deletes dropped, of runs concatenated newest first, each
+    sorted by its integer ``key``: per key, deduplicate's pick at the other end of the key's
+    versions, and one gather as deduplicate's. The sequence column is the newest version's
+    and every row is a whole value (kind 0), as ``fold_versions`` gives."""
+    names = list(columns) if columns is not None else table.column_names
+    picks, newest = _oldest_live_per_integer_key(table, key, SEQ_COLUMN in names)
+    merged = table.select(names).take(pa.array(picks))
+    for i, name in enumerate(names):
+        field = table.schema.field(name)
+        if name == SEQ_COLUMN:
+            merged = merged.set_column(i, field, table.column(name).take(pa.array(newest)))
+        elif name == KIND_COLUMN:
+            merged = merged.set_column(i, field, pa.array(np.zeros(len(picks), np.int8)))
+    return merged
+
+
+def _oldest_live_per_integer_key(
+    table: pa.Table, key: str, with_newest: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """For runs concatenated newest first, each sorted by its integer ``key``: in key order,
+    for each key whose newest record is not a delete, the row of its oldest upsert after its
+    newest barrier (a delete; or a reset row, then the reset row itself, which holds the
+    fold from its delete on), and (``with_newest``) the row of its newest version. The
+    stable sort keeps a key's versions newest first, so the pick is a key's last version
+    unless the key has a barrier: only the (few) barriers are looked at."""
+    keys = storage_values(table.column(key)).to_numpy()
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    last = np.empty(len(order), dtype=bool)
+    last[-1:] = True
+    np.not_equal(sorted_keys[:-1], sorted_keys[1:], out=last[:-1])
+    ends = np.flatnonzero(last)
+    picks = order[ends]
+    starts = np.zeros(len(ends), dtype=np.int64)
+    starts[1:] = ends[:-1] + 1
+    if KIND_COLUMN in table.column_names:
+        kinds = table.column(KIND_COLUMN).to_numpy()[order]
+        barriers = np.flatnonzero(kinds != KIND_UPSERT)
+        if barriers.size:
+            newest = np.ones(barriers.size, dtype=bool)  # a key's first barrier is its newest
+            np.not_equal(sorted_keys[barriers[1:]], sorted_keys[barriers[:-1]], out=newest[1:])
+            barriers = barriers[newest]
+            segment = np.searchsorted(ends, barriers)
+            reset = kinds[barriers] == KIND_RESET
+            picks[segment] = order[np.where(reset, barriers, np.maximum(barriers - 1, 0))]
+            deleted = segment[~reset & (barriers == starts[segment])]  # no upsert after it
+            if deleted.size:
+                live = np.ones(len(ends), dtype=bool)
+                live[deleted] = False
+                picks, starts = picks[live], starts[live]
+    return picks, order[starts] if with_newest else None
 
 
 def drop_deleted(table: pa.Table, columns: Sequence[str] | None = None) -> pa.Table:

@@ -16,8 +16,10 @@ Both lists live in the snapshot's ``changelog_manifest`` (docs/FORMAT.md, sectio
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,6 +34,9 @@ from lsm3.read.runfile import OpenRun
 
 if TYPE_CHECKING:
     from lsm3.table import Table
+
+#: A piece of a flush's run: (partition, bucket, row indices in the memtable, run id).
+Piece = tuple[tuple[Any, ...], int, pa.Array, str]
 
 #: Row kinds of the ops ``apply_cdc`` takes, as stored by the ``input`` producer.
 CDC_ROW_KINDS = {
@@ -73,11 +78,14 @@ class CommitChangelog:
         if runs is None:  # read back what the commit wrote (its local sequence numbers)
             columns = schema.file_schema().names
             runs = [OpenRun(table.store, f, schema).read(columns) for f in self.run_files]
-        runs = [r.cast(schema.file_schema()) for r in runs]
-        before, after = values_before_after(table, schema, base, runs, current_values)
-        files = write_changelog(table.store, schema, compare(before, after, schema))
+        files = lookup_changes(table, schema, base, runs)
         self._cached = (base_id, files)
         return files
+
+    def computed_on(self, base_id: int, files: list[DataFile]) -> None:
+        """Record changes computed ahead (``lookup_changes`` of this commit's runs on
+        snapshot ``base_id``), used if the commit is built on a parent no APPEND changed."""
+        self._cached = (base_id, files)
 
     def committed(self, table: Table, schema: TableSchema, snap: Snapshot, seq_count: int) -> None:
         """The commit landed as ``snap``: its runs, already decoded, go to the batched
@@ -87,6 +95,40 @@ class CommitChangelog:
             rows = self.file_rows.get(f.path)
             if rows is not None:
                 remember(table.store, schema, f.with_offset(offset), rows)
+
+
+def lookup_changes(
+    table: Table, schema: TableSchema, base: Snapshot | None, runs: list[pa.Table]
+) -> list[DataFile]:
+    """``lookup``: store the complete changes of ``runs`` (a commit's, local sequence
+    numbers) built on ``base`` as changelog files."""
+    runs = [r.cast(schema.file_schema()) for r in runs]
+    before, after = values_before_after(table, schema, base, runs, current_values)
+    return write_changelog(table.store, schema, compare(before, after, schema))
+
+
+def upload_computing_changes(
+    table: Table,
+    schema: TableSchema,
+    runs: list[Piece],
+    gather: Callable[[Piece], pa.Table],
+    upload: Callable[[Piece, pa.Table], DataFile],
+    workers: int,
+) -> tuple[list[DataFile], tuple[int, list[DataFile]]]:
+    """``lookup``, a commit's only flush (``runs``, the pieces of its runs in key order):
+    gather the pieces' rows, then encode and upload them in a pool while this thread
+    computes and stores their changes on the current snapshot (a CDC commit's run is one
+    piece: its encoding and the changes, one thread each, overlap). Returns the runs' files
+    and (the snapshot id, the changelog files); the commit uses them if its parent is that
+    snapshot or only compactions followed it (``CommitChangelog.for_parent``)."""
+    base = table.current_snapshot()
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        gathered = list(pool.map(gather, runs))
+        uploads = [pool.submit(upload, r, g) for r, g in zip(runs, gathered, strict=True)]
+        flushed = pa.concat_tables(gathered)  # one flush holds each key once, in key order
+        changes = lookup_changes(table, schema, base, [flushed])
+        files = [u.result() for u in uploads]
+    return files, (base.snapshot_id if base else 0, changes)
 
 
 def _unchanged_since(table: Table, computed_on: int, base_id: int) -> bool:
@@ -171,6 +213,14 @@ class ChangelogRecorder:
         self._commit.file_rows.update(by_file)
         if by_file:  # one flush holds each key once: one table, whatever the files' order
             self._commit.runs.append(pa.concat_tables(list(by_file.values())))
+
+    def can_compute_ahead(self) -> bool:
+        """``lookup``: whether a flush's runs are all of the commit (nothing flushed before
+        in it), so their changes may be computed while they upload."""
+        return self.producer == "lookup" and not self._commit.run_files
+
+    def computed_ahead(self, base_id: int, files: list[DataFile]) -> None:
+        self._commit.computed_on(base_id, files)
 
     def take(self) -> CommitChangelog:
         """The material of the commit being made; the recorder starts a new one."""

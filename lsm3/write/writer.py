@@ -33,7 +33,7 @@ from lsm3.errors import InvalidInput, SchemaMismatch
 from lsm3.format.metadata import DataFile, Snapshot
 from lsm3.format.schema import KIND_DELETE, KIND_UPSERT, TableSchema, conform, to_arrow_table
 from lsm3.read.runfile import RunWriter
-from lsm3.write.changelog import ChangelogRecorder, CommitChangelog
+from lsm3.write.changelog import ChangelogRecorder, CommitChangelog, upload_computing_changes
 from lsm3.write.commit import commit_files
 from lsm3.write.memtable import Memtable, fold_buffered, split_runs, with_constant_seq
 from lsm3.write.stall import apply_write_stall
@@ -274,8 +274,12 @@ class Writer:
         """The identity of a commit that raised and is not settled yet (see :meth:`commit`)."""
         return self._failed.commit_id if self._failed else None
 
-    def flush(self) -> list[DataFile]:
-        """Sort buffered records and upload them as runs (not yet visible: see commit)."""
+    def flush(self, last: bool = False) -> list[DataFile]:
+        """Sort buffered records and upload them as runs (not yet visible: see commit).
+
+        ``last`` (``commit``): nothing is written after this flush before the commit, so
+        under ``lookup`` a flush that holds all of the commit's runs computes and stores
+        their changes on the current snapshot while the runs encode and upload."""
         buffered = self._memtable.drain()
         if buffered is None:
             self._changelog.flush_input(self.table)  # a CDC batch of before-images only
@@ -304,16 +308,25 @@ class Writer:
         # four pieces encoding at once, at 744 MiB with two).
         encoding = threading.BoundedSemaphore(os.cpu_count() or 1)
 
-        def upload(item: tuple[tuple[Any, ...], int, pa.Array, str]) -> DataFile:
+        def gather(item: tuple[tuple[Any, ...], int, pa.Array, str]) -> pa.Table:
+            return with_constant_seq(buffered.take(item[2]), flush_seq)
+
+        def upload(
+            item: tuple[tuple[Any, ...], int, pa.Array, str], gathered: pa.Table | None = None
+        ) -> DataFile:
             partition, bucket, indices, run_id = item
             run = RunWriter(self.schema, level=0, partition=partition, bucket=bucket, run_id=run_id)
             # The gather runs here, in parallel with the other pieces, a few row groups at a
-            # time: a flush holds the memtable and its encoded output, never a sorted copy.
+            # time: a flush holds the memtable and its encoded output, never a sorted copy
+            # (unless the lookup producer, which keeps the rows anyway, ``gathered`` them).
             with encoding:
                 for start in range(0, len(indices), gather_rows):
-                    rows = with_constant_seq(
-                        buffered.take(indices.slice(start, gather_rows)), flush_seq
-                    )
+                    if gathered is not None:
+                        rows = gathered.slice(start, gather_rows)
+                    else:
+                        rows = with_constant_seq(
+                            buffered.take(indices.slice(start, gather_rows)), flush_seq
+                        )
                     run.write(rows)
                     if keep_rows:
                         written.setdefault(run.path, []).append(rows)
@@ -328,8 +341,14 @@ class Writer:
             return encoded.file
 
         workers = min(self.schema.option("upload_concurrency"), len(runs))
+        ahead = last and self._changelog.can_compute_ahead()
+        changes: tuple[int, list[DataFile]] | None = None
         try:
-            if workers <= 1:
+            if ahead:
+                files, changes = upload_computing_changes(
+                    self.table, self.schema, runs, gather, upload, workers
+                )
+            elif workers <= 1:
                 files = [upload(r) for r in runs]
             else:
                 with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -342,6 +361,8 @@ class Writer:
             raise
         self._pending.extend(files)
         self._changelog.add_runs(files, written)
+        if changes is not None:
+            self._changelog.computed_ahead(*changes)
         self._memtable.flushes += 1
         return files
 
@@ -408,7 +429,7 @@ class Writer:
                 "(the failed batch is settled first, then these rows commit after it), or "
                 "abort() to drop both"
             )
-        self.flush()
+        self.flush(last=failed is None)
         settled = self._settle_failed() if failed is not None else None
         if retry and not self._pending:
             return settled
