@@ -9,7 +9,6 @@ lists are immutable and cached forever.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import threading
 import uuid
@@ -49,13 +48,18 @@ class ManifestReader:
         entries: Sequence[ManifestEntry],
         schema: TableSchema,
         reuse_since_ms: int | None = None,
+        *,
+        shared: bool = True,
     ) -> str:
         """Upload a new manifest and keep its entries cached (no GET to read it back).
-        ``reuse_since_ms``: name it by its content (section 4a), so committers that derive
-        the same manifest from the same parent write it once; see ``_put_by_content``."""
+        ``reuse_since_ms``: name it by its content (section 4a), so a committer that derives
+        the same manifest again (a rival folding the same parent, or a retried commit writing
+        the same delta) writes it once; see ``_put_by_content``. ``shared``: others may be
+        writing it too (a fold), so look before putting; a delta (False) is only ever written
+        again by a retry of its own commit, so it is put at once."""
         if reuse_since_ms is not None:
             raw = encode_manifest(entries, *_types(schema))
-            path = self._put_by_content("manifest/manifest-", raw, reuse_since_ms)
+            path = self._put_by_content("manifest/manifest-", raw, reuse_since_ms, probe=shared)
         else:
             path = write_manifest(self.store, entries, schema)
         with self._lock:
@@ -75,20 +79,26 @@ class ManifestReader:
             self._lists[path] = manifest_list
         return path
 
-    def _put_by_content(self, prefix: str, raw: bytes, reuse_since_ms: int) -> str:
+    def _put_by_content(
+        self, prefix: str, raw: bytes, reuse_since_ms: int, *, probe: bool = True
+    ) -> str:
         """Store ``raw`` under ``prefix`` + the first 32 hex digits of its SHA-256, unless an
         object of that name (hence that content) is there already, last modified at or after
         ``reuse_since_ms``: the oldest upload the commit makes live, so orphan cleanup's grace
         period covers the reused object as it covers that upload. An older one (which cleanup
-        may be deleting) is not reused: the bytes go under a fresh name instead."""
+        may be deleting) is not reused: the bytes go under a fresh name instead. ``probe``:
+        HEAD first (worth it where a rival has likely written it); else put first, and HEAD
+        only when the put finds the name taken."""
         path = f"{prefix}{hashlib.sha256(raw).hexdigest()[:32]}.json"
-        found = self.store.head(path)
-        if found is not None and found.last_modified_ms >= reuse_since_ms:
-            return path
+        found = self.store.head(path) if probe else None
         if found is None:
-            with contextlib.suppress(PreconditionFailed):  # written by a rival meanwhile
+            try:
                 self.store.put_if_absent(path, raw)
                 return path
+            except PreconditionFailed:  # written meanwhile (a rival, or an earlier attempt)
+                found = self.store.head(path)
+        if found is not None and found.last_modified_ms >= reuse_since_ms:
+            return path
         path = f"{prefix}{uuid.uuid4().hex}.json"
         self.store.put_if_absent(path, raw)
         return path
