@@ -356,3 +356,18 @@ def test_a_lost_race_waits_up_to_the_length_of_the_race_it_lost(
     ours.upsert(pa.table({"id": [2], "v": ["ours"]}, schema=KV))
     assert ours.commit().snapshot_id == 2
     assert len(spans) == 1 and 0.05 <= spans[0] <= 1.0
+
+
+def test_a_manifest_decoded_with_its_base_reads_back_with_any_base() -> None:
+    """The reader decodes a manifest with the base its first referrer gives it (a cold open
+    builds each entry once) and still gives the stored offsets, or another base, on request."""
+    uri = f"memory://{uuid.uuid4().hex}"
+    table = lsm3.create_table(uri, SCHEMA, ["p", "id"], partition_by="p")
+    schema = table.table_schema
+    stored = [ManifestEntry("add", synthetic(i).with_offset(i)) for i in range(3)]
+    path = write_manifest(table.store, stored, schema)
+    reader = lsm3.open_table(table.store).manifests
+    reader.entries(path, schema, 5)  # decoded with base 5 and cached so
+    assert [e.file.seq_offset for e in reader.entries(path, schema, 5)] == [5, 6, 7]
+    assert reader.entries(path, schema) == stored
+    assert [e.file.seq_offset for e in reader.entries(path, schema, 2)] == [2, 3, 4]

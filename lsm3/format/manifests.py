@@ -36,7 +36,10 @@ class ManifestReader:
 
     def __init__(self, store: ObjectStore, capacity: int = 1024) -> None:
         self.store = store
-        self._cache: OrderedDict[str, list[ManifestEntry]] = OrderedDict()
+        # path -> (the sequence base applied to the entries, the entries): a manifest is
+        # decoded with the base its first reader gives it, so a cold open builds each entry
+        # once instead of decoding it and then copying it with its base.
+        self._cache: OrderedDict[str, tuple[int, list[ManifestEntry]]] = OrderedDict()
         self._lists: OrderedDict[str, ManifestList] = OrderedDict()
         self._lock = threading.Lock()
         self._capacity = capacity
@@ -63,7 +66,7 @@ class ManifestReader:
         else:
             path = write_manifest(self.store, entries, schema)
         with self._lock:
-            self._cache[path] = list(entries)
+            self._cache[path] = (0, list(entries))
         return path
 
     def write_list(self, manifest_list: ManifestList, reuse_since_ms: int | None = None) -> str:
@@ -113,19 +116,23 @@ class ManifestReader:
             for sid in snapshot_ids:
                 self._live_cache.pop(sid, None)
 
-    def entries(self, path: str, schema: TableSchema) -> list[ManifestEntry]:
+    def entries(self, path: str, schema: TableSchema, base: int = 0) -> list[ManifestEntry]:
+        """The manifest's entries with sequence base ``base`` added to their ``seq_offset``
+        (section 4b; 0: as stored)."""
         with self._lock:
             found = self._cache.get(path)
             if found is not None:
                 self._cache.move_to_end(path)
-                return found
+        if found is not None:
+            held, entries = found
+            return entries if held == base else with_base(entries, base - held)
         try:
             raw = self.store.get(path)
         except ObjectNotFound:
             raise CorruptMetadata(f"manifest {path} is listed by a snapshot but missing") from None
-        entries = decode_manifest(raw, *_types(schema), f"manifest {path}")
+        entries = decode_manifest(raw, *_types(schema), f"manifest {path}", seq_base=base)
         with self._lock:
-            self._cache[path] = entries
+            self._cache[path] = (base, entries)
             while len(self._cache) > self._capacity:
                 self._cache.popitem(last=False)
         return entries
@@ -165,7 +172,7 @@ class ManifestReader:
         with the snapshot's ``delta_offset`` added to their ``seq_offset`` (section 4b)."""
         if snapshot.delta_manifest is None:
             return []
-        return with_base(self.entries(snapshot.delta_manifest, schema), snapshot.delta_offset)
+        return self.entries(snapshot.delta_manifest, schema, snapshot.delta_offset)
 
     def referenced(self, snapshot: Snapshot) -> set[str]:
         """Every object under ``manifest/`` the snapshot needs: its manifest list, the
@@ -188,12 +195,13 @@ class ManifestReader:
             return {}
         return {**self.listed(snapshot).writers, **snapshot.writers}
 
-    def fetch(self, paths: Sequence[str], schema: TableSchema) -> None:
-        """Load the manifests not cached yet, in parallel."""
-        missing = [m for m in dict.fromkeys(paths) if m not in self._cache]
+    def fetch(self, manifests: Sequence[tuple[str, int]], schema: TableSchema) -> None:
+        """Load the manifests (paths with the sequence bases they will be read with) not
+        cached yet, in parallel."""
+        missing = [(p, b) for p, b in dict(reversed(manifests)).items() if p not in self._cache]
         if len(missing) > 1:
             with ThreadPoolExecutor(max_workers=min(16, len(missing))) as pool:
-                list(pool.map(lambda m: self.entries(m, schema), missing))
+                list(pool.map(lambda m: self.entries(m[0], schema, m[1]), missing))
 
     def has_live(self, snapshot: Snapshot) -> bool:
         """Whether the snapshot's live set is cached (no request needed to compute it)."""
@@ -206,10 +214,10 @@ class ManifestReader:
     ) -> dict[str, DataFile]:
         """Path -> data file after replaying ``manifests`` (paths with their sequence bases)
         in order, fetched in parallel; not cached (a part of a snapshot's manifests)."""
-        self.fetch([p for p, _ in manifests], schema)
+        self.fetch(manifests, schema)
         live: dict[str, DataFile] = {}
         for path, base in manifests:
-            _replay(live, with_base(self.entries(path, schema), base))
+            _replay(live, self.entries(path, schema, base))
         return live
 
     def live_files(self, snapshot: Snapshot | None, schema: TableSchema) -> list[DataFile]:
@@ -234,10 +242,10 @@ class ManifestReader:
             _replay(live, self.delta_entries(snapshot, schema))
         else:
             listed = self.listed(snapshot)
-            self.fetch([*listed.paths, *snapshot.manifests], schema)
+            self.fetch([*((m.path, m.seq_base) for m in listed.manifests), *snapshot.tail], schema)
             live = dict(self._list_replay(snapshot.manifest_list, listed, schema))
             for path, base in snapshot.tail:
-                _replay(live, with_base(self.entries(path, schema), base))
+                _replay(live, self.entries(path, schema, base))
         with self._lock:
             self._live_cache[snapshot.snapshot_id] = (snapshot, live)
             while len(self._live_cache) > 8:
@@ -255,7 +263,7 @@ class ManifestReader:
             return found
         live: dict[str, DataFile] = {}
         for meta in listed.manifests:
-            _replay(live, with_base(self.entries(meta.path, schema), meta.seq_base))
+            _replay(live, self.entries(meta.path, schema, meta.seq_base))
         with self._lock:
             self._list_live[path] = live
             while len(self._list_live) > 2:
