@@ -36,6 +36,8 @@ def test_decoding_gives_back_what_was_encoded(kind: str) -> None:
         entries.append(ManifestEntry(rng.choice(["add", "remove"]), f))
     raw = encode_manifest(entries, types, [pa.int64()])
     assert decode_manifest(raw, types, [pa.int64()], "m") == entries
+    based = [ManifestEntry(e.op, e.file.with_offset(e.file.seq_offset + 7)) for e in entries]
+    assert decode_manifest(raw, types, [pa.int64()], "m", seq_base=7) == based
 
 
 def _doc_with_path(path: str) -> bytes:

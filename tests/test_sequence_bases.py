@@ -295,3 +295,79 @@ def test_a_shared_object_older_than_the_commit_is_not_reused() -> None:
     later = time.time_ns() // 1_000_000 + 600_000
     fresh = table.manifests.write_list(listed, reuse_since_ms=later)
     assert fresh != first and table.store.get(fresh) == table.store.get(first)
+
+
+def test_a_fold_written_by_a_rival_between_look_and_put_is_reused() -> None:
+    """Two committers folding one parent may both find the list absent and both put it: the
+    one whose put is refused uses the rival's object (same name, same bytes) and writes no
+    second copy under a fresh name."""
+    table = lsm3.create_table(f"memory://{uuid.uuid4().hex}", SCHEMA, ["p", "id"])
+    listed = ManifestList((ManifestMeta("manifest/manifest-a.json", 1),))
+    inner = table.store
+    store = FaultyStore(inner)
+    rival = lsm3.open_table(inner)
+    store.pause("put_if_absent", "manifest/list-*", lambda: rival.manifests.write_list(listed, 0))
+    ours = lsm3.open_table(store).manifests.write_list(listed, reuse_since_ms=0)
+    assert [o.key for o in inner.list("manifest/list-")] == [ours]
+
+
+def test_a_retried_commit_reuses_the_delta_its_failed_attempt_wrote() -> None:
+    """A writer settling a failed commit (a new call of the commit path with the same files)
+    finds the delta manifest of the failed attempt, named by its content, and refers to it
+    instead of uploading another copy."""
+    uri = f"memory://{uuid.uuid4().hex}"
+    lsm3.create_table(uri, KV, ["id"], options={"commit_retries": 1})
+    store = FaultyStore(lsm3.open_table(uri).store, record=True)
+    w = lsm3.open_table(store).writer("w")
+    w.upsert(pa.table({"id": [1, 2], "v": ["a", "b"]}, schema=KV))
+    store.script("reset", "put_if_absent", "snapshot/*", nth=1, times=None)
+    with pytest.raises(lsm3.Lsm3Error):
+        w.commit("c1")
+    store.clear()
+    (written,) = set(delta_puts(store))
+    snap = w.commit("c1")
+    assert snap is not None and snap.delta_manifest == written
+    assert [o.key for o in store.inner.list("manifest/")] == [written]
+    assert {r["id"] for r in lsm3.open_table(uri).to_arrow().to_pylist()} == {1, 2}
+
+
+def test_a_lost_race_waits_up_to_the_length_of_the_race_it_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a lost race the committer waits a uniformly random time up to the losing
+    attempt's window (reading its base to its failed put), not a fixed few milliseconds:
+    racers then spread their retries over a span as long as the race, so they do not lose
+    again in lockstep (bench/README.md, "Metadata at scale")."""
+    uri = f"memory://{uuid.uuid4().hex}"
+    lsm3.create_table(uri, KV, ["id"])
+    rival = lsm3.open_table(uri).writer("rival")
+
+    def slow_rival() -> None:  # the race we lose lasts at least 50 ms
+        time.sleep(0.05)
+        rival.upsert(pa.table({"id": [1], "v": ["rival"]}, schema=KV))
+        rival.commit()
+
+    spans: list[float] = []
+    uniform = random.uniform
+    monkeypatch.setattr(random, "uniform", lambda lo, hi: spans.append(hi) or uniform(lo, hi))
+    store = FaultyStore(lsm3.open_table(uri).store)
+    store.pause("put_if_absent", "snapshot/*", slow_rival)
+    ours = lsm3.open_table(store).writer("ours")
+    ours.upsert(pa.table({"id": [2], "v": ["ours"]}, schema=KV))
+    assert ours.commit().snapshot_id == 2
+    assert len(spans) == 1 and 0.05 <= spans[0] <= 1.0
+
+
+def test_a_manifest_decoded_with_its_base_reads_back_with_any_base() -> None:
+    """The reader decodes a manifest with the base its first referrer gives it (a cold open
+    builds each entry once) and still gives the stored offsets, or another base, on request."""
+    uri = f"memory://{uuid.uuid4().hex}"
+    table = lsm3.create_table(uri, SCHEMA, ["p", "id"], partition_by="p")
+    schema = table.table_schema
+    stored = [ManifestEntry("add", synthetic(i).with_offset(i)) for i in range(3)]
+    path = write_manifest(table.store, stored, schema)
+    reader = lsm3.open_table(table.store).manifests
+    reader.entries(path, schema, 5)  # decoded with base 5 and cached so
+    assert [e.file.seq_offset for e in reader.entries(path, schema, 5)] == [5, 6, 7]
+    assert reader.entries(path, schema) == stored
+    assert [e.file.seq_offset for e in reader.entries(path, schema, 2)] == [2, 3, 4]

@@ -77,9 +77,12 @@ def decode_manifest(
     key_types: Sequence[pa.DataType],
     part_types: Sequence[pa.DataType],
     what: str,
+    seq_base: int = 0,
 ) -> list[ManifestEntry]:
+    """The entries of a manifest, with ``seq_base`` (its sequence base as its referrer gives
+    it, docs/FORMAT.md section 4b) added to each ``seq_offset``."""
     with gc_paused():
-        return _decode(raw, key_types, part_types, what)
+        return _decode(raw, key_types, part_types, what, seq_base)
 
 
 def _decode(
@@ -87,13 +90,14 @@ def _decode(
     key_types: Sequence[pa.DataType],
     part_types: Sequence[pa.DataType],
     what: str,
+    seq_base: int,
 ) -> list[ManifestEntry]:
     doc = load_json(raw, what)
     check_header(doc, "lsm3-manifest", what, FORMAT_VERSION)
     entries = doc.get("entries")
     if not isinstance(entries, list):
         raise CorruptMetadata(f"{what} has no entries list")
-    decoder = FileDecoder(key_types, part_types)
+    decoder = FileDecoder(key_types, part_types, seq_base)
     out = []
     for e in entries:
         if type(e) is not dict or e.get("op") not in ("add", "remove"):
@@ -128,7 +132,13 @@ class FileDecoder:
     per-column checks chosen once per manifest rather than per value: cold opens of large
     tables spend their time here."""
 
-    def __init__(self, key_types: Sequence[pa.DataType], part_types: Sequence[pa.DataType]):
+    def __init__(
+        self,
+        key_types: Sequence[pa.DataType],
+        part_types: Sequence[pa.DataType],
+        seq_base: int = 0,
+    ):
+        self.seq_base = seq_base
         self.key_types = list(key_types)
         self.part_types = list(part_types)
         self.key_kinds = tuple(_value_kind(t) for t in key_types)
@@ -161,6 +171,7 @@ class FileDecoder:
             or values["deletes"] > values["rows"]
         ):
             raise CorruptMetadata(f"manifest entry for {path} has impossible counts")
+        values["seq_offset"] += self.seq_base
         f = object.__new__(DataFile)  # frozen: fill the fields without __setattr__
         f.__dict__.update(
             values, path=path, partition=partition, min_key=min_key, max_key=max_key, run_id=run_id

@@ -9,7 +9,6 @@ lists are immutable and cached forever.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import threading
 import uuid
@@ -37,7 +36,10 @@ class ManifestReader:
 
     def __init__(self, store: ObjectStore, capacity: int = 1024) -> None:
         self.store = store
-        self._cache: OrderedDict[str, list[ManifestEntry]] = OrderedDict()
+        # path -> (the sequence base applied to the entries, the entries): a manifest is
+        # decoded with the base its first reader gives it, so a cold open builds each entry
+        # once instead of decoding it and then copying it with its base.
+        self._cache: OrderedDict[str, tuple[int, list[ManifestEntry]]] = OrderedDict()
         self._lists: OrderedDict[str, ManifestList] = OrderedDict()
         self._lock = threading.Lock()
         self._capacity = capacity
@@ -49,17 +51,22 @@ class ManifestReader:
         entries: Sequence[ManifestEntry],
         schema: TableSchema,
         reuse_since_ms: int | None = None,
+        *,
+        shared: bool = True,
     ) -> str:
         """Upload a new manifest and keep its entries cached (no GET to read it back).
-        ``reuse_since_ms``: name it by its content (section 4a), so committers that derive
-        the same manifest from the same parent write it once; see ``_put_by_content``."""
+        ``reuse_since_ms``: name it by its content (section 4a), so a committer that derives
+        the same manifest again (a rival folding the same parent, or a retried commit writing
+        the same delta) writes it once; see ``_put_by_content``. ``shared``: others may be
+        writing it too (a fold), so look before putting; a delta (False) is only ever written
+        again by a retry of its own commit, so it is put at once."""
         if reuse_since_ms is not None:
             raw = encode_manifest(entries, *_types(schema))
-            path = self._put_by_content("manifest/manifest-", raw, reuse_since_ms)
+            path = self._put_by_content("manifest/manifest-", raw, reuse_since_ms, probe=shared)
         else:
             path = write_manifest(self.store, entries, schema)
         with self._lock:
-            self._cache[path] = list(entries)
+            self._cache[path] = (0, list(entries))
         return path
 
     def write_list(self, manifest_list: ManifestList, reuse_since_ms: int | None = None) -> str:
@@ -75,20 +82,26 @@ class ManifestReader:
             self._lists[path] = manifest_list
         return path
 
-    def _put_by_content(self, prefix: str, raw: bytes, reuse_since_ms: int) -> str:
+    def _put_by_content(
+        self, prefix: str, raw: bytes, reuse_since_ms: int, *, probe: bool = True
+    ) -> str:
         """Store ``raw`` under ``prefix`` + the first 32 hex digits of its SHA-256, unless an
         object of that name (hence that content) is there already, last modified at or after
         ``reuse_since_ms``: the oldest upload the commit makes live, so orphan cleanup's grace
         period covers the reused object as it covers that upload. An older one (which cleanup
-        may be deleting) is not reused: the bytes go under a fresh name instead."""
+        may be deleting) is not reused: the bytes go under a fresh name instead. ``probe``:
+        HEAD first (worth it where a rival has likely written it); else put first, and HEAD
+        only when the put finds the name taken."""
         path = f"{prefix}{hashlib.sha256(raw).hexdigest()[:32]}.json"
-        found = self.store.head(path)
-        if found is not None and found.last_modified_ms >= reuse_since_ms:
-            return path
+        found = self.store.head(path) if probe else None
         if found is None:
-            with contextlib.suppress(PreconditionFailed):  # written by a rival meanwhile
+            try:
                 self.store.put_if_absent(path, raw)
                 return path
+            except PreconditionFailed:  # written meanwhile (a rival, or an earlier attempt)
+                found = self.store.head(path)
+        if found is not None and found.last_modified_ms >= reuse_since_ms:
+            return path
         path = f"{prefix}{uuid.uuid4().hex}.json"
         self.store.put_if_absent(path, raw)
         return path
@@ -103,19 +116,23 @@ class ManifestReader:
             for sid in snapshot_ids:
                 self._live_cache.pop(sid, None)
 
-    def entries(self, path: str, schema: TableSchema) -> list[ManifestEntry]:
+    def entries(self, path: str, schema: TableSchema, base: int = 0) -> list[ManifestEntry]:
+        """The manifest's entries with sequence base ``base`` added to their ``seq_offset``
+        (section 4b; 0: as stored)."""
         with self._lock:
             found = self._cache.get(path)
             if found is not None:
                 self._cache.move_to_end(path)
-                return found
+        if found is not None:
+            held, entries = found
+            return entries if held == base else with_base(entries, base - held)
         try:
             raw = self.store.get(path)
         except ObjectNotFound:
             raise CorruptMetadata(f"manifest {path} is listed by a snapshot but missing") from None
-        entries = decode_manifest(raw, *_types(schema), f"manifest {path}")
+        entries = decode_manifest(raw, *_types(schema), f"manifest {path}", seq_base=base)
         with self._lock:
-            self._cache[path] = entries
+            self._cache[path] = (base, entries)
             while len(self._cache) > self._capacity:
                 self._cache.popitem(last=False)
         return entries
@@ -155,7 +172,7 @@ class ManifestReader:
         with the snapshot's ``delta_offset`` added to their ``seq_offset`` (section 4b)."""
         if snapshot.delta_manifest is None:
             return []
-        return with_base(self.entries(snapshot.delta_manifest, schema), snapshot.delta_offset)
+        return self.entries(snapshot.delta_manifest, schema, snapshot.delta_offset)
 
     def referenced(self, snapshot: Snapshot) -> set[str]:
         """Every object under ``manifest/`` the snapshot needs: its manifest list, the
@@ -178,12 +195,13 @@ class ManifestReader:
             return {}
         return {**self.listed(snapshot).writers, **snapshot.writers}
 
-    def fetch(self, paths: Sequence[str], schema: TableSchema) -> None:
-        """Load the manifests not cached yet, in parallel."""
-        missing = [m for m in dict.fromkeys(paths) if m not in self._cache]
+    def fetch(self, manifests: Sequence[tuple[str, int]], schema: TableSchema) -> None:
+        """Load the manifests (paths with the sequence bases they will be read with) not
+        cached yet, in parallel."""
+        missing = [(p, b) for p, b in dict(reversed(manifests)).items() if p not in self._cache]
         if len(missing) > 1:
             with ThreadPoolExecutor(max_workers=min(16, len(missing))) as pool:
-                list(pool.map(lambda m: self.entries(m, schema), missing))
+                list(pool.map(lambda m: self.entries(m[0], schema, m[1]), missing))
 
     def has_live(self, snapshot: Snapshot) -> bool:
         """Whether the snapshot's live set is cached (no request needed to compute it)."""
@@ -196,10 +214,10 @@ class ManifestReader:
     ) -> dict[str, DataFile]:
         """Path -> data file after replaying ``manifests`` (paths with their sequence bases)
         in order, fetched in parallel; not cached (a part of a snapshot's manifests)."""
-        self.fetch([p for p, _ in manifests], schema)
+        self.fetch(manifests, schema)
         live: dict[str, DataFile] = {}
         for path, base in manifests:
-            _replay(live, with_base(self.entries(path, schema), base))
+            _replay(live, self.entries(path, schema, base))
         return live
 
     def live_files(self, snapshot: Snapshot | None, schema: TableSchema) -> list[DataFile]:
@@ -224,10 +242,10 @@ class ManifestReader:
             _replay(live, self.delta_entries(snapshot, schema))
         else:
             listed = self.listed(snapshot)
-            self.fetch([*listed.paths, *snapshot.manifests], schema)
+            self.fetch([*((m.path, m.seq_base) for m in listed.manifests), *snapshot.tail], schema)
             live = dict(self._list_replay(snapshot.manifest_list, listed, schema))
             for path, base in snapshot.tail:
-                _replay(live, with_base(self.entries(path, schema), base))
+                _replay(live, self.entries(path, schema, base))
         with self._lock:
             self._live_cache[snapshot.snapshot_id] = (snapshot, live)
             while len(self._live_cache) > 8:
@@ -245,7 +263,7 @@ class ManifestReader:
             return found
         live: dict[str, DataFile] = {}
         for meta in listed.manifests:
-            _replay(live, with_base(self.entries(meta.path, schema), meta.seq_base))
+            _replay(live, self.entries(meta.path, schema, meta.seq_base))
         with self._lock:
             self._list_live[path] = live
             while len(self._list_live) > 2:

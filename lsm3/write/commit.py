@@ -128,8 +128,12 @@ def commit_files(
         lease = compactor(base) if compactor else (base.compactor if base else None)
         delta = written.get(schema.schema_id)
         if delta is None and entries:
-            # Written once and reused by every rebase onto a parent of the same schema.
-            delta = written[schema.schema_id] = table.manifests.write(entries, schema)
+            # Written once and reused by every rebase onto a parent of the same schema; named
+            # by its content, so a later call retrying this batch (a writer settling a failed
+            # commit) finds it written too.
+            delta = written[schema.schema_id] = table.manifests.write(
+                entries, schema, reuse_since_ms, shared=False
+            )
         delta_offset = offset if assign_offset and delta else 0
         changelog_manifest = logged(base, schema) if changelog is not None else None
         snapshot_id = (base.snapshot_id if base else 0) + 1

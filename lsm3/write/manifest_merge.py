@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from lsm3.format.keys import key_to_json
 from lsm3.format.manifest_list import ManifestList, ManifestMeta
-from lsm3.format.manifests import with_base
 from lsm3.format.metadata import DataFile, ManifestEntry, Snapshot, WriterRecord
 from lsm3.format.schema import TableSchema
 
@@ -103,10 +102,10 @@ def fold(
     if len(parent_tail) < threshold and len(writers) < threshold:
         return Layout(listed_path, (*parent_tail, *mine), {**writers, **own})
     listed = reader.manifest_list(listed_path) if listed_path else ManifestList(())
-    reader.fetch([p for p, _ in parent_tail], schema)
+    reader.fetch(parent_tail, schema)
     metas = [
         *listed.manifests,
-        *(manifest_meta(p, reader.entries(p, schema), schema, b) for p, b in parent_tail),
+        *(manifest_meta(p, reader.entries(p, schema, b), schema, b) for p, b in parent_tail),
     ]
     metas = merge_small(reader, schema, metas, reuse_since_ms)
     folded = ManifestList(tuple(metas), {**listed.writers, **writers})
@@ -128,9 +127,9 @@ def merge_small(
     if start is None:
         return metas
     run = metas[start:]
-    reader.fetch([m.path for m in run], schema)
+    reader.fetch([(m.path, m.seq_base) for m in run], schema)
     # The merged manifest holds effective offsets: its own sequence base is 0.
-    merged = merge_entries([with_base(reader.entries(m.path, schema), m.seq_base) for m in run])
+    merged = merge_entries([reader.entries(m.path, schema, m.seq_base) for m in run])
     if not merged:
         return metas[:start]
     path = reader.write(merged, schema, reuse_since_ms)
