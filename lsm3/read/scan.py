@@ -31,7 +31,6 @@ from lsm3.format.keys import storage_values
 from lsm3.format.metadata import DataFile
 from lsm3.format.schema import KIND_COLUMN, SEQ_COLUMN, TableSchema
 from lsm3.io.store import ObjectStore
-from lsm3.read.ahead import one_ahead
 from lsm3.read.merge import drop_deleted, merge_runs, order_columns
 from lsm3.read.runfile import OpenRun
 from lsm3.read.runindex import FOOTERS, RunIndex
@@ -228,29 +227,21 @@ def scan_batches(
     the first key column, None for open): only row groups that can hold keys in
     ``lo <= key0 < hi`` are decoded; the request's filter must also restrict to that range
     (see :mod:`lsm3.read.units`), which keeps the result exact."""
-    pre_filter = (lambda t: _pre_filter(t, request)) if request.key_filter else None
-
-    def finished() -> Iterator[pa.Table]:
-        for group in groups_to_read(schema, files, request).values():
-            for table in merge_group(
-                store,
-                schema,
-                group,
-                request.read_columns,
-                drop_deletes=True,
-                section_rows=section_rows,
-                pre_filter=pre_filter,
-                visible_columns=[
-                    c for c in request.read_columns if c not in (SEQ_COLUMN, KIND_COLUMN)
-                ],
-                read_ahead=read_ahead,
-                key_range=key_range,
-            ):
-                yield _finish(table, request)
-
-    # the next section is merged while the caller takes this one's batches
-    for table in one_ahead(finished()):
-        yield from table.to_batches()
+    for group in groups_to_read(schema, files, request).values():
+        pre_filter = (lambda t: _pre_filter(t, request)) if request.key_filter else None
+        for table in merge_group(
+            store,
+            schema,
+            group,
+            request.read_columns,
+            drop_deletes=True,
+            section_rows=section_rows,
+            pre_filter=pre_filter,
+            visible_columns=[c for c in request.read_columns if c not in (SEQ_COLUMN, KIND_COLUMN)],
+            read_ahead=read_ahead,
+            key_range=key_range,
+        ):
+            yield from _finish(table, request).to_batches()
 
 
 def _finish(table: pa.Table, request: ScanRequest) -> pa.Table:
