@@ -417,7 +417,8 @@ class OpenRun:
 
     def _fetch_span(self, row_groups: list[int]) -> pq.ParquetFile:
         """The bytes of ``row_groups`` (contiguous in the file) in one ranged GET, placed at
-        their offsets in a zero-filled buffer the size of the file, opened for decoding.
+        their offsets in a zero-filled buffer the size of the file, opened for decoding (a
+        local file is memory-mapped instead: no copy, and only the span's pages are read).
 
         Why not hand Arrow the ranged reader: that is a Python file object, and Arrow's
         decoding threads reading through one can abort the process at exit
