@@ -167,6 +167,23 @@ def test_get_range_into_fills_the_view_and_counts_one_get(store: ObjectStore) ->
         store.get_range_into("nope/x.json", 0, memoryview(bytearray(4)))
 
 
+def test_map_range_maps_a_local_file_and_counts_the_range(store: ObjectStore) -> None:
+    data = bytes(range(256)) * 40
+    store.put("blob", data)
+    store.stats.reset()
+    mapped = store.map_range("blob", 1000, 1300, len(data))
+    if not isinstance(store, LocalStore):
+        assert mapped is None  # the caller copies the range instead (get_range_into)
+        return
+    assert mapped is not None and mapped.to_pybytes()[1000:1300] == data[1000:1300]
+    assert store.stats.snapshot()["requests"]["GET"] == 1
+    assert store.stats.snapshot()["bytes"]["GET"] == 300
+    with pytest.raises(SizeMismatch):
+        store.map_range("blob", 0, 10, len(data) + 1)
+    with pytest.raises(ObjectNotFound):
+        store.map_range("nope/x.json", 0, 4, 4)
+
+
 def test_get_buffer_of_known_size_fetches_large_objects_in_parts(
     store: ObjectStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

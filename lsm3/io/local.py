@@ -99,14 +99,24 @@ class LocalStore(ObjectStore):
         return data
 
     def get_buffer(self, key: str, size: int | None = None) -> pa.Buffer:
+        buf = self._mapped(key)
+        self.stats.record("GET", buf.size)
+        return buf
+
+    def map_range(self, key: str, start: int, end: int, size: int) -> pa.Buffer | None:
+        buf = self._mapped(key)
+        check_size(key, buf.size, size)
+        self.stats.record("GET", end - start)
+        return buf
+
+    def _mapped(self, key: str) -> pa.Buffer:
+        """The whole file, memory-mapped (its pages are read when touched)."""
         try:
             with pa.memory_map(self._path(key), "r") as mm:
-                buf = mm.read_buffer()
+                return mm.read_buffer()
         except (FileNotFoundError, NotADirectoryError):
             self.stats.record("GET")
             raise ObjectNotFound(f"{self.url}/{key} does not exist") from None
-        self.stats.record("GET", buf.size)
-        return buf
 
     @contextlib.contextmanager
     def _open_sized(self, key: str, expected_size: int | None) -> Iterator[int]:

@@ -92,6 +92,9 @@ class RetryingStore(ObjectStore):
     ) -> None:
         self._call(lambda: self.inner.get_range_into(key, start, out, expected_size))
 
+    def map_range(self, key: str, start: int, end: int, size: int) -> pa.Buffer | None:
+        return self._call(lambda: self.inner.map_range(key, start, end, size))
+
     def head(self, key: str) -> ObjectInfo | None:
         return self._call(lambda: self.inner.head(key))
 

@@ -110,6 +110,13 @@ class ObjectStore(ABC):
             raise SizeMismatch(f"{key} gave {len(data)} bytes from {start}, expected {len(out)}")
         out.cast("B")[:] = memoryview(data).cast("B")
 
+    def map_range(self, key: str, start: int, end: int, size: int) -> pa.Buffer | None:
+        """The whole object (of ``size`` bytes, else SizeMismatch) as a zero-copy buffer of
+        which the caller reads only bytes ``start:end``, where the backend can map it (a local
+        file: pages are read from the page cache when touched and unmapped with the buffer,
+        with no copy into fresh memory); None where it cannot (use ``get_range_into``)."""
+        return None
+
     @abstractmethod
     def head(self, key: str) -> ObjectInfo | None:
         """Size, ETag and age of the object, or None if it does not exist."""
@@ -248,6 +255,9 @@ class _PrefixedStore(ObjectStore):
         self, key: str, start: int, out: memoryview, expected_size: int | None = None
     ) -> None:
         self._parent.get_range_into(self._k(key), start, out, expected_size)
+
+    def map_range(self, key: str, start: int, end: int, size: int) -> pa.Buffer | None:
+        return self._parent.map_range(self._k(key), start, end, size)
 
     def open_ranged(self, key: str, size: int) -> pa.NativeFile:
         return self._parent.open_ranged(self._k(key), size)
