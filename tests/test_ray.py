@@ -39,7 +39,9 @@ from lsm3.write.bulk import GROUP_COLUMN  # noqa: E402
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-pytestmark = pytest.mark.usefixtures("ray_cluster")
+# One local Ray per test process: under ``make unit``'s workers (pytest-xdist, --dist
+# loadgroup) every Ray test runs in the same one.
+pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.xdist_group("ray")]
 
 SCHEMA = pa.schema([("id", pa.int64()), ("p", pa.string()), ("v", pa.int64())])
 
