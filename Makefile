@@ -34,8 +34,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-# The suite mostly waits on its local servers (moto, SeaweedFS, Azurite, Ray), so it runs in
-# one process per core, at most 4 (each process starts its own servers). TEST_JOBS=0: one process.
+# The suite runs in one process per core, at most 4; each process starts its own servers
+# (moto, SeaweedFS, Azurite, Ray). On 2 cores it gains little (the tests are mostly CPU-bound).
+# TEST_JOBS=0: one process.
 TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 
 unit: $(STAMP)

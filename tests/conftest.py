@@ -140,9 +140,9 @@ AZURE_ONE_OF = frozenset(
         "test_compaction_changes_no_read_result_at_any_snapshot[az-full]",
     }
 )
-#: Parametrisations run on the local directory only (they test lsm3's logic, which the
-#: server-backed variants of the other seeds exercise as well): the identity harness's seeds
-#: 1 and 2 took 28-52 s each on moto in CI, where seed 0 runs.
+#: Parametrisations run on the local directory only: the identity harness's seeds 1 and 2
+#: took 28-52 s each on moto in CI; seed 0 runs on every backend (the seeds differ only in
+#: the random faults and interleavings, which the local runs and ``make soak`` cover).
 SERVER_ONE_OF = frozenset(
     {
         "test_continued_writers_and_paused_committers_lose_nothing[s3-1]",
