@@ -12,9 +12,11 @@ AZURITE_DIR := tests/.azurite
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# uv resolves and installs the same versions as pip in seconds (pip took over 3 minutes
-	@# here); pip alone where uv cannot be installed or fails.
+	@# here); pip alone where uv cannot be installed or fails. Bytecode is compiled at install,
+	@# as pip does: without it, parallel processes (Ray's workers) compiled it at every start.
 	if $(PY) -m pip install --quiet uv && \
-	    $(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev]'; then :; else \
+	    $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -e '.[dev]'; \
+	then :; else \
 	  $(PY) -m pip install --quiet --upgrade pip && $(PY) -m pip install --quiet -e '.[dev]'; \
 	fi
 	@# Azurite (Azure Blob Storage emulator) for the Azure tests; without npm they skip.
