@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# uv resolves and installs the same versions as pip in seconds (pip took over 3 minutes
 	@# here); pip alone where uv cannot be installed or fails. Bytecode is compiled at install,
-	@# as pip does: without it, parallel processes (Ray's workers) compiled it at every start.
+	@# as pip does: without it the Ray tests ran 2-3x slower in CI (cause not pinned down).
 	if $(PY) -m pip install --quiet uv && \
 	    $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -e '.[dev]'; \
 	then :; else \
