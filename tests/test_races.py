@@ -33,8 +33,8 @@ def test_writers_compactor_and_readers_race_on_seaweedfs(seaweed_bucket_uri: Loc
     uri, options = seaweed_bucket_uri
     figures = run_races(uri, options, seconds=8, writers=3, readers=2, verify_all=False)
     assert figures.anomalies == []
-    # Every writer landed a commit and a reader checked one: the race took place. (Counts, not
-    # rates: on a loaded machine a process takes seconds to start.)
+    # At least as many commits as writers and one checked read: the race took place. (Counts,
+    # not rates: on a loaded machine a process takes seconds to start.)
     assert figures.commits >= 3 and figures.reads_checked >= 1, figures
 
 
