@@ -1,14 +1,4 @@
-"""Ray Data connectors: read an lsm3 table into a ``ray.data.Dataset``, write one into a table.
-
-``pip install lsm3[ray]``. ``import lsm3`` never imports this module (nor Ray).
-
-**Reading** (:func:`read_lsm3`). The driver plans once, from the snapshot's manifests, the
-independent units of the scan (:mod:`lsm3.read.units`: one per (partition, bucket) group,
-and first-key ranges of a group over ``max_unit_rows`` stored rows); each unit is one read
-task, which reopens the store from the URI and ``storage_options`` and merges its runs with
-the reader's own kernel and pruning. The dataset's rows are those of ``Table.to_arrow()``
-at the same snapshot, in the same order when Ray preserves order
-(``DataContext.execution_options.preserve_order``).
+"""Writing: a Ray Dataset into a table, in parallel tasks and one commit.
 
 **Writing** (:func:`write_lsm3`). Each write task is a :class:`lsm3.Writer` that stages its
 runs instead of committing them; the driver's ``on_write_complete`` commits the runs of
@@ -43,29 +33,24 @@ A job that fails commits nothing; runs its tasks uploaded are orphans that
 
 from __future__ import annotations
 
-import functools
-import os
+import json
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 from ray.data import Dataset
-from ray.data.block import Block, BlockAccessor, BlockMetadata
-from ray.data.datasource import Datasink, Datasource, ReadTask
+from ray.data.block import Block, BlockAccessor
+from ray.data.datasource import Datasink
 from ray.data.datasource.datasink import WriteResult
 
 import lsm3
 from lsm3.errors import InvalidInput, SchemaMismatch
 from lsm3.format.metadata import DataFile, Snapshot
 from lsm3.format.schema import TableSchema
-from lsm3.io.retry import with_retries
-from lsm3.io.store import ObjectStore, open_store
-from lsm3.read.scan import ScanRequest, make_request
-from lsm3.read.units import DEFAULT_UNIT_ROWS, ScanUnit, estimate_bytes, plan_units, scan_unit
+from lsm3.ray.cluster import open_shared_table
 from lsm3.table import Table
 from lsm3.write.bulk import GROUP_COLUMN, MODES, tag_rows, write_group, write_rows
 from lsm3.write.commit import commit_files
@@ -74,175 +59,6 @@ from lsm3.write.writer import Writer
 #: Local sequence numbers each write task may use (one per flush; a task would have to
 #: buffer ~2^20 memtables to run out).
 SEQUENCES_PER_TASK = 1 << 20
-#: Rows a read task gathers into one block.
-BLOCK_ROWS = 1 << 20
-
-__all__ = ["Lsm3Datasink", "Lsm3Datasource", "ensure_ray", "read_lsm3", "write_lsm3"]
-
-
-def ensure_ray() -> None:
-    """Connect to Ray if this process is not connected: the cluster ``RAY_ADDRESS`` names,
-    else a new local one."""
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False)
-
-
-def open_shared_table(uri: str, storage_options: Mapping[str, Any] | None) -> Table:
-    """The table, opened as a worker will open it: refuses what other processes cannot see."""
-    if not isinstance(uri, str):
-        raise InvalidInput(
-            "Ray needs a table URI (workers reopen the table), not an opened store or Table"
-        )
-    if uri.lower().startswith("memory://"):
-        raise InvalidInput(
-            f"{uri!r} lives in this process's memory, which Ray workers cannot see; use a "
-            "path shared by the workers or an s3:// URI"
-        )
-    return lsm3.open_table(uri, storage_options)
-
-
-@functools.lru_cache(maxsize=64)
-def _worker_store(uri: str, options_key: str) -> ObjectStore:
-    """One store per table and options in a worker process, so its footer and metadata caches
-    serve every task the worker runs."""
-    import json
-
-    options = json.loads(options_key)
-    return with_retries(open_store(uri, options or None))
-
-
-def _store_for(uri: str, storage_options: Mapping[str, Any] | None) -> ObjectStore:
-    import json
-
-    return _worker_store(uri, json.dumps(dict(storage_options or {}), sort_keys=True, default=str))
-
-
-# --------------------------------------------------------------------------------- reading
-
-
-class Lsm3Datasource(Datasource):
-    """A snapshot of an lsm3 table as a Ray Data source; see the module docstring."""
-
-    def __init__(
-        self,
-        uri: str,
-        *,
-        columns: Sequence[str] | None = None,
-        filter: pc.Expression | None = None,
-        snapshot_id: int | None = None,
-        storage_options: Mapping[str, Any] | None = None,
-        max_unit_rows: int = DEFAULT_UNIT_ROWS,
-    ) -> None:
-        super().__init__()
-        if not isinstance(max_unit_rows, int) or max_unit_rows < 1:
-            raise InvalidInput("max_unit_rows must be a positive integer")
-        table = open_shared_table(uri, storage_options)
-        snap = table.snapshot(snapshot_id) if snapshot_id is not None else table.refresh()
-        self._uri = table.uri
-        self._storage_options = dict(storage_options or {})
-        self._schema: TableSchema = table.schema_at(snap.schema_id if snap else 0)
-        self._request: ScanRequest = make_request(self._schema, columns, filter)
-        self._out_schema = pa.schema(
-            [self._schema.arrow.field(c).with_nullable(True) for c in self._request.columns]
-        )
-        self._units: list[ScanUnit] = plan_units(
-            table.store,
-            self._schema,
-            table.files_for(snap, self._request.filter),
-            self._request,
-            max_unit_rows,
-        )
-        self.snapshot_id = snap.snapshot_id if snap else 0
-
-    @property
-    def units(self) -> list[ScanUnit]:
-        return list(self._units)
-
-    def get_name(self) -> str:
-        return "lsm3"
-
-    def estimate_inmemory_data_size(self) -> int | None:
-        return sum(estimate_bytes(u, self._schema, self._request) for u in self._units)
-
-    def get_read_tasks(
-        self,
-        parallelism: int,
-        per_task_row_limit: int | None = None,
-        data_context: Any = None,
-    ) -> list[ReadTask]:
-        """One task per unit, whatever ``parallelism`` says: units are the pieces that merge
-        independently, and a group is cut only where its size calls for it."""
-        units: list[ScanUnit | None] = list(self._units) or [None]  # an empty table: one task
-        tasks = []
-        for unit in units:
-            read = functools.partial(
-                _read_unit,
-                self._uri,
-                self._storage_options,
-                self._schema,
-                unit,
-                self._request,
-                self._out_schema,
-            )
-            meta = BlockMetadata(
-                num_rows=None,  # known after the merge: superseded versions drop out
-                size_bytes=estimate_bytes(unit, self._schema, self._request) if unit else 0,
-                input_files=[f.path for f in unit.files] if unit else [],
-                exec_stats=None,
-            )
-            tasks.append(
-                ReadTask(read, meta, schema=self._out_schema, per_task_row_limit=per_task_row_limit)
-            )
-        return tasks
-
-
-def _read_unit(
-    uri: str,
-    storage_options: Mapping[str, Any],
-    schema: TableSchema,
-    unit: ScanUnit | None,
-    request: ScanRequest,
-    out_schema: pa.Schema,
-) -> Iterator[pa.Table]:
-    if unit is None:
-        yield out_schema.empty_table()
-        return
-    store = _store_for(uri, storage_options)
-    pending: list[pa.RecordBatch] = []
-    rows = 0
-    for batch in scan_unit(store, schema, unit, request):
-        pending.append(batch.cast(out_schema) if batch.schema != out_schema else batch)
-        rows += batch.num_rows
-        if rows >= BLOCK_ROWS:
-            yield pa.Table.from_batches(pending, out_schema)
-            pending, rows = [], 0
-    yield pa.Table.from_batches(pending, out_schema)
-
-
-def read_lsm3(
-    uri: str,
-    *,
-    columns: Sequence[str] | None = None,
-    filter: pc.Expression | None = None,
-    snapshot_id: int | None = None,
-    storage_options: Mapping[str, Any] | None = None,
-    max_unit_rows: int = DEFAULT_UNIT_ROWS,
-) -> Dataset:
-    """The merged rows of the table at ``uri`` (the latest snapshot, or ``snapshot_id``) as a
-    Ray Dataset: the rows of ``open_table(uri).to_arrow(columns, filter, snapshot_id)``.
-    ``max_unit_rows``: stored rows above which a bucket is read by several tasks."""
-    source = Lsm3Datasource(
-        uri,
-        columns=columns,
-        filter=filter,
-        snapshot_id=snapshot_id,
-        storage_options=storage_options,
-        max_unit_rows=max_unit_rows,
-    )
-    return ray.data.read_datasource(source)
-
-
-# --------------------------------------------------------------------------------- writing
 
 
 @dataclass(frozen=True)
@@ -288,8 +104,6 @@ class Lsm3Datasink(Datasink[StagedRuns]):
             raise InvalidInput("min_rows_per_task must be a positive integer")
         meta = dict(metadata or {})
         try:
-            import json
-
             json.dumps(meta)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"commit metadata must be JSON-serialisable: {exc}") from None
