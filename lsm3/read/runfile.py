@@ -13,6 +13,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -365,14 +366,21 @@ class OpenRun:
             )
 
     def read(
-        self, columns: list[str], row_groups: list[int] | None = None, use_threads: bool = True
+        self,
+        columns: list[str],
+        row_groups: list[int] | None = None,
+        use_threads: bool = True,
+        span: Future[pq.ParquetFile] | None = None,
     ) -> pa.Table:
         """``columns`` of the run (of ``row_groups``, default all); ``use_threads``: decode
-        columns in parallel (off when the caller already reads several runs in parallel)."""
+        columns in parallel (off when the caller already reads several runs in parallel);
+        ``span``: the bytes of ``row_groups`` of a ranged run being fetched (``fetch_span`` on
+        another thread), so that a caller can fetch ahead of decoding; its failures are
+        reported as those of a fetch made here."""
         constant = self._constant_columns(columns)
         if constant:
             stored = [c for c in columns if c not in constant]
-            table = self.read(stored, row_groups, use_threads)
+            table = self.read(stored, row_groups, use_threads, span)
             return with_constants(table, columns, constant)
         proj = projection(self.file_schema, self.read_schema, columns)
         sources = list(proj.sources)
@@ -387,9 +395,8 @@ class OpenRun:
                 t = self._pq.read_row_groups(row_groups, columns=sources, use_threads=use_threads)
             else:  # a ranged run: the requested row groups, fetched as one span
                 groups = list(range(self.num_row_groups)) if row_groups is None else row_groups
-                t = self._fetch_span(groups).read_row_groups(
-                    groups, columns=sources, use_threads=use_threads
-                )
+                source = span.result() if span is not None else self.fetch_span(groups)
+                t = source.read_row_groups(groups, columns=sources, use_threads=use_threads)
             self._verified()
             return with_effective_seq(proj.apply(t), self.file.seq_offset)
         except SizeMismatch as exc:
@@ -415,7 +422,7 @@ class OpenRun:
     def metadata(self) -> pq.FileMetaData:
         return self._metadata
 
-    def _fetch_span(self, row_groups: list[int]) -> pq.ParquetFile:
+    def fetch_span(self, row_groups: list[int]) -> pq.ParquetFile:
         """The bytes of ``row_groups`` (contiguous in the file) in one ranged GET, placed at
         their offsets in a zero-filled buffer the size of the file, opened for decoding (a
         local file is memory-mapped instead: no copy, and only the span's pages are read).
@@ -426,6 +433,27 @@ class OpenRun:
         untouched pages are never written, so memory holds only the span. Arrow reads only
         inside the column chunks of the requested groups (their bounds were checked against
         the span above), and checks every page's CRC."""
+        lo, hi = self.span_of(row_groups)
+        # A local file is mapped, not copied: copying a span into fresh memory faulted in
+        # and zeroed new pages on every section (a third of a stream's system time)
+        image = self._store.map_range(self.file.path, lo, hi, self.file.size)
+        if image is None:
+            # Arrow's allocator, not np.zeros: numpy asks for transparent huge pages on large
+            # arrays, and zeroing whole 2 MiB pages for a small span cost ~1.5 ms per call
+            # here (the bytes outside the span are never read, so they need no zeroing); and
+            # not an anonymous map either: faulting in fresh pages cost ~10 ms of CPU per
+            # 6 MB span here, against ~1.3 ms for memory the allocator reuses
+            image = pa.allocate_buffer(self.file.size)
+            self._store.get_range_into(
+                self.file.path, lo, memoryview(image)[lo:hi], expected_size=self.file.size
+            )
+        return pq.ParquetFile(
+            pa.BufferReader(image), metadata=self._metadata, page_checksum_verification=True
+        )
+
+    def span_of(self, row_groups: list[int]) -> tuple[int, int]:
+        """The byte range ``[lo, hi)`` of the file that holds the column chunks of
+        ``row_groups``, checked to lie inside the file."""
         md = self._metadata
         starts: list[int] = []
         ends: list[int] = []
@@ -443,18 +471,7 @@ class OpenRun:
         lo, hi = min(starts), max(ends)
         if lo < 0 or hi > self.file.size:
             raise CorruptDataFile(f"data file {self.file.path} has row groups outside the file")
-        # A local file is mapped, not copied: copying a span into fresh memory faulted in
-        # and zeroed new pages on every section (a third of a stream's system time)
-        image = self._store.map_range(self.file.path, lo, hi, self.file.size)
-        if image is None:
-            # Arrow's allocator, not np.zeros: numpy asks for transparent huge pages on large
-            # arrays, and zeroing whole 2 MiB pages for a small span cost ~1.5 ms per call
-            # here (the bytes outside the span are never read, so they need no zeroing)
-            image = pa.allocate_buffer(self.file.size)
-            self._store.get_range_into(
-                self.file.path, lo, memoryview(image)[lo:hi], expected_size=self.file.size
-            )
-        return pq.ParquetFile(pa.BufferReader(image), metadata=md, page_checksum_verification=True)
+        return lo, hi
 
     def _constant_columns(self, columns: list[str]) -> dict[str, tuple[int, pa.Field]]:
         return manifest_constants(self.file, self.read_schema, columns)

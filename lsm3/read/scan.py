@@ -20,20 +20,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from pyarrow.fs import LocalFileSystem
 
 from lsm3.errors import InvalidInput
-from lsm3.format.keys import storage_values
 from lsm3.format.metadata import DataFile
 from lsm3.format.schema import KIND_COLUMN, SEQ_COLUMN, TableSchema
 from lsm3.io.store import ObjectStore
 from lsm3.read.merge import drop_deleted, merge_runs, order_columns
+from lsm3.read.prefetch import SpanPrefetcher
 from lsm3.read.runfile import OpenRun
-from lsm3.read.runindex import FOOTERS, RunIndex
+from lsm3.read.runindex import FOOTERS
+from lsm3.read.sections import RunCursor, merge_sections, section_bounds
 
 #: Stored rows (over all overlapping runs) merged at a time. Smaller sections hold less and,
 #: in a fresh process, fault in less new memory: on the benchmark machine, 2^18 against 2^20
@@ -298,13 +298,18 @@ SPAN_BYTES = 16 * 1024 * 1024
 _LOCAL_SCHEMES = ("file", "memory")
 
 
+def is_remote(store: ObjectStore) -> bool:
+    """Whether reads of ``store`` are requests (not a local file or memory)."""
+    return store.url.split(":", 1)[0] not in _LOCAL_SCHEMES
+
+
 def read_run(store: ObjectStore, schema: TableSchema, f: DataFile, columns: list[str]) -> pa.Table:
     """``columns`` of the whole run ``f``, verified. From a local store (memory-mapped or in
     memory) the run is taken whole and its CRC checked while it decodes; from a remote one,
     in spans (``SPAN_BYTES``), so that the fetch of one overlaps the decoding of another,
     as Arrow's own reader of S3 files does (a whole fetch first held back decoding for
     the ~0.1 s that 74 MB take on loopback S3)."""
-    if store.url.split(":", 1)[0] in _LOCAL_SCHEMES or f.size < 2 * SPAN_BYTES:
+    if not is_remote(store) or f.size < 2 * SPAN_BYTES:
         return OpenRun(store, f, schema).read(columns)
     run = open_run(store, schema, f, ranged=True)
     spans: list[list[int]] = [[]]
@@ -363,11 +368,14 @@ def merge_group(
     columns = list(columns)
     output = list(visible_columns) if visible_columns is not None and drop_deletes else None
 
+    prefetch: SpanPrefetcher | None = None
+
     def read(
         run: OpenRun, row_groups: list[int] | None = None, use_threads: bool = False
     ) -> pa.Table:
         """Decode ``run``: by default single-threaded, as each pool thread decodes one run."""
-        table = run.read(columns, row_groups, use_threads=use_threads)
+        span = prefetch.take(run, row_groups) if prefetch and row_groups else None
+        table = run.read(columns, row_groups, use_threads=use_threads, span=span)
         return pre_filter(table) if pre_filter is not None else table
 
     ordered = sorted(group, key=lambda f: f.min_key)
@@ -395,121 +403,37 @@ def merge_group(
         # requests at once (on S3 each is a round trip): a run read whole is fetched whole
         # (its first section would fetch it anyway; all such runs fit in WHOLE_READ_BYTES)
         # and its footer comes with it, with no request of its own; a ranged run costs its
-        # footer only.
-        runs = _open_all(store, schema, ordered, ranged_runs(ordered))
+        # footer only. From a remote store the spans of the ranged runs are fetched for the
+        # coming sections while this one decodes (``SpanPrefetcher``; ranging every run
+        # instead of fetching the small ones whole first did not pay on loopback S3:
+        # bench/README.md, issue 20); locally a ranged run is mapped section by section.
+        ranged = ranged_runs(ordered)
+        runs = _open_all(store, schema, ordered, ranged)
         lo, hi_end = key_range if key_range is not None else (None, None)
         cursors = [
-            _RunCursor(run, key0, FOOTERS.get(store, run.file, key0, metadata=run.metadata), lo)
+            RunCursor(run, key0, FOOTERS.get(store, run.file, key0, metadata=run.metadata), lo)
             for run in runs
         ]
         cuts = section_bounds(store, schema, ordered, section_rows)
         cuts = [b for b in cuts if (lo is None or b > lo) and (hi_end is None or b < hi_end)]
         bounds = [*cuts, hi_end]
+        if ranged and is_remote(store):
+            planned = sorted(
+                (section, j, groups)
+                for j, cursor in enumerate(cursors)
+                if cursor.file.path in ranged
+                for section, groups in cursor.planned_reads(bounds)
+            )
+            prefetch = SpanPrefetcher([(runs[j], groups) for _, j, groups in planned])
 
         def start_section(hi: Any) -> list[Future[pa.Table | None]]:
             live = [c for c in cursors if not c.done and (hi is None or c.file.min_key[0] < hi)]
             return [pool.submit(cursor.take_below, hi, read) for cursor in live]
 
-        decoding = start_section(bounds[0])
-        for i in range(len(bounds)):
-            pieces = [p for p in (d.result() for d in decoding) if p is not None and p.num_rows]
-            decoding = []
-            if read_ahead and i + 1 < len(bounds):  # decodes while this section merges
-                decoding = start_section(bounds[i + 1])
-            merged = (
-                merge_runs(pieces, schema, drop_deletes=drop_deletes, columns=output)
-                if pieces
-                else None
+        try:
+            yield from merge_sections(
+                bounds, start_section, schema, drop_deletes, output, read_ahead
             )
-            del pieces  # a stream holds one section's output while its consumer works
-            if merged is not None:
-                yield merged
-                del merged
-            if not read_ahead and i + 1 < len(bounds):
-                decoding = start_section(bounds[i + 1])
-
-
-class _RunCursor:
-    """One run read in key order, section by section: the row groups that start below a
-    section's upper bound are decoded in one call, and the rows at or above the bound wait
-    for the next section. Holds at most one partly consumed row group."""
-
-    def __init__(self, run: OpenRun, key0: str, index: RunIndex, lo: Any = None) -> None:
-        self.file, self.key0, self.index = run.file, key0, index
-        self.run: OpenRun | None = run  # dropped once the run is consumed
-        self.next_group = 0
-        if lo is not None:  # skip the row groups whose every key is below lo
-            self.next_group = int(np.searchsorted(index.rg_max, lo, side="left"))
-        self.pending: pa.Table | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.pending is None and self.next_group >= len(self.index.rg_min)
-
-    def take_below(
-        self, hi: Any, read: Callable[[OpenRun, list[int] | None], pa.Table]
-    ) -> pa.Table | None:
-        """The run's rows with first key column below ``hi`` (all that is left if None)
-        that earlier sections did not take."""
-        n_groups = len(self.index.rg_min)
-        end = n_groups
-        if hi is not None:
-            end = self.next_group
-            while end < n_groups and self.index.rg_min[end] < hi:
-                end += 1
-        if end > self.next_group:
-            assert self.run is not None  # only a consumed run drops it
-            fresh = read(self.run, list(range(self.next_group, end)))
-            self.next_group = end
-            if self.pending is not None:
-                fresh = pa.concat_tables([self.pending, fresh])
-            self.pending = fresh
-        if self.pending is None:
-            return None
-        if hi is None:
-            taken, self.pending = self.pending, None
-        else:
-            below = _count_below(self.pending, self.key0, hi)
-            taken = self.pending.slice(0, below)
-            rest = self.pending.slice(below)
-            self.pending = rest if rest.num_rows else None
-        if self.done:
-            self.run = None
-        return taken
-
-
-def _count_below(table: pa.Table, key0: str, hi: Any) -> int:
-    """How many rows of ``table`` (sorted by ``key0``, never null) have ``key0 < hi``. An
-    integer key is binary searched (comparing every row cost ~3% of a 10M-row read)."""
-    col = storage_values(table.column(key0))
-    if not pa.types.is_integer(col.type):
-        return int(pc.sum(pc.less(col, pa.scalar(hi, col.type))).as_py() or 0)
-    lo, up = 0, len(col)  # rows before lo are below hi, rows from up on are not
-    while lo < up:
-        mid = (lo + up) // 2
-        if col[mid].as_py() < hi:
-            lo = mid + 1
-        else:
-            up = mid
-    return lo
-
-
-def section_bounds(
-    store: ObjectStore, schema: TableSchema, files: Sequence[DataFile], section_rows: int
-) -> list[Any]:
-    """Cut points on the first key column, at row-group starts, ~section_rows apart."""
-    key0 = schema.primary_key[0]
-    starts: list[tuple[Any, int]] = []
-    for f in files:
-        index = FOOTERS.get(store, f, key0)
-        for i, lo in enumerate(index.rg_min.tolist()):
-            starts.append((lo, index.metadata.row_group(i).num_rows))
-    starts.sort(key=lambda s: s[0])
-    bounds: list[Any] = []
-    acc = 0
-    for value, rows in starts:
-        if acc >= section_rows and (not bounds or value > bounds[-1]):
-            bounds.append(value)
-            acc = 0
-        acc += rows
-    return bounds
+        finally:
+            if prefetch is not None:
+                prefetch.close()

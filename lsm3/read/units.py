@@ -27,9 +27,9 @@ from lsm3.read.scan import (
     make_request,
     non_overlapping,
     scan_batches,
-    section_bounds,
     typed_array,
 )
+from lsm3.read.sections import section_bounds
 
 #: Stored rows (all runs of a unit together) above which a group is cut into key ranges.
 DEFAULT_UNIT_ROWS = 4 * 1024 * 1024
