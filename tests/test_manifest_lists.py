@@ -23,7 +23,12 @@ from lsm3.write.log import snapshot_key
 from lsm3.write.manifest_merge import merge_entries, small_suffix_to_merge
 
 SCHEMA = pa.schema([("p", pa.int64()), ("id", pa.int64()), ("v", pa.string())])
-SMALL = {"manifest_merge_threshold": 2, "manifest_target_entries": 6, "manifest_merge_min_count": 3}
+SMALL = {
+    "manifest_merge_threshold": 2,
+    "manifest_target_entries": 6,
+    "manifest_merge_min_count": 3,
+    "manifest_list_part_size": 2,  # lists with parts (version 3) in every test here
+}
 
 
 def synthetic(i: int) -> DataFile:

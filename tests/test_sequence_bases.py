@@ -253,8 +253,8 @@ def test_malformed_list_entries_are_refused(meta: dict[str, Any]) -> None:
 
 
 def test_a_lost_fold_leaves_its_list_and_merge_to_the_winner() -> None:
-    """Committers that fold the same parent derive the same list and merged manifest and
-    name them by their content: the one that loses the race wrote nothing that is wasted,
+    """Committers that fold the same parent derive the same list, parts and merged manifest
+    and name them by their content: the one that loses the race wrote nothing that is wasted,
     and no second copy is written."""
     uri = f"memory://{uuid.uuid4().hex}"
     table = lsm3.create_table(uri, SCHEMA, ["p", "id"], partition_by="p", options=SMALL)
@@ -277,7 +277,8 @@ def test_a_lost_fold_leaves_its_list_and_merge_to_the_winner() -> None:
     lists = [k for k in new if k.startswith("manifest/list-")]
     deltas = {theirs.delta_manifest, ours.delta_manifest}
     merged = [k for k in new if k.startswith("manifest/manifest-") and k not in deltas]
-    assert len(lists) == 1 and len(merged) == 1, (lists, merged)
+    parts = {m.path for m in table.manifests.manifest_list(ours.manifest_list).parts}
+    assert set(lists) == {ours.manifest_list, *parts} and len(merged) == 1, (lists, merged)
     fresh = lsm3.open_table(uri)
     assert len(fresh.files()) == 9
     got = {f.path: f.seq_offset for f in fresh.files_of(fresh.current_snapshot())}

@@ -6,6 +6,11 @@ with their entry counts (so a committer can merge small ones by size tier withou
 the large ones), and the records of every named writer as of the list. Snapshots reuse one
 list until a commit folds its tail of recent delta manifests into a new one, so a snapshot
 stays small however long the table's history.
+
+A list may also name *parts* (version 3): other lists whose manifests come before its own.
+A fold rewrites the list that names the newest, small manifests and keeps the parts, which
+hold the large manifests and change rarely, so a fold costs what recently changed, not one
+entry per large manifest of the table.
 """
 
 from __future__ import annotations
@@ -28,8 +33,11 @@ from lsm3.format.metadata import (
 
 MANIFEST_LIST_FORMAT = "lsm3-manifest-list"
 #: A list that gives a manifest a non-zero ``seq_base`` is version 2 (section 4b); readers of
-#: version 1 would ignore the base, so they must refuse it. Others stay version 1.
-MANIFEST_LIST_VERSION = 2
+#: version 1 would ignore the base, so they must refuse it. A list with parts is version 3
+#: (older readers would see only its own manifests). Others stay version 1.
+MANIFEST_LIST_VERSION = 3
+#: Lists are the only objects a list's ``parts`` may name.
+LIST_PREFIX = "manifest/list-"
 
 
 @dataclass(frozen=True)
@@ -75,22 +83,25 @@ class ManifestMeta:
 
 @dataclass(frozen=True)
 class ManifestList:
-    """The manifests before a snapshot's tail, and the writer records folded with them."""
+    """The manifests before a snapshot's tail, and the writer records folded with them.
+    ``parts``: lists whose manifests come first, in order (their ``entries`` and ``removes``
+    are sums over their manifests, their ``seq_base`` 0; a part names no parts itself)."""
 
     manifests: tuple[ManifestMeta, ...]
     writers: dict[str, WriterRecord] = field(default_factory=dict)
+    parts: tuple[ManifestMeta, ...] = ()
 
     @property
     def paths(self) -> tuple[str, ...]:
         return tuple(m.path for m in self.manifests)
 
     def encode(self) -> bytes:
-        doc = {
-            "format": MANIFEST_LIST_FORMAT,
-            "format_version": 2 if any(m.seq_base for m in self.manifests) else 1,
-            "manifests": [m.to_json() for m in self.manifests],
-            "writers": writers_to_json(self.writers),
-        }
+        version = 3 if self.parts else 2 if any(m.seq_base for m in self.manifests) else 1
+        doc: dict[str, Any] = {"format": MANIFEST_LIST_FORMAT, "format_version": version}
+        if self.parts:
+            doc["parts"] = [m.to_json() for m in self.parts]
+        doc["manifests"] = [m.to_json() for m in self.manifests]
+        doc["writers"] = writers_to_json(self.writers)
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @staticmethod
@@ -100,9 +111,16 @@ class ManifestList:
         items = doc.get("manifests")
         if not isinstance(items, list):
             raise CorruptMetadata(f"{what} has no manifests list")
+        parts = doc.get("parts", [])
+        if not isinstance(parts, list):
+            raise CorruptMetadata(f"{what}: parts must be a list")
         try:
             metas = tuple(ManifestMeta.from_json(m, what) for m in items)
             writers = writers_from_json(doc.get("writers") or {}, what)
+            named = tuple(ManifestMeta.from_json(m, what) for m in parts)
         except (KeyError, TypeError, AttributeError) as exc:
             raise CorruptMetadata(f"{what} is malformed: {exc}") from None
-        return ManifestList(metas, writers)
+        for part in named:
+            if not part.path.startswith(LIST_PREFIX) or part.seq_base:
+                raise CorruptMetadata(f"{what}: part {part.path} is not a list with base 0")
+        return ManifestList(metas, writers, named)

@@ -41,6 +41,7 @@ class ManifestReader:
         # once instead of decoding it and then copying it with its base.
         self._cache: OrderedDict[str, tuple[int, list[ManifestEntry]]] = OrderedDict()
         self._lists: OrderedDict[str, ManifestList] = OrderedDict()
+        self._flat: OrderedDict[str, ManifestList] = OrderedDict()  # lists, parts expanded
         self._lock = threading.Lock()
         self._capacity = capacity
         self._live_cache: OrderedDict[int, tuple[Snapshot, dict[str, DataFile]]] = OrderedDict()
@@ -112,6 +113,7 @@ class ManifestReader:
             for path in paths:
                 self._cache.pop(path, None)
                 self._lists.pop(path, None)
+                self._flat.pop(path, None)
                 self._list_live.pop(path, None)
             for sid in snapshot_ids:
                 self._live_cache.pop(sid, None)
@@ -158,10 +160,44 @@ class ManifestReader:
         return found
 
     def listed(self, snapshot: Snapshot) -> ManifestList:
-        """The snapshot's manifest list (an empty one for a version-1 snapshot)."""
+        """The snapshot's manifest list with its parts' manifests in place (section 4a: the
+        parts' manifests, then the list's own), as one list without parts; an empty one for
+        a version-1 snapshot."""
         if snapshot.manifest_list is None:
             return EMPTY_LIST
-        return self.manifest_list(snapshot.manifest_list)
+        return self.flat_list(snapshot.manifest_list)
+
+    def flat_list(self, path: str) -> ManifestList:
+        """The list at ``path`` with its parts expanded (parts fetched in parallel)."""
+        top = self.manifest_list(path)
+        if not top.parts:
+            return top
+        with self._lock:
+            found = self._flat.get(path)
+        if found is not None:
+            return found
+        parts = self.parts_of(top)
+        metas = [m for part in parts for m in part.manifests]
+        flat = ManifestList((*metas, *top.manifests), top.writers)
+        with self._lock:
+            self._flat[path] = flat
+            while len(self._flat) > 4:
+                self._flat.popitem(last=False)
+        return flat
+
+    def parts_of(self, top: ManifestList) -> list[ManifestList]:
+        """The lists ``top`` names as its parts, in order; a part that names parts itself is
+        refused (section 4a: one level, so a reader needs one more round of requests)."""
+        paths = [m.path for m in top.parts]
+        if len(paths) > 1:
+            with ThreadPoolExecutor(max_workers=min(16, len(paths))) as pool:
+                parts = list(pool.map(self.manifest_list, paths))
+        else:
+            parts = [self.manifest_list(p) for p in paths]
+        for path, part in zip(paths, parts, strict=True):
+            if part.parts:
+                raise CorruptMetadata(f"manifest list {path} is a part but names parts itself")
+        return parts
 
     def all_manifests(self, snapshot: Snapshot) -> list[str]:
         """Every manifest of the snapshot in replay order: its list's, then its tail."""
@@ -175,9 +211,16 @@ class ManifestReader:
         return self.entries(snapshot.delta_manifest, schema, snapshot.delta_offset)
 
     def referenced(self, snapshot: Snapshot) -> set[str]:
-        """Every object under ``manifest/`` the snapshot needs: its manifest list, the
-        manifests the list names, its tail and its delta manifest."""
-        return {*snapshot.referenced_manifests, *self.listed(snapshot).paths}
+        """Every object under ``manifest/`` the snapshot needs: its manifest list and the
+        lists it names as parts, the manifests they name, its tail and its delta manifest."""
+        if snapshot.manifest_list is None:
+            return set(snapshot.referenced_manifests)
+        parts = self.manifest_list(snapshot.manifest_list).parts
+        return {
+            *snapshot.referenced_manifests,
+            *(m.path for m in parts),
+            *self.listed(snapshot).paths,
+        }
 
     def writer_record(self, snapshot: Snapshot | None, writer_id: str) -> WriterRecord | None:
         """The last commit of a named writer as of ``snapshot``: the snapshot's own records

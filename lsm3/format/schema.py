@@ -58,6 +58,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "manifest_merge_threshold": 32,  # tail manifests per snapshot before a commit folds them
     "manifest_target_entries": 2048,  # file entries of a large manifest (never merged again)
     "manifest_merge_min_count": 256,  # small manifests that a fold merges even if not large
+    "manifest_list_part_size": 256,  # manifests per part of a manifest list (docs/FORMAT.md 4a)
     "latest_hint_interval": 16,  # write snapshot/LATEST every N snapshots (advisory only)
     "upload_concurrency": 8,  # parallel run uploads per flush
     # Compaction (read by the compactor; the stop trigger also by writers, for write stalls).
@@ -300,6 +301,7 @@ def validate_schema(s: TableSchema) -> None:
         "manifest_merge_threshold",
         "manifest_target_entries",
         "manifest_merge_min_count",
+        "manifest_list_part_size",
         "latest_hint_interval",
         "upload_concurrency",
         "num_sorted_run_trigger",

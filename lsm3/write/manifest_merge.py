@@ -6,8 +6,10 @@ A writer's commit appends its delta to the parent's tail. Once the tail is longe
 ``manifest_merge_threshold`` the commit folds it (and the recent writer records) into a new
 manifest list, which then lists the tail's manifests unchanged; only the newest run of small
 manifests is merged, when it holds ``manifest_target_entries`` entries or
-``manifest_merge_min_count`` manifests. Large manifests are never rewritten by writers, so a
-commit's work depends on what recent commits changed, not on the table's size. Remove
+``manifest_merge_min_count`` manifests. Large manifests are never rewritten by writers, and
+their entries in the list move into *parts* (lists the new list names, filled up to
+``manifest_list_part_size`` manifests and then left alone), so a commit's work depends on what
+recent commits changed, not on the table's size. Remove
 entries that point into large manifests are shed only by a compactor commit, which rewrites
 all manifests when they make up half of the listed entries (amortised O(1) per removal).
 """
@@ -108,8 +110,42 @@ def fold(
         *(manifest_meta(p, reader.entries(p, schema, b), schema, b) for p, b in parent_tail),
     ]
     metas = merge_small(reader, schema, metas, reuse_since_ms)
-    folded = ManifestList(tuple(metas), {**listed.writers, **writers})
+    parts, metas = settle(reader, schema, listed.parts, metas, reuse_since_ms)
+    folded = ManifestList(tuple(metas), {**listed.writers, **writers}, parts)
     return Layout(reader.write_list(folded, reuse_since_ms), mine, dict(own))
+
+
+def settle(
+    reader: ManifestReader,
+    schema: TableSchema,
+    parts: Sequence[ManifestMeta],
+    metas: Sequence[ManifestMeta],
+    reuse_since_ms: int | None,
+) -> tuple[tuple[ManifestMeta, ...], list[ManifestMeta]]:
+    """Move the manifests before the trailing run of small ones (those a later merge may
+    still rewrite) from ``metas`` into the parts (lists of ``manifest_list_part_size``
+    manifests; the last part is filled up before a new one starts). A fold then rewrites the
+    small manifests' entries and the parts' names, not one entry per large manifest."""
+    target = schema.option("manifest_target_entries")
+    size = schema.option("manifest_list_part_size")
+    start = len(metas)
+    while start > 0 and metas[start - 1].entries < target:
+        start -= 1
+    if start == 0:
+        return tuple(parts), list(metas)
+    kept = list(parts)
+    moved = list(metas[:start])
+    if kept:
+        last = reader.manifest_list(kept[-1].path).manifests
+        if len(last) < size:
+            kept.pop()
+            moved = [*last, *moved]
+    for first in range(0, len(moved), size):
+        chunk = tuple(moved[first : first + size])
+        path = reader.write_list(ManifestList(chunk), reuse_since_ms)
+        removes = sum(m.removes for m in chunk)
+        kept.append(ManifestMeta(path, sum(m.entries for m in chunk), removes))
+    return tuple(kept), list(metas[start:])
 
 
 def merge_small(
@@ -159,7 +195,8 @@ def rewrite(
     for start in range(0, len(ordered), target):
         chunk = [ManifestEntry("add", f) for f in ordered[start : start + target]]
         metas.append(manifest_meta(reader.write(chunk, schema), chunk, schema))
-    folded = ManifestList(tuple(metas), writers)
+    parts, rest = settle(reader, schema, (), metas, None)
+    folded = ManifestList(tuple(rest), writers, parts)
     return Layout(reader.write_list(folded), (), dict(own))
 
 
