@@ -95,6 +95,32 @@ def test_unchanged_values_give_no_rows(tmp_path: Path) -> None:
     assert t.changelog(1).num_rows == 0
 
 
+def test_computed_changes_decode_each_run_once_per_process(tmp_path: Path) -> None:
+    """Under ``none`` the values of a commit's keys before it come from the batched lookup,
+    whose decoded runs are cached: a consumer reading commit after commit (or one commit
+    again) fetches no run it already decoded, only metadata it has not seen."""
+    from lsm3.read.runindex import DECODED_RUNS
+
+    t = lsm3.create_table(str(tmp_path / "t"), SCHEMA, "id")
+    for i in range(3):
+        with t.writer() as w:
+            w.upsert([{"id": k, "a": i, "b": "x" * 50} for k in range(i * 500, 2000)])
+    reader = lsm3.open_table(str(tmp_path / "t"))
+    expected = reader.changelog(2, 3)  # metadata and footers now cached
+
+    def fetched() -> tuple[int, pa.Table]:
+        before = reader.store_stats()["bytes"]["GET"]
+        rows = reader.changelog(2, 3)
+        return reader.store_stats()["bytes"]["GET"] - before, rows
+
+    DECODED_RUNS.clear()
+    cold, rows = fetched()
+    assert rows.equals(expected) and cold > 0
+    warm, rows = fetched()
+    assert rows.equals(expected)
+    assert warm < cold / 2
+
+
 def test_a_consumer_reads_each_change_once_and_holds_it_from_expiry(tmp_path: Path) -> None:
     t = lsm3.create_table(str(tmp_path / "t"), SCHEMA, "id")
     with t.writer() as w:

@@ -1,5 +1,7 @@
-"""Batched lookups: the current values of many keys at once, for the ``lookup`` changelog
-producer, which needs the previous value of every key a commit writes.
+"""Batched lookups: the current values of many keys at once, for the changelog: the
+``lookup`` producer's writer needs the previous value of every key a commit writes, and the
+changes computed under ``none`` (:mod:`lsm3.read.changes`) the values of a commit's keys
+before it.
 
 Random keys of a large commit hit every row group of every run, so probing row groups
 (``lsm3.read.lookup``) saves nothing; instead each run whose key range admits the keys is
@@ -8,7 +10,8 @@ and the selections are merged as a reader merges. Decoded runs are kept in a bou
 process-wide cache (runs are immutable, so entries never go stale; ``DECODED_RUNS``, 512 MiB
 by default, ``lsm3.set_cache_limits(decoded_run_bytes=...)``): a writer that commits
 again probes the runs it read before from memory, and decodes only the new ones, as
-Paimon's lookup producer keeps local lookup files.
+Paimon's lookup producer keeps local lookup files; a consumer reading commit after commit
+decodes each run once.
 """
 
 from __future__ import annotations

@@ -2,16 +2,18 @@
 
 The keys touched between snapshots A and B are the keys of the files added by the APPEND
 snapshots in (A, B] (each snapshot names its delta manifest). For those keys the table is read
-at A and at B, and the two reads are compared: present only at B is an insert (``+I``),
-present at both an update (``+U``, preceded by ``-U`` with the old values on request), present
-only at A a delete (``-D``, with the old values). Comparing reads, rather than replaying
-records, makes the result exact under every ordering rule (sequence fields included) and
-unaffected by compaction: COMPACT snapshots add no new keys, so they contribute nothing.
+at A (a batched lookup of exactly those keys) and at B (the values at A with the added files
+folded on top, as a reader merges them), and the two are compared: present only at B is an
+insert (``+I``), present at both an update (``+U``, preceded by ``-U`` with the old values on
+request), present only at A a delete (``-D``, with the old values). Comparing reads, rather
+than replaying records, makes the result exact under every ordering rule (sequence fields
+included) and unaffected by compaction: COMPACT snapshots add no new keys, so they
+contribute nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -20,10 +22,10 @@ import pyarrow.compute as pc
 from lsm3.errors import InvalidInput, SnapshotNotFound
 from lsm3.format.metadata import DataFile, Snapshot
 from lsm3.format.schema import KIND_COLUMN, KIND_RESET, KIND_UPSERT, SEQ_COLUMN, TableSchema
+from lsm3.read.batch_lookup import current_values
 from lsm3.read.diff import ROW_KIND, compare
 from lsm3.read.merge import drop_deleted, merge_runs
 from lsm3.read.runfile import OpenRun
-from lsm3.read.scan import make_request, scan_batches
 
 if TYPE_CHECKING:
     from lsm3.table import Table
@@ -56,25 +58,6 @@ def fold_onto(before: pa.Table, added: Sequence[pa.Table], schema: TableSchema) 
     base = base.append_column(KIND_COLUMN, pa.repeat(base_kind, n).cast(pa.int8()))
     base = base.select(added[0].schema.names).cast(added[0].schema)
     return merge_runs([base, *added], schema, drop_deletes=True, columns=schema.arrow.names)
-
-
-def read_keys(
-    table: Table, schema: TableSchema, snap: Snapshot | None, touched: pa.Table
-) -> pa.Table:
-    """The rows of ``touched`` keys visible at ``snap``, through ``schema``."""
-    keys = list(schema.primary_key)
-    expr = None
-    for k in keys:
-        term = pc.field(k).isin(pc.unique(touched.column(k)))
-        expr = term if expr is None else expr & term
-    request = make_request(schema, None, expr)
-    files = table.files_of(snap)
-    out_schema = pa.schema([f.with_nullable(True) for f in schema.arrow])
-    batches = [b.cast(out_schema) for b in scan_batches(table.store, schema, files, request)]
-    rows = pa.Table.from_batches(batches, schema=out_schema)
-    if len(keys) > 1:  # per-column membership over-selects composite keys: keep exact ones
-        rows = rows.join(touched, keys, join_type="left semi")
-    return rows
 
 
 def changes(
@@ -132,14 +115,14 @@ def values_before_after(
     schema: TableSchema,
     snap: Snapshot | None,
     added: Sequence[pa.Table],
-    read: Callable[[Table, TableSchema, Snapshot | None, pa.Table], pa.Table] | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """The values at ``snap`` of the keys ``added`` (runs newer than ``snap``, file-schema
-    columns) holds, and their values with ``added`` folded on top: one merged read of just
-    those keys (``read``, default a scan that prunes files by key range), then one
-    vectorised fold."""
+    columns) holds, and their values with ``added`` folded on top: one batched lookup of
+    just those keys (:func:`lsm3.read.batch_lookup.current_values`: each run that can hold
+    them decoded once, rows found by binary search, decoded runs cached for the next
+    commit's lookup), then one vectorised fold."""
     if table.files_of(snap):
-        before = (read or read_keys)(table, schema, snap, touched_keys(added, schema))
+        before = current_values(table, schema, snap, touched_keys(added, schema))
     else:  # an empty table: nothing to read
         before = pa.schema([f.with_nullable(True) for f in schema.arrow]).empty_table()
     newest_wins = schema.engine.is_deduplicate and schema.sequence_field is None

@@ -314,7 +314,7 @@ ROW_BLOCKS: BlockCache[RowBlock] = BlockCache(128 * 1024 * 1024, lambda b: b.nby
 
 #: Whole decoded runs, by (store, path, read schema id), with the first key column as a
 #: sorted numpy array when it is an integer (else None): the batched lookups of the
-#: ``lookup`` changelog producer (``lsm3.read.batch_lookup``).
+#: changelog (``lsm3.read.batch_lookup``).
 DECODED_RUNS: BlockCache[tuple[pa.Table, np.ndarray | None]] = BlockCache(
     512 * 1024 * 1024, lambda found: found[0].nbytes + (0 if found[1] is None else found[1].nbytes)
 )
@@ -330,8 +330,9 @@ def set_cache_limits(
 
     ``key_block_bytes`` (default 256 MiB) holds the key column of probed row groups;
     ``row_block_bytes`` (default 128 MiB) holds whole row groups that lookups hit;
-    ``decoded_run_bytes`` (default 512 MiB) holds whole runs that writers of tables with
-    ``changelog_producer = "lookup"`` read to find the previous values of their keys.
+    ``decoded_run_bytes`` (default 512 MiB) holds whole runs that batched lookups decoded:
+    writers of tables with ``changelog_producer = "lookup"`` finding the previous values of
+    their keys, and ``changes``/``changelog`` computing a commit's changes (``none``).
     """
     limits = (
         ("key_block_bytes", KEY_BLOCKS, key_block_bytes),

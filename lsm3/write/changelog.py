@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from lsm3.format.metadata import DataFile, Snapshot
 from lsm3.format.schema import TableSchema
-from lsm3.read.batch_lookup import current_values, remember
+from lsm3.read.batch_lookup import remember
 from lsm3.read.changelog_file import ROW_KIND, write_changelog
 from lsm3.read.changes import values_before_after
 from lsm3.read.diff import compare
@@ -103,7 +103,7 @@ def lookup_changes(
     """``lookup``: store the complete changes of ``runs`` (a commit's, local sequence
     numbers) built on ``base`` as changelog files."""
     runs = [r.cast(schema.file_schema()) for r in runs]
-    before, after = values_before_after(table, schema, base, runs, current_values)
+    before, after = values_before_after(table, schema, base, runs)
     return write_changelog(table.store, schema, compare(before, after, schema))
 
 
