@@ -28,7 +28,7 @@ from lsm3.format.schema import KIND_COLUMN, KIND_DELETE, SEQ_COLUMN, TableSchema
 from lsm3.io.store import ObjectStore
 from lsm3.read.merge import merge_runs
 from lsm3.read.runfile import OpenRun, with_effective_seq
-from lsm3.read.runindex import DECODED_RUNS
+from lsm3.read.runindex import DECODED_RUNS, FOOTERS
 
 if TYPE_CHECKING:
     from lsm3.table import Table
@@ -59,7 +59,7 @@ def current_values(
     for f in files:
         if f.max_key[0] < lo or f.min_key[0] > hi:
             continue
-        rows, key0 = _decoded(table.store, f, schema, search)
+        rows, key0 = _decoded(table.store, f, schema, wanted_np)
         if wanted_np is not None and key0 is not None:
             if not len(key0):
                 continue
@@ -136,15 +136,56 @@ def remember(store: ObjectStore, schema: TableSchema, f: DataFile, rows: pa.Tabl
 
 
 def _decoded(
-    store: ObjectStore, f: DataFile, schema: TableSchema, search: bool
+    store: ObjectStore, f: DataFile, schema: TableSchema, wanted: np.ndarray | None
 ) -> tuple[pa.Table, np.ndarray | None]:
-    """The run's rows (file-schema columns) and, for ``search``, its first key column as a
-    sorted numpy array."""
+    """The run's rows (file-schema columns) and, when the wanted keys are given as sorted
+    integers, its first key column as a sorted numpy array.
+
+    The run comes whole from the cache or is fetched and decoded whole and cached, unless
+    the wanted keys fall in few of its row groups (a small commit on a large table; see
+    ``_blocks_holding``): then only those row groups are fetched (one ranged request per
+    block of adjacent ones, verified as every ranged read) and decoded, and not cached, so
+    computing the changes of a commit of a few keys costs a few row groups, not the table."""
     key = (store.url, f.path, schema.schema_id)
     found = DECODED_RUNS.get(key)
-    if found is None:
-        rows = OpenRun(store, f, schema).read(schema.file_schema().names).combine_chunks()
-        key0 = storage_values(rows.column(schema.primary_key[0])).to_numpy() if search else None
-        found = (rows, key0)
-        DECODED_RUNS.put(key, found)
+    if found is not None:
+        return found
+    names = schema.file_schema().names
+    key_column = schema.primary_key[0]
+    blocks = None if wanted is None else _blocks_holding(store, f, key_column, wanted)
+    if blocks is not None:
+        if not blocks:  # no row group can hold a wanted key: the caller skips the run
+            return pa.table({}), np.empty(0, dtype=wanted.dtype if wanted is not None else None)
+        run = OpenRun(store, f, schema, footer=FOOTERS.get(store, f, key_column).metadata)
+        rows = pa.concat_tables([run.read(names, row_groups=b) for b in blocks]).combine_chunks()
+        return rows, storage_values(rows.column(key_column)).to_numpy()
+    rows = OpenRun(store, f, schema).read(names).combine_chunks()
+    key0 = storage_values(rows.column(key_column)).to_numpy() if wanted is not None else None
+    found = (rows, key0)
+    DECODED_RUNS.put(key, found)
     return found
+
+
+#: A run is read by row groups when the wanted keys fall in at most 1/SPARSE_SHARE of its
+#: row groups, in at most SPARSE_BLOCKS blocks of adjacent ones (each block is a request).
+SPARSE_SHARE = 4
+SPARSE_BLOCKS = 32
+
+
+def _blocks_holding(
+    store: ObjectStore, f: DataFile, key_column: str, wanted: np.ndarray
+) -> list[list[int]] | None:
+    """The row groups of ``f`` whose first-key range holds a wanted key (sorted integers),
+    as blocks of adjacent ones, if they are few; None when the run is better read whole."""
+    index = FOOTERS.get(store, f, key_column)
+    count = len(index.rg_min)
+    if count < SPARSE_SHARE or index.rg_min.dtype.kind not in "iu":
+        return None
+    first = np.searchsorted(wanted, index.rg_min, side="left")
+    past = np.searchsorted(wanted, index.rg_max, side="right")
+    hit = np.flatnonzero(past > first)
+    if len(hit) * SPARSE_SHARE > count:
+        return None
+    cuts = np.flatnonzero(np.diff(hit) > 1) + 1
+    blocks = [b.tolist() for b in np.split(hit, cuts)] if len(hit) else []
+    return blocks if len(blocks) <= SPARSE_BLOCKS else None
