@@ -159,6 +159,32 @@ def test_computed_changes_of_a_small_commit_decode_only_the_row_groups_it_touche
     assert got == expected
 
 
+def test_computed_changes_of_a_large_commit_read_runs_whole_without_footer_requests(
+    tmp_path: Path,
+) -> None:
+    """A commit whose keys hit most row groups: the parent's run is fetched whole, in one
+    request, with no ranged footer request first to decide that."""
+    from lsm3.read.runindex import DECODED_RUNS, FOOTERS
+
+    t = lsm3.create_table(str(tmp_path / "t"), SCHEMA, "id", options={"row_group_rows": 1024})
+    with t.writer() as w:
+        w.upsert([{"id": k, "a": k, "b": "x"} for k in range(40_000)])
+    with t.writer() as w:
+        w.upsert([{"id": k, "a": -k, "b": "y"} for k in range(0, 40_000, 7)])
+    expected = t.changelog(1, 2)
+
+    def gets_of_a_cold_computation() -> int:
+        reader = lsm3.open_table(str(tmp_path / "t"))
+        reader.changelog(1, 2)  # metadata now cached in this reader
+        DECODED_RUNS.clear()
+        FOOTERS.clear()
+        before = reader.store_stats()["requests"]["GET"]
+        assert reader.changelog(1, 2).equals(expected)
+        return reader.store_stats()["requests"]["GET"] - before
+
+    assert gets_of_a_cold_computation() == 2  # the parent's run and the commit's run, whole
+
+
 def test_a_consumer_reads_each_change_once_and_holds_it_from_expiry(tmp_path: Path) -> None:
     t = lsm3.create_table(str(tmp_path / "t"), SCHEMA, "id")
     with t.writer() as w:

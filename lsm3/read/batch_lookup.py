@@ -152,7 +152,11 @@ def _decoded(
         return found
     names = schema.file_schema().names
     key_column = schema.primary_key[0]
-    blocks = None if wanted is None else _blocks_holding(store, f, key_column, wanted)
+    # Level 0's row-group size: larger groups below only make the estimate over-count.
+    rows_per_group = int(schema.option("row_group_rows"))
+    blocks = (
+        None if wanted is None else _blocks_holding(store, f, key_column, rows_per_group, wanted)
+    )
     if blocks is not None:
         if not blocks:  # no row group can hold a wanted key: the caller skips the run
             return pa.table({}), np.empty(0, dtype=wanted.dtype if wanted is not None else None)
@@ -173,11 +177,22 @@ SPARSE_BLOCKS = 32
 
 
 def _blocks_holding(
-    store: ObjectStore, f: DataFile, key_column: str, wanted: np.ndarray
+    store: ObjectStore, f: DataFile, key_column: str, row_group_rows: int, wanted: np.ndarray
 ) -> list[list[int]] | None:
     """The row groups of ``f`` whose first-key range holds a wanted key (sorted integers),
-    as blocks of adjacent ones, if they are few; None when the run is better read whole."""
-    index = FOOTERS.get(store, f, key_column)
+    as blocks of adjacent ones, if they are few; None when the run is better read whole.
+
+    Without a cached footer, a run that holds at least ``1/SPARSE_SHARE`` as many wanted keys
+    as it could have row groups is read whole at once: a large commit's keys hit most row
+    groups, and its footer would be a request that decides nothing."""
+    index = FOOTERS.peek(store, f)
+    if index is None:
+        inside = np.searchsorted(wanted, f.max_key[0], side="right") - np.searchsorted(
+            wanted, f.min_key[0], side="left"
+        )
+        if inside * SPARSE_SHARE >= -(-f.rows // row_group_rows):
+            return None
+        index = FOOTERS.get(store, f, key_column)
     count = len(index.rg_min)
     if count < SPARSE_SHARE or index.rg_min.dtype.kind not in "iu":
         return None

@@ -46,6 +46,11 @@ class FooterCache:
         self._lock = threading.Lock()
         self._capacity = capacity
 
+    def clear(self) -> None:
+        """Forget every footer (they are read again when needed)."""
+        with self._lock:
+            self._items.clear()
+
     def peek(self, store: ObjectStore, f: DataFile) -> RunIndex | None:
         """The cached index of ``f``, or None (no request)."""
         k = (store.url, f.path)
