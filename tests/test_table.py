@@ -177,6 +177,23 @@ def test_apply_cdc_debezium_ops(make_table: MakeTable) -> None:
     ]
 
 
+def test_cdc_deletes_are_stored_without_their_before_image(tmp_path: Path) -> None:
+    """docs/FORMAT.md section 3, rule 5: a stored delete row holds its key and sequence
+    field only, whatever values the CDC delete carried."""
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("id", pa.int64()), ("v", pa.string()), ("ts", pa.int64())])
+    t = lsm3.create_table(str(tmp_path / "t"), schema, "id", options={"sequence_field": "ts"})
+    with t.writer() as w:
+        w.apply_cdc({"op": ["c", "c"], "id": [1, 2], "v": ["a", "b"], "ts": [1, 1]})
+    with t.writer() as w:
+        w.apply_cdc({"op": ["d", "u"], "id": [1, 2], "v": ["a", "b2"], "ts": [2, 2]})
+    stored = [pq.read_table(p) for p in sorted((tmp_path / "t").rglob("*.parquet"))]
+    deletes = [row for run in stored for row in run.to_pylist() if row["_lsm3_kind"] == 1]
+    assert [(d["id"], d["v"], d["ts"]) for d in deletes] == [(1, None, 2)]
+    assert t.to_arrow().to_pylist() == [{"id": 2, "v": "b2", "ts": 2}]
+
+
 def test_apply_cdc_row_kinds_and_update_before_is_ignored(make_table: MakeTable) -> None:
     t = make_table()
     with t.writer() as w:

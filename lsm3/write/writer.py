@@ -172,8 +172,24 @@ class Writer:
         is_delete = pc.is_in(ops, value_set=pa.array(DELETE_OPS))
         self._check_cdc_nulls(rows, is_delete)
         self._check_sequence_field(rows)
+        rows = self._clear_delete_values(rows, is_delete)
         kinds = pc.cast(is_delete, pa.int8())
         self._add(rows, kinds.combine_chunks() if isinstance(kinds, pa.ChunkedArray) else kinds)
+
+    def _clear_delete_values(self, rows: pa.Table, is_delete: Any) -> pa.Table:
+        """Delete rows keep their key (and sequence field) only: docs/FORMAT.md section 3,
+        rule 5. A CDC delete often carries the row's last values (Debezium's before-image);
+        no fold takes them, and stored they would only cost bytes."""
+        if not pc.any(is_delete).as_py():
+            return rows
+        kept = {*self.schema.primary_key, self.schema.sequence_field}
+        for i, column_field in enumerate(rows.schema):
+            column = rows.column(i)
+            if column_field.name in kept or column.null_count == len(column):
+                continue
+            cleared = pc.if_else(is_delete, pa.scalar(None, column_field.type), column)
+            rows = rows.set_column(i, column_field.with_nullable(True), cleared)
+        return rows
 
     def _fill_omitted(self, table: pa.Table) -> pa.Table:
         """partial_update and aggregation: value columns an upsert leaves out are null
