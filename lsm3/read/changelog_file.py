@@ -30,7 +30,8 @@ from lsm3.format.metadata import DataFile
 from lsm3.format.schema import TableSchema
 from lsm3.io.store import ObjectStore
 from lsm3.read.diff import ROW_KIND
-from lsm3.read.runfile import checksum_of, fetch_verified, footer_checksum_of, partition_dir
+from lsm3.read.runbytes import checksum_of, fetch_verified, footer_checksum_of
+from lsm3.read.runfile import partition_dir
 
 ROW_KINDS = ("+I", "-U", "+U", "-D")
 #: Rows per changelog file at most: larger changes are cut into pieces encoded in parallel.

@@ -3,15 +3,14 @@
 A run holds at most one row per key, sorted by the primary key, with two hidden columns: the
 sequence number (``_lsm3_seq``) and the row kind (``_lsm3_kind``: 0 upsert, 1 delete). Its
 manifest entry carries size and CRC-32 so a reader never returns data from a damaged or swapped
-file. The cached index of runs that lookups use lives in ``lsm3.read.runindex``.
+file: fetching a run's bytes and checking them lives in ``lsm3.read.runbytes``, the cached index
+of runs that lookups use in ``lsm3.read.runindex``.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-import zlib
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -23,16 +22,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lsm3.errors import CorruptDataFile, ObjectNotFound, SizeMismatch
+from lsm3.errors import CorruptDataFile, SizeMismatch
 from lsm3.format.evolution import SCHEMAS, projection
 from lsm3.format.keys import storage_values
 from lsm3.format.metadata import DataFile
 from lsm3.format.schema import KIND_COLUMN, KIND_UPSERT, SEQ_COLUMN, TableSchema
 from lsm3.io.store import ObjectStore
-
-
-def checksum_of(data: bytes | pa.Buffer | memoryview) -> str:
-    return f"crc32:{zlib.crc32(memoryview(data)) & 0xFFFFFFFF:08x}"
+from lsm3.read.runbytes import (
+    ChecksumThread,
+    check_checksum,
+    checksum_of,
+    fetch_row_groups,
+    fetch_sized,
+    footer_checksum_of,
+    footer_verified,
+    row_groups_span,
+)
+from lsm3.read.runbytes import fetch_verified as fetch_verified  # importable from here too
 
 
 def partition_dir(names: tuple[str, ...], values: tuple[Any, ...]) -> str:
@@ -244,73 +250,6 @@ def dictionary_columns(rows: pa.Table, schema: TableSchema) -> list[str]:
     return chosen
 
 
-def _fetch_sized(store: ObjectStore, f: DataFile) -> pa.Buffer:
-    """The whole object of ``f``, its size checked against the manifest entry."""
-    try:
-        buf = store.get_buffer(f.path, f.size)
-    except ObjectNotFound:
-        raise CorruptDataFile(
-            f"data file {f.path} listed in the manifest is missing from {store.url}; the table "
-            "was damaged outside lsm3 (objects deleted by hand?)"
-        ) from None
-    except SizeMismatch as exc:
-        raise CorruptDataFile(
-            f"data file {f.path} does not have the size its manifest entry says ({exc}); "
-            "refusing to read it"
-        ) from None
-    if buf.size != f.size:
-        raise CorruptDataFile(
-            f"data file {f.path} has {buf.size} bytes but its manifest entry says {f.size}; "
-            "refusing to read it"
-        )
-    return buf
-
-
-def _check_checksum(f: DataFile, actual: str) -> None:
-    if actual != f.checksum:
-        raise CorruptDataFile(
-            f"data file {f.path} has checksum {actual} but its manifest entry says {f.checksum}; "
-            "refusing to read it"
-        )
-
-
-def _footer_verified(buf: pa.Buffer, f: DataFile) -> bool:
-    """Whether the run's footer matches its ``footer_checksum`` (False for an entry without
-    one, or a buffer too short to hold a footer)."""
-    return (
-        bool(f.footer_checksum) and buf.size >= 12 and footer_checksum_of(buf) == f.footer_checksum
-    )
-
-
-class _Checksum(threading.Thread):
-    """The CRC of a buffer, computed on a thread of its own (``zlib.crc32`` releases the GIL).
-
-    A thread per run rather than a shared pool: a process forked while a pool's threads
-    exist (the crash tests fork compactors) inherits a pool without threads, and a result
-    it waits for never comes."""
-
-    def __init__(self, data: pa.Buffer) -> None:
-        super().__init__(name="lsm3-crc", daemon=True)
-        self._data = data
-        self._result = ""
-        self.start()
-
-    def run(self) -> None:
-        self._result = checksum_of(self._data)
-
-    def result(self) -> str:
-        self.join()
-        return self._result
-
-
-def fetch_verified(store: ObjectStore, f: DataFile) -> pa.Buffer:
-    """A whole object fetched and checked against its manifest entry (size and CRC-32), for
-    files read at once rather than decoded while their CRC runs (changelog files)."""
-    buf = _fetch_sized(store, f)
-    _check_checksum(f, checksum_of(buf))
-    return buf
-
-
 class OpenRun:
     """A verified run held in memory, read (in whole or by row group) through ``read_schema``.
 
@@ -337,19 +276,19 @@ class OpenRun:
         self.read_schema = read_schema
         self._store = store
         self._buffer: pa.Buffer | None = None
-        self._crc: _Checksum | None = None  # the whole-file CRC, computed while decoding
+        self._crc: ChecksumThread | None = None  # the whole-file CRC, computed while decoding
         try:
             self._pq: pq.ParquetFile | None = None  # over the whole run, when fetched whole
             if footer is None:
-                self._buffer = _fetch_sized(store, f)
-                if _footer_verified(self._buffer, f):
+                self._buffer = fetch_sized(store, f)
+                if footer_verified(self._buffer, f):
                     # The footer is checked, so parsing it is safe; the CRC of the whole run
                     # runs on another core while the first read decodes, and that read
                     # returns no row before it matches (``_verified``). Checked first, it
                     # held back decoding by ~12 ms per 74 MB run.
-                    self._crc = _Checksum(self._buffer)
+                    self._crc = ChecksumThread(self._buffer)
                 else:
-                    _check_checksum(f, checksum_of(self._buffer))
+                    check_checksum(f, checksum_of(self._buffer))
                 self._pq = pq.ParquetFile(pa.BufferReader(self._buffer))
                 footer = self._pq.metadata
             self._metadata = footer
@@ -416,62 +355,21 @@ class OpenRun:
         if self._crc is not None:
             actual = self._crc.result()
             self._crc = None
-            _check_checksum(self.file, actual)
+            check_checksum(self.file, actual)
 
     @property
     def metadata(self) -> pq.FileMetaData:
         return self._metadata
 
     def fetch_span(self, row_groups: list[int]) -> pq.ParquetFile:
-        """The bytes of ``row_groups`` (contiguous in the file) in one ranged GET, placed at
-        their offsets in a zero-filled buffer the size of the file, opened for decoding (a
-        local file is memory-mapped instead: no copy, and only the span's pages are read).
-
-        Why not hand Arrow the ranged reader: that is a Python file object, and Arrow's
-        decoding threads reading through one can abort the process at exit
-        (apache/arrow#50482); from memory they are safe, and run in parallel. The buffer's
-        untouched pages are never written, so memory holds only the span. Arrow reads only
-        inside the column chunks of the requested groups (their bounds were checked against
-        the span above), and checks every page's CRC."""
-        lo, hi = self.span_of(row_groups)
-        # A local file is mapped, not copied: copying a span into fresh memory faulted in
-        # and zeroed new pages on every section (a third of a stream's system time)
-        image = self._store.map_range(self.file.path, lo, hi, self.file.size)
-        if image is None:
-            # Arrow's allocator, not np.zeros: numpy asks for transparent huge pages on large
-            # arrays, and zeroing whole 2 MiB pages for a small span cost ~1.5 ms per call
-            # here (the bytes outside the span are never read, so they need no zeroing); and
-            # not an anonymous map either: faulting in fresh pages cost ~10 ms of CPU per
-            # 6 MB span here, against ~1.3 ms for memory the allocator reuses
-            image = pa.allocate_buffer(self.file.size)
-            self._store.get_range_into(
-                self.file.path, lo, memoryview(image)[lo:hi], expected_size=self.file.size
-            )
-        return pq.ParquetFile(
-            pa.BufferReader(image), metadata=self._metadata, page_checksum_verification=True
-        )
+        """The bytes of ``row_groups`` (contiguous in the file) in one ranged GET, opened for
+        decoding (see :func:`lsm3.read.runbytes.fetch_row_groups`)."""
+        return fetch_row_groups(self._store, self.file, self._metadata, row_groups)
 
     def span_of(self, row_groups: list[int]) -> tuple[int, int]:
         """The byte range ``[lo, hi)`` of the file that holds the column chunks of
         ``row_groups``, checked to lie inside the file."""
-        md = self._metadata
-        starts: list[int] = []
-        ends: list[int] = []
-        for i in row_groups:
-            group = md.row_group(i)
-            for c in range(group.num_columns):
-                chunk = group.column(c)
-                start = (
-                    chunk.dictionary_page_offset
-                    if chunk.has_dictionary_page
-                    else chunk.data_page_offset
-                )
-                starts.append(start)
-                ends.append(start + chunk.total_compressed_size)
-        lo, hi = min(starts), max(ends)
-        if lo < 0 or hi > self.file.size:
-            raise CorruptDataFile(f"data file {self.file.path} has row groups outside the file")
-        return lo, hi
+        return row_groups_span(self.file, self._metadata, row_groups)
 
     def _constant_columns(self, columns: list[str]) -> dict[str, tuple[int, pa.Field]]:
         return manifest_constants(self.file, self.read_schema, columns)
@@ -524,10 +422,3 @@ def with_effective_seq(t: pa.Table, seq_offset: int) -> pa.Table:
     return t.set_column(
         i, t.schema.field(i), pc.add(t.column(i), pa.scalar(seq_offset, pa.int64()))
     )
-
-
-def footer_checksum_of(body: bytes | pa.Buffer | memoryview) -> str:
-    """CRC-32 of a Parquet file's footer: the metadata, its 4-byte length and ``PAR1``."""
-    view = memoryview(body)
-    length = int.from_bytes(view[-8:-4], "little")
-    return checksum_of(view[-(8 + length) :])

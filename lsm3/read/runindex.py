@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from lsm3.errors import CorruptDataFile, InvalidInput, ObjectNotFound, SizeMismatch, StorageError
 from lsm3.format.metadata import DataFile
 from lsm3.io.store import ObjectStore
-from lsm3.read.runfile import checksum_of
+from lsm3.read.runbytes import checksum_of
 
 
 @dataclass(frozen=True)
