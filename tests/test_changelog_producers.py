@@ -30,7 +30,7 @@ from compactor import compact
 from compactor.maintenance import expire_snapshots, remove_orphan_files
 from lsm3.errors import InvalidInput, TableNotFound
 from lsm3.write import changelog as changelog_module
-from lsm3.write import writer as writer_module
+from lsm3.write import flush as flush_module
 from lsm3.write.changelog import CommitChangelog
 
 Row = dict[str, Any]
@@ -405,8 +405,8 @@ def test_lookup_computes_changes_ahead_while_the_runs_upload_and_redoes_them_aft
         w.upsert([{"id": 1, "a": 2, "b": "x"}])
     assert computed == [None, 1], "once per commit, ahead, on the parent"
     other = lsm3.open_table(t.uri)
-    then_another = _then_another_writer_commits(writer_module.upload_computing_changes, other, 7)
-    monkeypatch.setattr(writer_module, "upload_computing_changes", then_another)
+    then_another = _then_another_writer_commits(flush_module.upload_computing_changes, other, 7)
+    monkeypatch.setattr(flush_module, "upload_computing_changes", then_another)
     with t.writer() as w:
         w.upsert([{"id": 1, "a": 3, "b": "z"}])
     assert computed == [None, 1, 2, 2, 3], "ahead on 2 (ours, then the other's), ours on 3"

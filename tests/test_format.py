@@ -146,11 +146,11 @@ def test_a_large_flush_is_one_run_of_key_disjoint_pieces(
 ) -> None:
     """Big flushes are cut into pieces encoded in parallel; they share a run id, so the
     compactor and the write-stall count see one sorted run, and reads are unchanged."""
-    import lsm3.write.writer
+    import lsm3.write.flush
     from compactor.policy import sorted_runs
 
-    monkeypatch.setattr(lsm3.write.writer, "_PIECE_ROWS", 100)
-    monkeypatch.setattr(lsm3.write.writer.os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(lsm3.write.flush, "_PIECE_ROWS", 100)
+    monkeypatch.setattr(lsm3.write.flush.os, "cpu_count", lambda: 3)
     t = lsm3.create_table(os.path.join(str(tmp_path), "t"), pa.schema([("id", pa.int64())]), "id")
     with t.writer() as w:
         w.upsert({"id": list(range(1000, 0, -1))})
@@ -171,13 +171,13 @@ def test_a_flush_gathers_in_key_order_from_many_memtable_chunks(
     """The memtable keeps writes as separate chunks and a flush gathers each run's rows from
     all of them: every run must come out sorted by key with the newest version of each key,
     whatever chunk it sits in."""
+    import lsm3.write.flush
     import lsm3.write.memtable
-    import lsm3.write.writer
 
     monkeypatch.setattr(lsm3.write.memtable, "CHUNK_BYTES", 3000)
-    monkeypatch.setattr(lsm3.write.writer, "_PIECE_ROWS", 50)
-    monkeypatch.setattr(lsm3.write.writer, "_GATHER_ROW_GROUPS", 2)
-    monkeypatch.setattr(lsm3.write.writer.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(lsm3.write.flush, "_PIECE_ROWS", 50)
+    monkeypatch.setattr(lsm3.write.flush, "_GATHER_ROW_GROUPS", 2)
+    monkeypatch.setattr(lsm3.write.flush.os, "cpu_count", lambda: 4)
     schema = pa.schema([("id", pa.int64()), ("v", pa.string())])
     t = lsm3.create_table(
         os.path.join(str(tmp_path), "t"), schema, "id", options={"row_group_rows": 16}

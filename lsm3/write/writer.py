@@ -1,4 +1,5 @@
-"""The writer: buffer upserts, deletes and CDC; flush sorted runs; commit them exactly once.
+"""The writer: buffer upserts, deletes and CDC; flush sorted runs (:mod:`lsm3.write.flush`);
+commit them exactly once.
 
 A commit uploads its runs first (each a fresh, never-reused object), then one delta manifest
 and one snapshot. The runs carry local sequence numbers 0..n-1, one per flush of the commit
@@ -17,12 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
-import threading
 import uuid
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,10 +29,10 @@ import pyarrow.compute as pc
 from lsm3.errors import InvalidInput, SchemaMismatch
 from lsm3.format.metadata import DataFile, Snapshot
 from lsm3.format.schema import KIND_DELETE, KIND_UPSERT, TableSchema, conform, to_arrow_table
-from lsm3.read.runfile import RunWriter
-from lsm3.write.changelog import ChangelogRecorder, CommitChangelog, upload_computing_changes
+from lsm3.write.changelog import ChangelogRecorder, CommitChangelog
 from lsm3.write.commit import commit_files
-from lsm3.write.memtable import Memtable, fold_buffered, split_runs, with_constant_seq
+from lsm3.write.flush import upload_runs
+from lsm3.write.memtable import Memtable
 from lsm3.write.stall import apply_write_stall
 
 if TYPE_CHECKING:
@@ -300,81 +297,9 @@ class Writer:
         if buffered is None:
             self._changelog.flush_input(self.table)  # a CDC batch of before-images only
             return []
-        keep = None
-        if not self.schema.engine.is_deduplicate:
-            # A run holds one row per key: the merge engine's fold of the key's records here
-            # (a partial fold, or a reset or delete row: lsm3.read.fold), so a flush of many
-            # records of one key stores one row.
-            buffered, keep = fold_buffered(buffered, self.schema)
-        runs = [
-            (partition, bucket, piece, run_id)
-            for partition, bucket, indices in split_runs(buffered.view(), self.schema, keep)
-            for run_id in [uuid.uuid4().hex]
-            for piece in _pieces(indices, buffered.nbytes / max(1, buffered.num_rows))
-        ]
-        store = self.table.store
-        flush_seq = self._memtable.flushes
-
-        gather_rows = self.schema.option("row_group_rows") * _GATHER_ROW_GROUPS
-        written: dict[str, list[pa.Table]] = {}  # lookup producer: each run's rows, by path
-        keep_rows = self._changelog.producer == "lookup"
-
-        # Encoding is CPU work: more pieces encoding at once than cores only holds more
-        # encoded bodies in memory (the 10M-row load's writer peaked at 915 MiB RSS with its
-        # four pieces encoding at once, at 744 MiB with two).
-        encoding = threading.BoundedSemaphore(os.cpu_count() or 1)
-
-        def gather(item: tuple[tuple[Any, ...], int, pa.Array, str]) -> pa.Table:
-            return with_constant_seq(buffered.take(item[2]), flush_seq)
-
-        def upload(
-            item: tuple[tuple[Any, ...], int, pa.Array, str], gathered: pa.Table | None = None
-        ) -> DataFile:
-            partition, bucket, indices, run_id = item
-            run = RunWriter(self.schema, level=0, partition=partition, bucket=bucket, run_id=run_id)
-            # The gather runs here, in parallel with the other pieces, a few row groups at a
-            # time: a flush holds the memtable and its encoded output, never a sorted copy
-            # (unless the lookup producer, which keeps the rows anyway, ``gathered`` them).
-            with encoding:
-                for start in range(0, len(indices), gather_rows):
-                    if gathered is not None:
-                        rows = gathered.slice(start, gather_rows)
-                    else:
-                        rows = with_constant_seq(
-                            buffered.take(indices.slice(start, gather_rows)), flush_seq
-                        )
-                    run.write(rows)
-                    if keep_rows:
-                        written.setdefault(run.path, []).append(rows)
-                encoded = run.finish()
-            store.put(encoded.file.path, encoded.body)
-            log.debug(
-                "uploaded %s (%d rows, %d bytes)",
-                encoded.file.path,
-                len(indices),
-                encoded.file.size,
-            )
-            return encoded.file
-
-        workers = min(self.schema.option("upload_concurrency"), len(runs))
-        ahead = last and self._changelog.can_compute_ahead()
-        changes: tuple[int, list[DataFile]] | None = None
-        try:
-            if ahead:
-                files, changes = upload_computing_changes(
-                    self.table, self.schema, runs, gather, upload, workers
-                )
-            elif workers <= 1:
-                files = [upload(r) for r in runs]
-            else:
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    files = list(pool.map(upload, runs))
-            self._changelog.flush_input(self.table)
-        except BaseException:
-            # Nothing of this flush is pending: keep its rows for the next flush (what did
-            # upload becomes an orphan for remove_orphan_files).
-            self._memtable.restore(buffered)
-            raise
+        files, written, changes = upload_runs(
+            self.table, self.schema, self._memtable, buffered, self._changelog, last
+        )
         self._pending.extend(files)
         self._changelog.add_runs(files, written)
         if changes is not None:
@@ -530,27 +455,6 @@ class Writer:
                 self.abort()
         finally:
             self.close()
-
-
-_PIECE_ROWS = 131072
-_PIECE_BYTES = 64 * 1024 * 1024
-#: Row groups gathered from the memtable and encoded at a time during a flush.
-_GATHER_ROW_GROUPS = 16
-
-
-def _pieces(indices: pa.Array, row_bytes: float) -> list[pa.Array]:
-    """A large run (its row indices, in key order) cut into key-disjoint pieces, one per
-    core, so they are gathered and encoded in parallel (both release the GIL), and more when
-    a piece would hold over ``_PIECE_BYTES`` of rows (``row_bytes`` each): a piece's encoded
-    body is in memory until it is uploaded, so this bounds a flush's memory beyond the
-    memtable by the workers, not by the memtable. Pieces share a run id and stay one sorted
-    run."""
-    pieces = min(os.cpu_count() or 1, len(indices) // _PIECE_ROWS)
-    pieces = max(pieces, math.ceil(len(indices) * row_bytes / _PIECE_BYTES))
-    if pieces <= 1:
-        return [indices]
-    size = -(-len(indices) // pieces)
-    return [indices.slice(start, size) for start in range(0, len(indices), size)]
 
 
 def _kinds(n: int, kind: int) -> pa.Array:
