@@ -3,13 +3,14 @@
 A :class:`Table` pins the snapshot it last saw (``current_snapshot()``); reads use that
 snapshot unless told otherwise and ``refresh()`` moves it forward. Writers made by
 ``table.writer()`` commit through :func:`lsm3.write.commit.commit_files`, which the compactor
-also uses, so there is one commit path.
+also uses, so there is one commit path. The methods delegate to the packages that do the work:
+reads to :mod:`lsm3.read`, schema changes to :class:`lsm3.write.commit.SchemaCommit`, tags to
+:mod:`lsm3.write.tags`.
 """
 
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,15 +24,13 @@ from lsm3.errors import (
     InvalidInput,
     ObjectNotFound,
     PreconditionFailed,
-    SnapshotNotFound,
     TableAlreadyExists,
     TableNotFound,
 )
-from lsm3.format.evolution import SCHEMAS, SchemaUpdate, schema_key
+from lsm3.format.evolution import SCHEMAS, schema_key
 from lsm3.format.manifests import ManifestReader
 from lsm3.format.metadata import DataFile, Snapshot
 from lsm3.format.schema import TableSchema, new_schema
-from lsm3.format.tags import check_tag_name, decode_tag, encode_tag, tag_key
 from lsm3.io.retry import with_retries
 from lsm3.io.store import ObjectStore, StoreStats, open_store
 from lsm3.read.changelog import changelog_batches, changelog_table
@@ -42,8 +41,9 @@ from lsm3.read.lookup import lookup
 from lsm3.read.pointget import MISS, get_one
 from lsm3.read.prune import live_files_for
 from lsm3.read.scan import DEFAULT_SECTION_ROWS, make_request, scan_batches
-from lsm3.write.commit import commit_files
+from lsm3.write.commit import SchemaCommit
 from lsm3.write.log import SnapshotLog
+from lsm3.write.tags import add_tag, list_tags, load_tag, remove_tag
 from lsm3.write.writer import Writer
 
 
@@ -143,12 +143,7 @@ class Table:
         if sum(x is not None for x in (snapshot_id, as_of, tag)) > 1:
             raise InvalidInput("pass only one of snapshot_id, as_of and tag")
         if tag is not None:
-            check_tag_name(tag)
-            try:
-                raw = self.store.get(tag_key(tag))
-            except ObjectNotFound:
-                raise SnapshotNotFound(f"no tag {tag!r} on {self.uri}") from None
-            return decode_tag(raw, f"tag {tag} of {self.uri}")
+            return load_tag(self.store, tag)
         if snapshot_id is not None:
             if not isinstance(snapshot_id, int) or snapshot_id < 0:
                 raise InvalidInput(
@@ -365,39 +360,14 @@ class Table:
 
     def tagged_snapshots(self) -> dict[str, Snapshot]:
         """Tag name -> the tagged snapshot (embedded in the tag, so never expired)."""
-        out = {}
-        for info in self.store.list("tag/"):
-            if not info.key.endswith(".json"):
-                continue  # e.g. the temporary file of an interrupted local put
-            name = info.key[len("tag/") :].removesuffix(".json")
-            out[name] = decode_tag(self.store.get(info.key), f"tag {name} of {self.uri}")
-        return out
+        return list_tags(self.store)
 
     def create_tag(self, name: str, snapshot_id: int | None = None) -> int:
         """Name a snapshot (default: the current one); expiry never removes it."""
-        check_tag_name(name)
-        snap = self.snapshot(snapshot_id) if snapshot_id is not None else self.refresh()
-        if snap is None:
-            raise InvalidInput("the table has no snapshot to tag yet")
-        try:
-            self.store.put_if_absent(tag_key(name), encode_tag(snap))
-        except PreconditionFailed:
-            raise InvalidInput(f"tag {name!r} already exists; delete it first") from None
-        if self.log.is_detached(snap.snapshot_id):
-            # Expiry removed the snapshot after we read it and may have listed the tags
-            # before ours landed, so its files may be on their way out: refuse the tag.
-            self.store.delete(tag_key(name))
-            raise SnapshotNotFound(
-                f"snapshot {snap.snapshot_id} was expired while it was being tagged; "
-                "tag a retained snapshot (see table.snapshot_ids())"
-            )
-        return snap.snapshot_id
+        return add_tag(self, name, snapshot_id)
 
     def delete_tag(self, name: str) -> None:
-        check_tag_name(name)
-        if self.store.head(tag_key(name)) is None:
-            raise SnapshotNotFound(f"no tag {name!r} on {self.uri}")
-        self.store.delete(tag_key(name))
+        remove_tag(self.store, name)
 
     # ----------------------------------------------------------------- schema evolution
 
@@ -406,14 +376,14 @@ class Table:
         ids = {0} | {s.schema_id for s in self.snapshots()}
         return [self.schema_at(i) for i in sorted(ids)]
 
-    def update_schema(self) -> _SchemaCommit:
+    def update_schema(self) -> SchemaCommit:
         """Change the schema: ``with t.update_schema() as u: u.add_column("x", pa.int64())``.
 
         The changes (add a nullable column, drop, rename, widen a type, set options) are
         committed together as a new schema version and a SCHEMA snapshot; no data is
         rewritten. Key, partition and sequence-field columns cannot change.
         """
-        return _SchemaCommit(self)
+        return SchemaCommit(self)
 
     def add_column(self, name: str, type: pa.DataType) -> Snapshot:
         with self.update_schema() as u:
@@ -456,36 +426,6 @@ class Table:
     def __repr__(self) -> str:
         snap = self._snapshot
         return f"lsm3.Table({self.uri!r}, snapshot={snap.snapshot_id if snap else 0})"
-
-
-class _SchemaCommit:
-    """The context manager ``Table.update_schema`` returns."""
-
-    def __init__(self, table: Table) -> None:
-        self.table = table
-        self.update: SchemaUpdate | None = None
-
-    def __enter__(self) -> SchemaUpdate:
-        self.table.refresh()
-        self.update = SchemaUpdate(self.table.table_schema)
-        return self.update
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is not None or self.update is None or not self.update.changed:
-            return
-        self.update.result(self.update.base.schema_id + 1)  # validate before writing anything
-        commit_files(
-            self.table,
-            added=[],
-            removed=[],
-            seq_count=0,
-            kind="SCHEMA",
-            writer_id=None,
-            commit_id=uuid.uuid4().hex,
-            metadata={},
-            assign_offset=False,
-            schema_update=self.update,
-        )
 
 
 def create_table(

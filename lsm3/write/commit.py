@@ -14,6 +14,7 @@ writer's commit never reads the table's live file set: its cost is its delta plu
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -285,3 +286,34 @@ def write_schema(table: Table, update: SchemaUpdate) -> int:
         SCHEMAS.put(table.store, candidate)
         return schema_id
     raise CommitConflict("could not find a free schema id; the schema/ prefix is crowded")
+
+
+class SchemaCommit:
+    """The context manager ``Table.update_schema`` returns: the changes made inside it are
+    committed together as a new schema version and a SCHEMA snapshot (nothing if none)."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.update: SchemaUpdate | None = None
+
+    def __enter__(self) -> SchemaUpdate:
+        self.table.refresh()
+        self.update = SchemaUpdate(self.table.table_schema)
+        return self.update
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None or self.update is None or not self.update.changed:
+            return
+        self.update.result(self.update.base.schema_id + 1)  # validate before writing anything
+        commit_files(
+            self.table,
+            added=[],
+            removed=[],
+            seq_count=0,
+            kind="SCHEMA",
+            writer_id=None,
+            commit_id=uuid.uuid4().hex,
+            metadata={},
+            assign_offset=False,
+            schema_update=self.update,
+        )
