@@ -846,6 +846,16 @@ RACE_SCHEMA = pa.schema(
     [("id", pa.int64()), ("w", pa.string()), ("c", pa.int64()), ("v", pa.string())]
 )
 RACE_KEYS = 60
+# The aggregating race: a commit applied twice (or lost, or rebased onto the wrong parent)
+# changes a sum and a concatenation for good, where under deduplicate a later upsert of the
+# same key can hide it; and its writers store complete changes (``lookup``), computed ahead
+# on the snapshot they knew and again on the parent a retry lands on.
+RACE_AGGREGATION_OPTIONS = {
+    "merge_engine": "aggregation",
+    "fields.c.aggregate_function": "sum",
+    "fields.v.aggregate_function": "listagg",
+    "changelog_producer": "lookup",
+}
 
 
 def race_plan(writer: int, commit: int) -> list[tuple[str, Any]]:
@@ -856,6 +866,20 @@ def race_plan(writer: int, commit: int) -> list[tuple[str, Any]]:
     ops: list[tuple[str, Any]] = [("d", k) for k in keys[6:]]
     ops += [("u", (k, f"w{writer}", commit, f"w{writer}c{commit}k{k}")) for k in keys[:6]]
     return ops
+
+
+def race_fold(state: dict[int, tuple[Any, ...]], op: str, arg: Any, aggregate: bool) -> None:
+    """Apply one planned operation to the model ``state`` (key -> row): a delete removes
+    the key; an upsert replaces the row, or under ``aggregate`` (RACE_AGGREGATION_OPTIONS)
+    keeps the newest ``w``, adds ``c`` and appends ``v`` to the live row's."""
+    if op == "d":
+        state.pop(arg, None)
+        return
+    old = state.get(arg[0]) if aggregate else None
+    if old is None:
+        state[arg[0]] = arg
+    else:
+        state[arg[0]] = (arg[0], arg[1], old[2] + arg[2], f"{old[3]},{arg[3]}")
 
 
 def race_writer_main(args: argparse.Namespace) -> int:
@@ -929,18 +953,23 @@ def run_races(
     pause: float = 0.3,
     seed: int = 0,
     verify_all: bool = True,
+    aggregate: bool = False,
 ) -> RaceFigures:
     """Writer processes, a compactor process and reader threads on one table for
     ``seconds``; then the history must be linear, every commit that returned must be in it
-    exactly once, and every read must equal the model at the snapshot it read."""
+    exactly once, and every read must equal the model at the snapshot it read. With
+    ``aggregate`` the table sums and concatenates (RACE_AGGREGATION_OPTIONS) and its stored
+    changelog, applied commit by commit, must give the model at every snapshot, with
+    before-images equal to the model's previous rows."""
     figures = RaceFigures(runs=1, writers=writers, seconds=seconds)
-    lsm3.create_table(
-        uri,
-        RACE_SCHEMA,
-        "id",
-        options={"num_sorted_run_trigger": 3, "commit_retries": 64, "row_group_rows": 16},
-        storage_options=storage_options,
-    )
+    options: dict[str, Any] = {
+        "num_sorted_run_trigger": 3,
+        "commit_retries": 64,
+        "row_group_rows": 16,
+    }
+    if aggregate:
+        options.update(RACE_AGGREGATION_OPTIONS)
+    lsm3.create_table(uri, RACE_SCHEMA, "id", options=options, storage_options=storage_options)
     opts = json.dumps(storage_options or {})
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     procs = [
@@ -1075,10 +1104,7 @@ def run_races(
                 figures.anomalies.append(f"snapshot {s.snapshot_id} holds unknown commit")
                 continue
             for op, arg in race_plan(int(m.group(1)), int(m.group(2))):
-                if op == "u":
-                    model[arg[0]] = arg
-                else:
-                    model.pop(arg, None)
+                race_fold(model, op, arg, aggregate)
         elif s.summary.get("removed_files"):
             figures.compactions += 1
         expected[s.snapshot_id] = digest_of_rows(list(model.values()))
@@ -1106,7 +1132,50 @@ def run_races(
             have = None if row is None else tuple(row[n] for n in RACE_SCHEMA.names)
             if have != want:
                 figures.anomalies.append(f"get({k}) at snapshot {sid} returned {have}, not {want}")
+    if aggregate:
+        figures.anomalies += replay_changelog(t, snaps, states)
     return figures
+
+
+def replay_changelog(
+    t: lsm3.Table, snaps: list[lsm3.Snapshot], states: dict[int, dict[int, tuple[Any, ...]]]
+) -> list[str]:
+    """Apply the table's changelog commit by commit from the first retained snapshot's
+    state: each ``-U``/``-D`` must carry the row the model held, each ``+I`` must be a new
+    key, and after each snapshot's changes the result must be the model at that snapshot
+    (compactions contribute nothing)."""
+    if len(snaps) < 2:
+        return []
+    anomalies: list[str] = []
+    first = snaps[0].snapshot_id
+    changes = t.changelog(first, snaps[-1].snapshot_id).to_pylist()
+    by_snapshot: dict[int, list[dict[str, Any]]] = {}
+    for change in changes:
+        by_snapshot.setdefault(change["_snapshot_id"], []).append(change)
+    state = dict(states[first])
+    for s in snaps[1:]:
+        for change in by_snapshot.pop(s.snapshot_id, []):
+            row = tuple(change[n] for n in RACE_SCHEMA.names)
+            kind, key = change["_row_kind"], row[0]
+            if kind in ("-U", "-D"):
+                if state.get(key) != row:
+                    anomalies.append(
+                        f"snapshot {s.snapshot_id}: {kind} of key {key} carries {row}, "
+                        f"the table held {state.get(key)}"
+                    )
+                state.pop(key, None)
+            elif kind == "+I" and key in state:
+                anomalies.append(f"snapshot {s.snapshot_id}: +I of key {key}, which was live")
+            else:
+                state[key] = row
+        if state != states[s.snapshot_id]:
+            anomalies.append(
+                f"the changelog applied up to snapshot {s.snapshot_id} differs from the model"
+            )
+            state = dict(states[s.snapshot_id])  # report each divergence once
+    if by_snapshot:
+        anomalies.append(f"changes of snapshots outside the history: {sorted(by_snapshot)}")
+    return anomalies
 
 
 def _digest_or_none(t: lsm3.Table, sid: int) -> tuple[int, int] | None:
@@ -1385,6 +1454,7 @@ def soak_main(args: argparse.Namespace) -> int:
                         seconds=budget(30),
                         writers=3 + i % 2,
                         seed=i,
+                        aggregate=i == 2,
                     )
                 )
         for i in range(2):
@@ -1396,6 +1466,7 @@ def soak_main(args: argparse.Namespace) -> int:
                     writers=4,
                     pause=0.1,
                     seed=10 + i,
+                    aggregate=i == 1,
                 )
             )
         return total

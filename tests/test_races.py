@@ -38,6 +38,20 @@ def test_writers_compactor_and_readers_race_on_seaweedfs(seaweed_bucket_uri: Loc
     assert figures.commits >= 3 and figures.reads_checked >= 1, figures
 
 
+def test_aggregating_writers_with_stored_changes_race_on_seaweedfs(
+    seaweed_bucket_uri: Location,
+) -> None:
+    """The race on a table that sums and concatenates and stores complete changes
+    (``lookup``): a commit applied twice or rebased onto the wrong parent shows in every later
+    value, and the changelog applied commit by commit must give each snapshot's table."""
+    uri, options = seaweed_bucket_uri
+    figures = run_races(
+        uri, options, seconds=8, writers=3, readers=1, verify_all=False, aggregate=True
+    )
+    assert figures.anomalies == []
+    assert figures.commits >= 3 and figures.reads_checked >= 1, figures
+
+
 def test_writers_compactor_and_readers_race_on_azurite(az_container_uri: Location) -> None:
     """The same race on Azure Blob Storage (Azurite; adlfs ``If-None-Match: *``)."""
     uri, options = az_container_uri
