@@ -45,6 +45,7 @@ from identity_harness import IdentityFigures, run_continued_writers
 
 import lsm3
 from compactor.maintenance import expire_snapshots, remove_orphan_files
+from compactor.references import changelog_files
 from lsm3.io.local import LocalStore
 from lsm3.io.memory import MemoryStore
 from lsm3.io.store import ObjectStore, open_store
@@ -133,6 +134,7 @@ def named_by_detached(table: lsm3.Table) -> set[str]:
         try:  # complete: what it needs, as for any snapshot
             named |= table.manifests.referenced(snap)
             named.update(f.path for f in table.files_of(snap))
+            named.update(f.path for f in changelog_files(table, snap))
             continue
         except lsm3.CorruptMetadata:  # expiry deleted some of its manifests already
             pass
@@ -151,18 +153,17 @@ def check_orphans(table: lsm3.Table, local_root: str | None = None) -> dict[str,
     no grace period) would delete; returns the figures, raises Anomaly on a difference.
 
     Left over = every object under ``data/`` and ``manifest/`` that no retained or tagged
-    snapshot references, and the temporary files of local puts killed mid-write anywhere.
+    snapshot references (its live files and the changelog files its commit stored), and the
+    temporary files of local puts killed mid-write anywhere.
     ``tmp_files`` counts those temporary files (and, with ``local_root``, any the store's
     listing would hide from orphan removal).
     """
     store = table.store
     referenced: set[str] = set()
-    for s in table.snapshots():
+    for s in [*table.snapshots(), *table.tagged_snapshots().values()]:
         referenced.update(table.manifests.referenced(s))
         referenced.update(f.path for f in table.files_of(s))
-    for s in table.tagged_snapshots().values():
-        referenced.update(table.manifests.referenced(s))
-        referenced.update(f.path for f in table.files_of(s))
+        referenced.update(f.path for f in changelog_files(table, s))  # section 16
     referenced |= named_by_detached(table)
     temporary = re.compile(r"\.[0-9a-f]{32}\.tmp$")  # of local puts killed mid-write
     everything = [i.key for i in store.list("")]
@@ -505,7 +506,12 @@ def _crash_rule(when: str, nth: int) -> list[Any]:
 
 
 def run_crash_points(
-    root: str, scenario: str, seed: int = 0, limit: int = 400, stride: int = 1
+    root: str,
+    scenario: str,
+    seed: int = 0,
+    limit: int = 400,
+    stride: int = 1,
+    options: dict[str, Any] | None = None,
 ) -> CrashFigures:
     """Kill a writer commit, a compaction or a maintenance run at every request in turn
     (before each request, and after each request that changes something), each in a forked
@@ -513,7 +519,9 @@ def run_crash_points(
     after every kill check the table, then resume as a restarted process would, and check
     again (including that orphan removal finds exactly what the kill left over).
 
-    ``scenario`` is ``writer``, ``compactor`` or ``maintenance``.
+    ``scenario`` is ``writer``, ``compactor`` or ``maintenance``; ``options`` are table
+    options beside FAULT_OPTIONS (with ``changelog_producer = "lookup"`` every check also
+    replays the stored changelog against the table's reads, ``check_changelog``).
     """
     import compactor
 
@@ -521,7 +529,8 @@ def run_crash_points(
     rng = random.Random(seed)
     template = root + "-template"
     base_store = LocalStore(template, fsync=False)
-    lsm3.create_table(base_store, FAULT_SCHEMA, "id", options=FAULT_OPTIONS)
+    lsm3.create_table(base_store, FAULT_SCHEMA, "id", options={**FAULT_OPTIONS, **(options or {})})
+    stores_changes = (options or {}).get("changelog_producer") == "lookup"
     after_commit: dict[str, tuple[int, int]] = {}
     model: dict[int, tuple[str, int]] = {}
 
@@ -596,6 +605,8 @@ def run_crash_points(
             try:
                 t = lsm3.open_table(clean)
                 tracker.verify(t, figures, sample=100)
+                if stores_changes:
+                    check_changelog(t)
                 leftovers = check_orphans(t, root)
                 figures.orphans_seen += leftovers["orphans"]
                 figures.tmp_files += leftovers["tmp_files"]
@@ -611,6 +622,8 @@ def run_crash_points(
                     _model_rows(last_model if scenario == "writer" else model)
                 ):
                     raise Anomaly("the latest snapshot differs from the model")
+                if stores_changes:
+                    check_changelog(t)
                 removed = remove_orphan_files(t, older_than=dt.timedelta(0))
                 figures.orphans_removed += removed.files
                 if check_orphans(lsm3.open_table(clean), None)["orphans"]:
@@ -1138,15 +1151,17 @@ def run_races(
 
 
 def replay_changelog(
-    t: lsm3.Table, snaps: list[lsm3.Snapshot], states: dict[int, dict[int, tuple[Any, ...]]]
+    t: lsm3.Table, snaps: list[lsm3.Snapshot], states: dict[int, dict[Any, tuple[Any, ...]]]
 ) -> list[str]:
     """Apply the table's changelog commit by commit from the first retained snapshot's
-    state: each ``-U``/``-D`` must carry the row the model held, each ``+I`` must be a new
-    key, and after each snapshot's changes the result must be the model at that snapshot
-    (compactions contribute nothing)."""
+    state (``states``: snapshot id -> key -> row, the key a row's first value): each
+    ``-U``/``-D`` must carry the row the table held, each ``+I`` must be a new key, and after
+    each snapshot's changes the result must be ``states`` at that snapshot (compactions
+    contribute nothing)."""
     if len(snaps) < 2:
         return []
     anomalies: list[str] = []
+    names = t.schema.names
     first = snaps[0].snapshot_id
     changes = t.changelog(first, snaps[-1].snapshot_id).to_pylist()
     by_snapshot: dict[int, list[dict[str, Any]]] = {}
@@ -1155,7 +1170,7 @@ def replay_changelog(
     state = dict(states[first])
     for s in snaps[1:]:
         for change in by_snapshot.pop(s.snapshot_id, []):
-            row = tuple(change[n] for n in RACE_SCHEMA.names)
+            row = tuple(change[n] for n in names)
             kind, key = change["_row_kind"], row[0]
             if kind in ("-U", "-D"):
                 if state.get(key) != row:
@@ -1170,12 +1185,26 @@ def replay_changelog(
                 state[key] = row
         if state != states[s.snapshot_id]:
             anomalies.append(
-                f"the changelog applied up to snapshot {s.snapshot_id} differs from the model"
+                f"the changelog applied up to snapshot {s.snapshot_id} differs from the table"
             )
             state = dict(states[s.snapshot_id])  # report each divergence once
     if by_snapshot:
         anomalies.append(f"changes of snapshots outside the history: {sorted(by_snapshot)}")
     return anomalies
+
+
+def check_changelog(t: lsm3.Table) -> None:
+    """The stored changelog of every retained commit, applied in order, gives the table as
+    read at each snapshot (raises Anomaly): for tables whose producer stores complete
+    changes (``lookup``)."""
+    snaps = t.snapshots()
+    states = {
+        s.snapshot_id: {r[0]: r for r in table_rows(t.to_arrow(snapshot_id=s.snapshot_id))}
+        for s in snaps
+    }
+    anomalies = replay_changelog(t, snaps, states)
+    if anomalies:
+        raise Anomaly("; ".join(anomalies[:3]))
 
 
 def _digest_or_none(t: lsm3.Table, sid: int) -> tuple[int, int] | None:
@@ -1435,6 +1464,14 @@ def soak_main(args: argparse.Namespace) -> int:
         total = CrashFigures()
         for scenario in ("writer", "compactor", "maintenance"):
             total.merge(run_crash_points(str(work / f"crash-{scenario}"), scenario, seed=1))
+            total.merge(
+                run_crash_points(
+                    str(work / f"crash-{scenario}-lookup"),
+                    scenario,
+                    seed=2,
+                    options={"changelog_producer": "lookup"},
+                )
+            )
         total.merge(run_sigkills(str(work / "sigkill"), seconds=budget(240), seed=5))
         return total
 

@@ -55,6 +55,20 @@ def test_kill_at_every_request(tmp_path: Path, scenario: str, stride: int, min_k
         assert figures.commits_verified == sum(figures.kills.values()) + 2
 
 
+@pytest.mark.parametrize(("scenario", "stride"), [("writer", 2), ("compactor", 5)])
+def test_kill_at_every_request_of_a_table_storing_its_changes(
+    tmp_path: Path, scenario: str, stride: int
+) -> None:
+    """The same kills on a table with ``changelog_producer = "lookup"``: a killed commit's
+    changelog files are orphans, a committed one's are not, and after every kill and resume
+    the stored changelog, applied commit by commit, gives the table at every snapshot."""
+    options = {"changelog_producer": "lookup"}
+    figures = run_crash_points(str(tmp_path / "t"), scenario, stride=stride, options=options)
+    assert not figures.anomalies, figures.anomalies
+    assert sum(figures.kills.values()) >= 6, figures.kills
+    assert figures.completed == 2
+
+
 def test_sigkill_stream_cdc_and_the_compactor_at_random_moments(tmp_path: Path) -> None:
     figures = run_sigkills(str(tmp_path / "t"), seconds=8, seed=3, min_rounds=5)
     assert not figures.anomalies, figures.anomalies
