@@ -433,6 +433,7 @@ class CrashFigures:
     orphans_seen: int = 0  # left over after kills, all of them found by orphan removal
     orphans_removed: int = 0
     tmp_files: int = 0  # temporary files of interrupted local puts (orphan removal misses them)
+    mirrors_verified: int = 0  # DuckDB mirrors compared with the table at their position
     anomalies: list[str] = field(default_factory=list)
 
     def merge(self, other: CrashFigures) -> None:
@@ -443,6 +444,7 @@ class CrashFigures:
         self.orphans_seen += other.orphans_seen
         self.orphans_removed += other.orphans_removed
         self.tmp_files += other.tmp_files
+        self.mirrors_verified += other.mirrors_verified
         self.anomalies += other.anomalies
 
 
@@ -687,6 +689,42 @@ class CdcModel:
 _COMMIT_LINE = re.compile(r"snapshot (\d+): positions (\d+)-(\d+)")
 
 
+def check_mirror(t: lsm3.Table, path: str) -> None:
+    """examples/consume_changes.py's DuckDB mirror equals the table read at the snapshot the
+    mirror says it reached (raises Anomaly), and each commit was applied once."""
+    import duckdb
+
+    con = duckdb.connect(path, read_only=True)
+    try:
+        tables = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
+        if "mirror" not in tables or "lsm3_position" not in tables:
+            return  # killed before it created its tables
+        (top,) = con.execute("SELECT max(snapshot_id) FROM lsm3_position").fetchall()[0]
+        position = int(top) if top is not None else 0
+        mirrored = con.sql("SELECT * FROM mirror").to_arrow_table()
+        ((twice,),) = con.execute(
+            "SELECT count(*) - count(DISTINCT snapshot_id) FROM lsm3_applied"
+        ).fetchall()
+    finally:
+        con.close()
+    if twice:
+        raise Anomaly(f"the consumer applied {twice} commit(s) twice")
+    if position == 0:
+        if mirrored.num_rows:
+            raise Anomaly("the mirror holds rows before its first commit")
+        return
+    try:
+        want = table_digest(t, position)
+    except lsm3.SnapshotNotFound as exc:
+        raise Anomaly(f"the consumer's snapshot {position} was expired under it") from exc
+    got = digest_of_rows(table_rows(mirrored.select(t.schema.names).cast(t.schema)))
+    if got != want:
+        raise Anomaly(
+            f"the DuckDB mirror ({got[0]} rows) differs from the table at snapshot {position} "
+            f"({want[0]} rows)"
+        )
+
+
 def run_sigkills(
     root: str,
     seconds: float,
@@ -696,6 +734,8 @@ def run_sigkills(
     orphan_sweep_every: int = 4,
     min_rounds: int = 1,
     check_every_snapshot: bool = False,
+    consumer: bool = False,
+    changelog_producer: str = "none",
 ) -> CrashFigures:
     """Run examples/stream_cdc.py and ``python -m compactor`` as real processes on one local
     table and SIGKILL them at random moments, round after round, for ``seconds``. After each
@@ -706,11 +746,36 @@ def run_sigkills(
     process is running), and the next round resumes from what was committed. With
     ``check_every_snapshot`` every new snapshot is read (slower), not only the newest three
     and two older ones. On an anomaly the table and the processes' logs are kept beside
-    ``root`` (``<root>-anomaly``, ``<root>-logs``) for a post-mortem."""
+    ``root`` (``<root>-anomaly``, ``<root>-logs``) for a post-mortem.
+
+    With ``consumer``, examples/consume_changes.py keeps a DuckDB mirror in sync from the
+    second round on and is SIGKILLed at a random moment too; after each round the mirror
+    must equal the table read at the snapshot DuckDB says it reached, which expiry (the
+    compactor runs with ``--expire``) must not have taken. ``changelog_producer`` is the
+    table's (created here, before the first round, when it is not ``none``)."""
     rng = random.Random(seed)
     figures = CrashFigures()
     model = CdcModel(seed)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if changelog_producer != "none":
+        stream_cdc = load_stream_cdc()
+        lsm3.create_table(
+            root,
+            stream_cdc.parse_schema(stream_cdc.GENERATOR_SCHEMA),
+            "id",
+            options={"changelog_producer": changelog_producer},
+        )
+    mirror = root + "-mirror.duckdb"
+    consumer_cmd = [
+        PYTHON,
+        str(REPO / "examples/consume_changes.py"),
+        "--table",
+        root,
+        "--duckdb",
+        mirror,
+        "--poll",
+        "0.1",
+    ]
     writer_cmd = [
         PYTHON,
         str(REPO / "examples/stream_cdc.py"),
@@ -771,8 +836,16 @@ def run_sigkills(
                 comp = subprocess.Popen(
                     compactor_cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO
                 )
+        follower = None
+        follower_log = logdir / f"consumer-{rounds}.log"
+        if consumer and rounds > 1:
+            with open(follower_log, "wb") as out:
+                follower = subprocess.Popen(
+                    consumer_cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO
+                )
         # Kill the writer at a random moment of its work (after it opened the table and
-        # found its resume point), the compactor at a random moment of its life.
+        # found its resume point), the compactor and the consumer at random moments of their
+        # lives.
         started = time.monotonic()
         while writer.poll() is None and time.monotonic() - started < 20:
             if b"writer 'cdc'" in err_path.read_bytes():
@@ -789,13 +862,27 @@ def run_sigkills(
                 comp.kill()
                 figures.kills["compactor (python -m compactor)"] += 1
             comp.wait()
+        if follower is not None:
+            time.sleep(max(0.0, started + rng.uniform(0.5, 3.0) - time.monotonic()))
+            if follower.poll() is None:
+                follower.kill()
+                figures.kills["consumer (consume_changes.py)"] += 1
+            follower.wait()
+            log_text = follower_log.read_text(errors="replace")
+            if "Traceback" in log_text:
+                figures.anomalies.append(f"round {rounds}: the consumer failed: {log_text[-800:]}")
+                break
         text = err_path.read_text(errors="replace")
         if "Traceback" in text or "error:" in text:
             figures.anomalies.append(f"round {rounds}: the writer failed: {text[-800:]}")
             break
         for m in _COMMIT_LINE.finditer(text):
             returned[int(m.group(1))] = int(m.group(3))
-        for old in (logdir / f"writer-{rounds - 3}.log", logdir / f"compactor-{rounds - 3}.log"):
+        for old in (
+            logdir / f"writer-{rounds - 3}.log",
+            logdir / f"compactor-{rounds - 3}.log",
+            logdir / f"consumer-{rounds - 3}.log",
+        ):
             if old.exists():  # a post-mortem needs the last rounds' logs only
                 old.unlink()
         # ---- a fresh reader checks everything
@@ -837,6 +924,9 @@ def run_sigkills(
                 if table_digest(t, s.snapshot_id) != expected[s.snapshot_id]:
                     raise Anomaly(f"snapshot {s.snapshot_id} ({s.kind}) differs from the model")
                 figures.snapshots_verified += 1
+            if consumer and os.path.exists(mirror):
+                check_mirror(t, mirror)
+                figures.mirrors_verified += 1
             leftovers = check_orphans(t, root)
             figures.orphans_seen += leftovers["orphans"]
             figures.tmp_files = max(figures.tmp_files, leftovers["tmp_files"])
@@ -1472,7 +1562,16 @@ def soak_main(args: argparse.Namespace) -> int:
                     options={"changelog_producer": "lookup"},
                 )
             )
-        total.merge(run_sigkills(str(work / "sigkill"), seconds=budget(240), seed=5))
+        total.merge(run_sigkills(str(work / "sigkill"), seconds=budget(160), seed=5))
+        total.merge(
+            run_sigkills(
+                str(work / "sigkill-consumer"),
+                seconds=budget(80),
+                seed=6,
+                consumer=True,
+                changelog_producer="lookup",
+            )
+        )
         return total
 
     report["crash"] = phase("crash")(crashes)
@@ -1620,7 +1719,9 @@ def render(r: dict[str, Any]) -> str:
         "",
         f"Runs that reached their end before the crash point: {c.completed}. Commits whose "
         f"call returned, found exactly once: {c.commits_verified}. Snapshot reads compared "
-        f"with the model: {c.snapshots_verified}. Orphans left by the kills: {c.orphans_seen} "
+        f"with the model: {c.snapshots_verified}. DuckDB mirrors of a killed changelog "
+        f"consumer compared with the table at their position: {c.mirrors_verified}. "
+        f"Orphans left by the kills: {c.orphans_seen} "
         f"(every one found by `remove_orphan_files`; {c.orphans_removed} removed by the "
         f"sweeps). Temporary files of interrupted local puts, invisible to orphan removal: "
         f"{c.tmp_files}. Anomalies: **{len(c.anomalies)}**.",

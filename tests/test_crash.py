@@ -76,6 +76,23 @@ def test_sigkill_stream_cdc_and_the_compactor_at_random_moments(tmp_path: Path) 
     assert figures.commits_verified >= 5
 
 
+def test_sigkill_a_changelog_consumer_beside_the_writer_and_the_compactor(tmp_path: Path) -> None:
+    """examples/consume_changes.py mirrors a ``lookup`` table into DuckDB while the writer and
+    the compactor (with expiry) run; all three are SIGKILLed at random moments, round after
+    round, and after each round the mirror must equal the table at the snapshot it reached."""
+    figures = run_sigkills(
+        str(tmp_path / "t"),
+        seconds=8,
+        seed=4,
+        min_rounds=4,
+        consumer=True,
+        changelog_producer="lookup",
+    )
+    assert not figures.anomalies, figures.anomalies
+    assert figures.kills["writer (stream_cdc.py)"] >= 4
+    assert figures.mirrors_verified >= 2, figures
+
+
 def test_temp_files_of_a_killed_local_put_are_cleaned_up(tmp_path: Path) -> None:
     root = str(tmp_path / "t")
     table = lsm3.create_table(LocalStore(root), pa.schema([("id", pa.int64())]), "id")
