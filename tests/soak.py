@@ -254,10 +254,13 @@ def run_random_faults(
     backend: str = "memory",
     root: str | None = None,
     storage_options: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> FaultFigures:
     """Commits, compactions, expiry, orphan removal and reads on a table whose store fails
     ``probability`` of its requests (every retryable kind), checked against a dict model
-    after every step through a fault-free view of the same objects.
+    after every step through a fault-free view of the same objects. ``options`` are table
+    options beside FAULT_OPTIONS; with ``changelog_producer = "lookup"`` the stored
+    changelog is also replayed against every retained snapshot every few steps.
 
     The client follows the documented exactly-once pattern: a named writer, an explicit
     commit id per batch, and on an error it rebuilds the batch and commits again with the
@@ -276,7 +279,8 @@ def run_random_faults(
         clean = lsm3.io.store.open_store(root, storage_options)
     faulty = FaultyStore.random(clean, probability, seed=seed, hang_seconds=0.002)
     faulty.enabled = False
-    lsm3.create_table(clean, FAULT_SCHEMA, "id", options=FAULT_OPTIONS)
+    lsm3.create_table(clean, FAULT_SCHEMA, "id", options={**FAULT_OPTIONS, **(options or {})})
+    stores_changes = (options or {}).get("changelog_producer") == "lookup"
     faulty.enabled = True
     checker = lsm3.open_table(clean)
 
@@ -411,6 +415,11 @@ def run_random_faults(
                 )
         if snaps and expected.get(snaps[-1].snapshot_id) != digest_of_rows(_model_rows(model)):
             figures.anomalies.append(f"seed {seed} step {step}: the latest snapshot lost a commit")
+        if stores_changes and (step % 5 == 4 or step == steps - 1):
+            try:
+                check_changelog(checker)
+            except Anomaly as exc:
+                figures.anomalies.append(f"seed {seed} step {step}: {exc}")
         if figures.anomalies:
             break
     if backend == "memory":
@@ -1527,8 +1536,12 @@ def soak_main(args: argparse.Namespace) -> int:
         while time.monotonic() < deadline:
             backend = ("memory", "local")[seed % 2]
             root = str(work / f"faults-{seed}") if backend == "local" else None
+            # every third run on a table that stores its changes
+            options = {"changelog_producer": "lookup"} if seed % 3 == 2 else None
             total.merge(
-                run_random_faults(seed, steps=40, probability=0.1, backend=backend, root=root)
+                run_random_faults(
+                    seed, steps=40, probability=0.1, backend=backend, root=root, options=options
+                )
             )
             seed += 1
         with LocalS3Server.start_moto() as server:

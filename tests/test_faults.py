@@ -499,6 +499,16 @@ def test_random_faults_keep_every_snapshot_equal_to_the_model(seed: int) -> None
     assert figures.commits >= 5 and sum(figures.injected.values()) >= 5
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_random_faults_on_a_table_storing_its_changes(seed: int) -> None:
+    """The same with ``changelog_producer = "lookup"``: failed changelog uploads and commits
+    retried on a moved parent must still leave a changelog that replays to every snapshot."""
+    options = {"changelog_producer": "lookup"}
+    figures = run_random_faults(100 + seed, steps=30, probability=0.08, options=options)
+    assert not figures.anomalies, figures.anomalies
+    assert figures.commits >= 5 and sum(figures.injected.values()) >= 5
+
+
 def test_random_faults_on_moto(s3_bucket_uri: Location) -> None:
     uri, options = s3_bucket_uri
     figures = run_random_faults(
