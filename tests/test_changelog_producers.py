@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import clear_read_caches
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_changelog import ENGINES, SCHEMA
@@ -424,3 +425,31 @@ def test_a_writers_changelog_files_use_the_level_0_compression(tmp_path: Path) -
     for path in _changelog_paths(t):
         meta = pq.ParquetFile(pa.BufferReader(t.store.get(path))).metadata
         assert meta.row_group(0).column(0).compression == "LZ4"
+
+
+def test_a_writer_whose_known_snapshot_was_expired_and_swept_still_commits(
+    tmp_path: Path,
+) -> None:
+    """A long-lived writer knows an old snapshot; meanwhile the compactor rewrote the table,
+    expiry dropped that snapshot and deleted the files it replaced. The writer's commit must
+    land with complete changes (computed on its real parent), not fail with a missing-file
+    error from computing them ahead on the snapshot it knew. (Found by the commit-identity
+    harness on a ``lookup`` table.)"""
+    created = new_table(tmp_path, "lookup", "deduplicate", tiny_memtable=False)
+    for i in range(3):
+        with created.writer() as w:
+            w.upsert([{"id": i, "a": i, "b": "x"}])
+    clear_read_caches()  # the runs are not in this process's decoded-run cache
+    t = lsm3.open_table(created.uri)
+    writer = t.writer("long-lived")
+    other = lsm3.open_table(t.uri)
+    compact(other, policy="full")
+    with other.writer() as w:
+        w.upsert([{"id": 0, "a": 10, "b": "y"}])
+    expire_snapshots(other, retain_last=1, older_than=0)
+    remove_orphan_files(other, older_than=0)
+    writer.upsert([{"id": 0, "a": 11, "b": "z"}, {"id": 5, "a": 5, "b": "z"}])
+    writer.commit()
+    last = t.refresh().snapshot_id  # type: ignore[union-attr]
+    kinds = {(r["_row_kind"], r["id"], r["a"]) for r in t.changelog(last - 1, last).to_pylist()}
+    assert kinds == {("-U", 0, 10), ("+U", 0, 11), ("+I", 5, 5)}

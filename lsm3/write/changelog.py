@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lsm3.errors import CorruptDataFile, CorruptMetadata
 from lsm3.format.metadata import DataFile, Snapshot
 from lsm3.format.schema import TableSchema
 from lsm3.read.batch_lookup import remember
@@ -126,7 +127,15 @@ def upload_computing_changes(
         gathered = list(pool.map(gather, runs))
         uploads = [pool.submit(upload, r, g) for r, g in zip(runs, gathered, strict=True)]
         flushed = pa.concat_tables(gathered)  # one flush holds each key once, in key order
-        changes = lookup_changes(table, schema, base, [flushed])
+        try:
+            changes = lookup_changes(table, schema, base, [flushed])
+        except (CorruptDataFile, CorruptMetadata):
+            # A long-lived writer's snapshot may be long gone: a compaction replaced its
+            # files, expiry dropped it and deleted them (and its manifests). Compute on the
+            # newest instead (the commit's parent is at least that new); a file missing
+            # there too is damage, and raises.
+            base = table.refresh()
+            changes = lookup_changes(table, schema, base, [flushed])
         files = [u.result() for u in uploads]
     return files, (base.snapshot_id if base else 0, changes)
 
