@@ -30,6 +30,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
@@ -76,13 +77,21 @@ class IdentityFigures:
 
 
 class _Run:
-    def __init__(self, inner: ObjectStore, seed: int, figures: IdentityFigures) -> None:
+    def __init__(
+        self,
+        inner: ObjectStore,
+        seed: int,
+        figures: IdentityFigures,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         self.rng = random.Random(seed)
         self.seed = seed
         self.inner = inner
         self.figures = figures
         self.store = FaultyStore(inner, seed=seed, hang_seconds=0.0)
-        self.table = lsm3.create_table(self.store, SCHEMA, "id", options={"commit_retries": 2})
+        options = {"commit_retries": 2, **(options or {})}
+        self.stores_changes = options.get("changelog_producer") == "lookup"
+        self.table = lsm3.create_table(self.store, SCHEMA, "id", options=options)
         self.named = self.rng.random() < 0.5
         self.writer = self.table.writer("main" if self.named else None)
         self.contents: dict[str, Rows] = {}  # batch id -> what it wrote
@@ -258,9 +267,18 @@ class _Run:
                     state[k] = v
         return state
 
-    def check(self) -> None:
+    def check(self, changelog: bool = False) -> None:
+        """The checks of the module docstring; with ``changelog`` (on a table that stores
+        its changes) also that the stored changelog replays to every retained snapshot."""
         self.record()
         t = self.fresh()
+        if changelog and self.stores_changes:
+            from soak import Anomaly, check_changelog  # soak imports this module
+
+            try:
+                check_changelog(t)
+            except Anomaly as exc:
+                self.anomaly(f"changelog: {exc}")
         missing = self.must_land - set(self.landed.values())
         if missing:
             self.anomaly(f"batches reported committed but not in the history: {sorted(missing)}")
@@ -303,13 +321,17 @@ class _Run:
                 self.anomaly(f"{who} took snapshot {got} for the newest, not {newest}")
 
 
-def run_continued_writers(inner: ObjectStore, seed: int, steps: int = 40) -> IdentityFigures:
-    """One run of the harness on ``inner`` (an empty table root); see the module docstring."""
+def run_continued_writers(
+    inner: ObjectStore, seed: int, steps: int = 40, options: dict[str, Any] | None = None
+) -> IdentityFigures:
+    """One run of the harness on ``inner`` (an empty table root); see the module docstring.
+    ``options``: table options (with ``changelog_producer = "lookup"`` the stored changelog
+    is replayed against every retained snapshot every ten steps and at the end)."""
     figures = IdentityFigures(runs=1)
     for name in ("lsm3", "compactor"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    run = _Run(inner, seed, figures)
-    for _ in range(steps):
+    run = _Run(inner, seed, figures, options)
+    for step in range(steps):
         figures.steps += 1
         roll = run.rng.random()
         if roll < 0.6:
@@ -322,7 +344,7 @@ def run_continued_writers(inner: ObjectStore, seed: int, steps: int = 40) -> Ide
             run.compact()
         else:
             run.expire()
-        run.check()
+        run.check(changelog=step % 10 == 9)
         if figures.anomalies:
             break
     # Settle the writer: what it still holds, and one batch more, land exactly once.
@@ -334,5 +356,5 @@ def run_continued_writers(inner: ObjectStore, seed: int, steps: int = 40) -> Ide
         run.must_land.update([*run.attempted, run.open_batch])
     run.check()
     remove_orphan_files(run.fresh(), older_than=0)
-    run.check()
+    run.check(changelog=True)
     return figures

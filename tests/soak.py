@@ -1629,7 +1629,10 @@ def soak_main(args: argparse.Namespace) -> int:
         seed = 0
         while time.monotonic() < deadline:
             root = work / f"identity-{seed}"
-            total.merge(run_continued_writers(LocalStore(str(root), fsync=False), seed, 60))
+            # every other run on a table that stores its changes
+            options = {"changelog_producer": "lookup"} if seed % 2 else None
+            inner = LocalStore(str(root), fsync=False)
+            total.merge(run_continued_writers(inner, seed, 60, options=options))
             seed += 1
         with LocalS3Server.start_seaweedfs() as server:
             for i in range(max(1, int(4 * scale))):
