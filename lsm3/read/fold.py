@@ -385,7 +385,9 @@ def _numpy_aggregate(
     nulls_outside = versions.nulls_outside(name, seg.deletes)
     values = versions.sorted_numpy(name, fill=neutral)
     if function in ("sum", "count", "product") and pa.types.is_integer(t):
-        values = values.astype(np.int64, copy=False)  # accumulate wide; narrowed (checked) below
+        # accumulate in 64 bits, then wrap into the column's width below (unsigned values
+        # wrap into int64 and back): the same result as two's complement arithmetic in it
+        values = values.astype(np.int64, copy=False)
     if seg.cut.size:
         values[seg.irrelevant] = neutral
     folded = ufunc.reduceat(values, seg.starts)
@@ -396,7 +398,11 @@ def _numpy_aggregate(
     if chosen is not None:
         folded, present = folded[chosen], present[chosen]
     result = pa.array(folded, mask=None if present.all() else ~present)
-    return result if result.type == t else pc.cast(result, t)
+    # An integer sum, count or product wraps around in the column's width (docs/FORMAT.md,
+    # section 15): arithmetic modulo 2**bits is the one rule under which partial folds still
+    # combine in any grouping, and a checked narrowing would make every read, changelog and
+    # compaction of the key fail on values that writers were allowed to store.
+    return result if result.type == t else pc.cast(result, t, safe=False)
 
 
 def _hash_aggregate(
