@@ -15,6 +15,9 @@ import pytest
 
 import lsm3
 from compactor import compact
+from compactor.executor import write_outputs
+from compactor.policy import Task
+from lsm3.write.commit import commit_files
 
 # --------------------------------------------------------------------------- edge values
 
@@ -90,3 +93,72 @@ def test_a_late_record_under_a_sequence_field_is_in_the_changelog(
     assert net == {
         k: {**{c: v for c, v in after[k].items() if c != "id"}, "_row_kind": "+U"} for k in after
     }
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a stored partial fold takes the order of its newest version, so under a "
+    "sequence_field a version outside a compaction window (or arriving after the fold) that "
+    "sorts between the window's versions is folded on the wrong side of them; "
+    "order-dependent folds (partial_update, first_row, last/first_(non_null_)value, listagg, "
+    "collect) then change on compaction. Fix needs a rule in docs/FORMAT.md section 15",
+)
+@pytest.mark.parametrize("engine", ["partial_update", "first_row", "aggregation"])
+def test_a_partial_compaction_under_a_sequence_field_keeps_the_value(
+    tmp_path: Path, engine: str
+) -> None:
+    """Runs (oldest first) with seq 6 b='A', seq 5 b='B', seq 7 b=null: in sequence order
+    B, A, null, so the newest non-null b is 'A' (first_row: 'B'). Compacting the two newest
+    runs stores their fold (b='B') at seq 7, which then shadows run 1 (seq 6): 'B' ('A')."""
+    schema = pa.schema([("id", pa.int64()), ("seq", pa.int64()), ("b", pa.string())])
+    options = {
+        "sequence_field": "seq",
+        "merge_engine": engine,
+        "compaction_policy": "universal",
+        "num_sorted_run_trigger": 100,
+    }
+    t = lsm3.create_table(str(tmp_path / "t"), schema, "id", options=options)
+    for seq, b in [(6, "A"), (5, "B"), (7, None)]:
+        with t.writer() as w:
+            w.upsert([{"id": 1, "seq": seq, "b": b}])
+    expected = {"id": 1, "seq": 7, "b": "B" if engine == "first_row" else "A"}
+    assert t.to_arrow().to_pylist() == [expected]
+    files = sorted(t.files_of(t.current_snapshot()), key=lambda f: -f.effective_max_seq)
+    task = Task(partition=(), bucket=0, inputs=tuple(files[:2]), output_level=1, reason="test")
+    outputs = write_outputs(t, task, drop_tombstones=False)
+    commit_files(
+        t,
+        added=outputs,
+        removed=task.inputs,
+        seq_count=0,
+        kind="COMPACT",
+        writer_id=None,
+        commit_id="partial",
+        metadata={},
+        assign_offset=False,
+    )
+    assert t.to_arrow().to_pylist() == [expected]
+    assert t.get(1) == expected
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the same cause: a writer's flush stores a key's records as one fold at the order "
+    "of its newest record, so a later record whose sequence value falls between them is "
+    "folded on the wrong side; the value depends on how records were grouped into commits",
+)
+def test_a_late_record_between_the_records_of_one_commit_is_folded_in_sequence_order(
+    tmp_path: Path,
+) -> None:
+    """partial_update, records seq 5 b='B', seq 7 b=null, seq 6 b='A' (in sequence order:
+    B, A, null, so b='A'): with each in its own commit b is 'A'; with the first two in one
+    commit it is 'B'."""
+    schema = pa.schema([("id", pa.int64()), ("seq", pa.int64()), ("b", pa.string())])
+    options = {"sequence_field": "seq", "merge_engine": "partial_update"}
+    t = lsm3.create_table(str(tmp_path / "t"), schema, "id", options=options)
+    with t.writer() as w:
+        w.upsert([{"id": 1, "seq": 5, "b": "B"}])
+        w.upsert([{"id": 1, "seq": 7, "b": None}])
+    with t.writer() as w:
+        w.upsert([{"id": 1, "seq": 6, "b": "A"}])
+    assert t.to_arrow().to_pylist() == [{"id": 1, "seq": 7, "b": "A"}]
