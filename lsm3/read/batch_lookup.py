@@ -67,8 +67,18 @@ def merged_versions(selected: list[pa.Table], schema: TableSchema, touched: pa.T
     selected = [s.cast(selected[0].schema) for s in selected]
     found = merge_runs(selected, schema, drop_deletes=True, columns=schema.arrow.names)
     if len(schema.primary_key) > 1:  # membership of the first column over-selects keys
-        found = found.join(touched, list(schema.primary_key), join_type="left semi")
+        found = _rows_with_keys(found, touched, list(schema.primary_key))
     return found.cast(out_schema)
+
+
+def _rows_with_keys(found: pa.Table, touched: pa.Table, keys: list[str]) -> pa.Table:
+    """The rows of ``found`` whose key is in ``touched``, in order. The semi join runs on
+    the key columns and row positions alone: Arrow's join cannot carry list, struct or map
+    columns, which a table may have beside its key."""
+    probe = found.select(keys).append_column("_row", pa.array(np.arange(found.num_rows)))
+    hit = probe.join(touched.select(keys), keys, join_type="left semi")
+    rows = np.sort(hit.column("_row").to_numpy())
+    return found.take(pa.array(rows))
 
 
 def _out_schema(schema: TableSchema) -> pa.Schema:
