@@ -95,6 +95,30 @@ def test_a_late_record_under_a_sequence_field_is_in_the_changelog(
     }
 
 
+@pytest.mark.parametrize("producer", ["none", "lookup"])
+@pytest.mark.parametrize("engine", ["deduplicate", "aggregation"])
+def test_a_late_record_behind_a_delete_is_no_insert(
+    tmp_path: Path, producer: str, engine: str
+) -> None:
+    """Key 1 deleted at seq 11, then an upsert at seq 2: the delete still wins, the key stays
+    absent, yet the computed and ``lookup`` changes said ``+I`` (the deleted key had no old
+    value to order the late row against, so it looked new)."""
+    schema = pa.schema([("id", pa.int64()), ("seq", pa.int64()), ("a", pa.int64())])
+    options = {"sequence_field": "seq", "changelog_producer": producer}
+    if engine == "aggregation":
+        options.update(merge_engine="aggregation", **{"fields.a.aggregate_function": "sum"})
+    t = lsm3.create_table(str(tmp_path / "t"), schema, "id", options=options)
+    with t.writer() as w:
+        w.upsert([{"id": 1, "seq": 10, "a": 1}])
+    with t.writer() as w:
+        w.delete([{"id": 1, "seq": 11}])
+    with t.writer() as w:
+        w.upsert([{"id": 1, "seq": 2, "a": 5}])
+    assert t.to_arrow().num_rows == 0
+    assert t.changelog(2, 3).num_rows == 0
+    assert t.changes(2, 3).num_rows == 0
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="a stored partial fold takes the order of its newest version, so under a "

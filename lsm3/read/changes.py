@@ -121,14 +121,13 @@ def values_before_after(
     just those keys (:func:`lsm3.read.batch_lookup.current_values`: each run that can hold
     them decoded once, rows found by binary search, decoded runs cached for the next
     commit's lookup), then one vectorised fold."""
-    if schema.sequence_field is not None and not schema.engine.is_deduplicate:
+    if schema.sequence_field is not None:
         return _values_in_sequence(table, schema, snap, added)
     if table.files_of(snap):
         before = current_values(table, schema, snap, touched_keys(added, schema))
     else:  # an empty table: nothing to read
         before = pa.schema([f.with_nullable(True) for f in schema.arrow]).empty_table()
-    newest_wins = schema.engine.is_deduplicate and schema.sequence_field is None
-    if len(added) == 1 and (newest_wins or not before.num_rows):
+    if len(added) == 1 and (schema.engine.is_deduplicate or not before.num_rows):
         # one run newer than everything before it, holding each key once: it is the fold
         return before, drop_deleted(added[0], schema.arrow.names)
     return before, fold_onto(before, added, schema)
@@ -137,11 +136,12 @@ def values_before_after(
 def _values_in_sequence(
     table: Table, schema: TableSchema, snap: Snapshot | None, added: Sequence[pa.Table]
 ) -> tuple[pa.Table, pa.Table]:
-    """:func:`values_before_after` under a ``sequence_field`` and a folding engine: a new
-    row may order before old versions of its key (a smaller sequence value), so the old
-    folded value cannot stand for them as one older row (:func:`fold_onto` would drop the
-    late row behind it, or fold it in the wrong place). The key's stored versions at
-    ``snap`` are merged with the new rows instead, the new rows numbered after every old
+    """:func:`values_before_after` under a ``sequence_field``: a new row may order before
+    old versions of its key (a smaller sequence value), so the old value cannot stand for
+    them as one older row: :func:`fold_onto` would drop a late row behind it where a folding
+    engine takes it, or (any engine) let it revive a key whose newer delete it cannot see,
+    the deleted key having no old value. The key's stored versions at ``snap``, tombstones
+    included, are merged with the new rows instead, the new rows numbered after every old
     one (they were committed later, so they win ties of the sequence field)."""
     touched = touched_keys(added, schema)
     old = touched_versions(table, schema, snap, touched) if table.files_of(snap) else []
