@@ -103,6 +103,35 @@ def test_nan_wins_a_float_min_max_and_sum(tmp_path: Path) -> None:
     assert t.get(1) == {"id": 1, "lo": 3.0, "hi": 3.0, "s": 3.0}
 
 
+@pytest.mark.parametrize("layout", ["one commit", "two commits", "after a delete"])
+def test_an_infinite_float_min_or_max_is_not_replaced_by_the_largest_finite_float(
+    tmp_path: Path, layout: str
+) -> None:
+    """min(+inf, null) and max(-inf, null) gave +-1.797e308: the fold filled nulls (and the
+    versions before a delete) with the largest finite float as the value that never wins,
+    and it beat infinity."""
+    schema = pa.schema([("id", pa.int64()), ("lo", pa.float64()), ("hi", pa.float32())])
+    options = {"merge_engine": "aggregation"}
+    options.update({"fields.lo.aggregate_function": "min", "fields.hi.aggregate_function": "max"})
+    t = lsm3.create_table(str(tmp_path / "t"), schema, "id", options=options)
+    inf = float("inf")
+    first, then = {"id": 1, "lo": inf, "hi": -inf}, {"id": 1, "lo": None, "hi": None}
+    if layout == "after a delete":
+        first, then = {"id": 1, "lo": 1.0, "hi": 1.0}, {"id": 1, "lo": inf, "hi": -inf}
+    with t.writer() as w:
+        w.upsert([first])
+        if layout == "one commit":
+            w.upsert([then])
+        elif layout == "after a delete":
+            w.delete([1])
+    if layout != "one commit":
+        with t.writer() as w:
+            w.upsert([then])
+    expected = {"id": 1, "lo": inf, "hi": -inf}
+    assert t.get(1) == expected
+    assert t.to_arrow().to_pylist() == [expected]
+
+
 # --------------------------------------------------------------------------- sequence field
 
 

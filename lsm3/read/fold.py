@@ -377,11 +377,14 @@ def _numpy_aggregate(
     t = column.type
     if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
         return None
-    ufunc, neutral = _NUMPY_AGGREGATES[function]
+    ufunc, given = _NUMPY_AGGREGATES[function]
+    neutral: Any = given
     if neutral is None:  # min/max: a value that never wins
-        info = np.finfo if pa.types.is_floating(t) else np.iinfo
-        dtype = column.type.to_pandas_dtype()
-        neutral = info(dtype).max if function == "min" else info(dtype).min
+        if pa.types.is_floating(t):  # infinity, not the largest finite float, which beats inf
+            neutral = np.inf if function == "min" else -np.inf
+        else:
+            info = np.iinfo(column.type.to_pandas_dtype())
+            neutral = info.max if function == "min" else info.min
     nulls_outside = versions.nulls_outside(name, seg.deletes)
     values = versions.sorted_numpy(name, fill=neutral)
     if function in ("sum", "count", "product") and pa.types.is_integer(t):
