@@ -425,7 +425,9 @@ def _hash_aggregate(
         result = agg.column(f"v_{name}").combine_chunks()
         present = np.asarray(agg.column("g").to_numpy(), dtype=np.int64)
         if function == "listagg":
-            result = pc.binary_join(result, delimiter)
+            # the delimiter as a scalar of the values' type: binary_join has no kernel for
+            # large_string values with a string delimiter
+            result = pc.binary_join(result, pa.scalar(delimiter, result.type.value_type))
         elif result.type != column.type:
             result = pc.cast(result, column.type)
     where = np.full(seg.count, -1, dtype=np.int64)
