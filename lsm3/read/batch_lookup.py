@@ -39,11 +39,62 @@ def current_values(
 ) -> pa.Table:
     """The visible rows at ``snap`` of the keys in ``touched`` (key columns, unique), with
     the table's columns through ``schema``."""
+    # Under deduplicate only the newest version of a key counts: pick it by (key, sequence)
+    # in numpy, then gather just the winners' rows, once.
+    newest_only = schema.engine.is_deduplicate and schema.sequence_field is None
+    selected, hits = _select(table, schema, snap, touched, newest_only)
+    if hits is not None:
+        return _newest(hits, schema).cast(_out_schema(schema))
+    return merged_versions(selected, schema, touched)
+
+
+def touched_versions(
+    table: Table, schema: TableSchema, snap: Snapshot | None, touched: pa.Table
+) -> list[pa.Table]:
+    """The stored rows at ``snap`` (file-schema columns, effective sequence numbers, one
+    table per run, not merged) that can hold the keys in ``touched``: what
+    :func:`merged_versions` folds into :func:`current_values`, for a caller that must merge
+    newer rows in among them (a ``sequence_field`` can order a new row before old ones)."""
+    return _select(table, schema, snap, touched, False)[0]
+
+
+def merged_versions(selected: list[pa.Table], schema: TableSchema, touched: pa.Table) -> pa.Table:
+    """The visible rows of the keys in ``touched`` among the versions ``selected``
+    (file-schema columns, effective sequence numbers), with the table's columns."""
+    out_schema = _out_schema(schema)
+    if not selected:
+        return out_schema.empty_table()
+    selected = [s.cast(selected[0].schema) for s in selected]
+    found = merge_runs(selected, schema, drop_deletes=True, columns=schema.arrow.names)
+    if len(schema.primary_key) > 1:  # membership of the first column over-selects keys
+        found = _rows_with_keys(found, touched, list(schema.primary_key))
+    return found.cast(out_schema)
+
+
+def _rows_with_keys(found: pa.Table, touched: pa.Table, keys: list[str]) -> pa.Table:
+    """The rows of ``found`` whose key is in ``touched``, in order. The semi join runs on
+    the key columns and row positions alone: Arrow's join cannot carry list, struct or map
+    columns, which a table may have beside its key."""
+    probe = found.select(keys).append_column("_row", pa.array(np.arange(found.num_rows)))
+    hit = probe.join(touched.select(keys), keys, join_type="left semi")
+    rows = np.sort(hit.column("_row").to_numpy())
+    return found.take(pa.array(rows))
+
+
+def _out_schema(schema: TableSchema) -> pa.Schema:
+    return pa.schema([f.with_nullable(True) for f in schema.arrow])
+
+
+def _select(
+    table: Table, schema: TableSchema, snap: Snapshot | None, touched: pa.Table, newest_only: bool
+) -> tuple[list[pa.Table], list[tuple[pa.Table, np.ndarray]] | None]:
+    """The rows of each run at ``snap`` that can hold a key of ``touched``; with
+    ``newest_only`` (honoured for one integer key column) as (run rows, positions) for
+    :func:`_newest` instead (the second item, None otherwise)."""
     keys = list(schema.primary_key)
-    out_schema = pa.schema([f.with_nullable(True) for f in schema.arrow])
     files = table.files_of(snap)
     if not files or not touched.num_rows:
-        return out_schema.empty_table()
+        return [], None
     # One integer key column: runs are sorted by it, so a binary search of the sorted wanted
     # keys finds the rows (O(wanted log rows)) where hashing would probe every row. The
     # keys of one run (a writer's commit) are sorted and unique already.
@@ -51,9 +102,7 @@ def current_values(
     search = wanted_np is not None
     bounds = pc.min_max(wanted)
     lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
-    # Under deduplicate only the newest version of a key counts: pick it by (key, sequence)
-    # in numpy, then gather just the winners' rows, once.
-    newest_only = search and schema.engine.is_deduplicate and schema.sequence_field is None
+    newest_only = newest_only and search
     selected: list[pa.Table] = []
     hits: list[tuple[pa.Table, np.ndarray]] = []
     for f in files:
@@ -73,15 +122,7 @@ def current_values(
         hit = rows.filter(pc.is_in(storage_values(rows.column(keys[0])), value_set=wanted))
         if hit.num_rows:
             selected.append(hit)
-    if newest_only:
-        return _newest(hits, schema).cast(out_schema)
-    if not selected:
-        return out_schema.empty_table()
-    selected = [s.cast(selected[0].schema) for s in selected]
-    found = merge_runs(selected, schema, drop_deletes=True, columns=schema.arrow.names)
-    if len(keys) > 1:  # membership of the first column over-selects composite keys
-        found = found.join(touched, keys, join_type="left semi")
-    return found.cast(out_schema)
+    return selected, hits if newest_only else None
 
 
 def _wanted_keys(

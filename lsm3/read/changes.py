@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from lsm3.errors import InvalidInput, SnapshotNotFound
 from lsm3.format.metadata import DataFile, Snapshot
 from lsm3.format.schema import KIND_COLUMN, KIND_RESET, KIND_UPSERT, SEQ_COLUMN, TableSchema
-from lsm3.read.batch_lookup import current_values
+from lsm3.read.batch_lookup import current_values, merged_versions, touched_versions
 from lsm3.read.diff import ROW_KIND, compare
 from lsm3.read.merge import drop_deleted, merge_runs
 from lsm3.read.runfile import OpenRun
@@ -121,12 +121,35 @@ def values_before_after(
     just those keys (:func:`lsm3.read.batch_lookup.current_values`: each run that can hold
     them decoded once, rows found by binary search, decoded runs cached for the next
     commit's lookup), then one vectorised fold."""
+    if schema.sequence_field is not None:
+        return _values_in_sequence(table, schema, snap, added)
     if table.files_of(snap):
         before = current_values(table, schema, snap, touched_keys(added, schema))
     else:  # an empty table: nothing to read
         before = pa.schema([f.with_nullable(True) for f in schema.arrow]).empty_table()
-    newest_wins = schema.engine.is_deduplicate and schema.sequence_field is None
-    if len(added) == 1 and (newest_wins or not before.num_rows):
+    if len(added) == 1 and (schema.engine.is_deduplicate or not before.num_rows):
         # one run newer than everything before it, holding each key once: it is the fold
         return before, drop_deleted(added[0], schema.arrow.names)
     return before, fold_onto(before, added, schema)
+
+
+def _values_in_sequence(
+    table: Table, schema: TableSchema, snap: Snapshot | None, added: Sequence[pa.Table]
+) -> tuple[pa.Table, pa.Table]:
+    """:func:`values_before_after` under a ``sequence_field``: a new row may order before
+    old versions of its key (a smaller sequence value), so the old value cannot stand for
+    them as one older row: :func:`fold_onto` would drop a late row behind it where a folding
+    engine takes it, or (any engine) let it revive a key whose newer delete it cannot see,
+    the deleted key having no old value. The key's stored versions at ``snap``, tombstones
+    included, are merged with the new rows instead, the new rows numbered after every old
+    one (they were committed later, so they win ties of the sequence field)."""
+    touched = touched_keys(added, schema)
+    old = touched_versions(table, schema, snap, touched) if table.files_of(snap) else []
+    before = merged_versions(old, schema, touched)
+    top = max((pc.max(t.column(SEQ_COLUMN)).as_py() or 0 for t in old), default=0)
+    shift = pa.scalar(top + 1, pa.int64())
+    newer = []
+    for a in added:  # whole runs, each holding its keys once; a constant shift keeps order
+        i = a.schema.get_field_index(SEQ_COLUMN)
+        newer.append(a.set_column(i, a.schema.field(i), pc.add(a.column(i), shift)))
+    return before, merged_versions([*old, *newer], schema, touched)

@@ -377,15 +377,20 @@ def _numpy_aggregate(
     t = column.type
     if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
         return None
-    ufunc, neutral = _NUMPY_AGGREGATES[function]
+    ufunc, given = _NUMPY_AGGREGATES[function]
+    neutral: Any = given
     if neutral is None:  # min/max: a value that never wins
-        info = np.finfo if pa.types.is_floating(t) else np.iinfo
-        dtype = column.type.to_pandas_dtype()
-        neutral = info(dtype).max if function == "min" else info(dtype).min
+        if pa.types.is_floating(t):  # infinity, not the largest finite float, which beats inf
+            neutral = np.inf if function == "min" else -np.inf
+        else:
+            info = np.iinfo(column.type.to_pandas_dtype())
+            neutral = info.max if function == "min" else info.min
     nulls_outside = versions.nulls_outside(name, seg.deletes)
     values = versions.sorted_numpy(name, fill=neutral)
     if function in ("sum", "count", "product") and pa.types.is_integer(t):
-        values = values.astype(np.int64, copy=False)  # accumulate wide; narrowed (checked) below
+        # accumulate in 64 bits, then wrap into the column's width below (unsigned values
+        # wrap into int64 and back): the same result as two's complement arithmetic in it
+        values = values.astype(np.int64, copy=False)
     if seg.cut.size:
         values[seg.irrelevant] = neutral
     folded = ufunc.reduceat(values, seg.starts)
@@ -396,7 +401,11 @@ def _numpy_aggregate(
     if chosen is not None:
         folded, present = folded[chosen], present[chosen]
     result = pa.array(folded, mask=None if present.all() else ~present)
-    return result if result.type == t else pc.cast(result, t)
+    # An integer sum, count or product wraps around in the column's width (docs/FORMAT.md,
+    # section 15): arithmetic modulo 2**bits is the one rule under which partial folds still
+    # combine in any grouping, and a checked narrowing would make every read, changelog and
+    # compaction of the key fail on values that writers were allowed to store.
+    return result if result.type == t else pc.cast(result, t, safe=False)
 
 
 def _hash_aggregate(
@@ -416,7 +425,9 @@ def _hash_aggregate(
         result = agg.column(f"v_{name}").combine_chunks()
         present = np.asarray(agg.column("g").to_numpy(), dtype=np.int64)
         if function == "listagg":
-            result = pc.binary_join(result, delimiter)
+            # the delimiter as a scalar of the values' type: binary_join has no kernel for
+            # large_string values with a string delimiter
+            result = pc.binary_join(result, pa.scalar(delimiter, result.type.value_type))
         elif result.type != column.type:
             result = pc.cast(result, column.type)
     where = np.full(seg.count, -1, dtype=np.int64)
