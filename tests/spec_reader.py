@@ -396,16 +396,21 @@ def fold(schema: Schema, acc: dict[str, Any] | None, row: dict[str, Any]) -> dic
     """Fold one stored upsert (a partial fold itself) onto the fold of the older ones."""
     engine = schema.option("merge_engine", "deduplicate")
     if acc is None and engine != "partial_update":
-        return dict(row)
-    if engine == "deduplicate":
-        return dict(row)
-    if engine == "first_row":
-        return acc
-    if engine == "partial_update":
-        return fold_partial(schema, acc, row)
-    if engine == "aggregation":
-        return fold_aggregate(schema, acc, row)
-    raise SpecError(f"unknown merge engine {engine!r}")
+        out = dict(row)
+    elif engine == "deduplicate":
+        out = dict(row)
+    elif engine == "first_row":
+        out = dict(acc)
+    elif engine == "partial_update":
+        out = fold_partial(schema, acc, row)
+    elif engine == "aggregation":
+        out = fold_aggregate(schema, acc, row)
+    else:
+        raise SpecError(f"unknown merge engine {engine!r}")
+    seq_field = schema.option("sequence_field")
+    if seq_field:  # an order column: un's under every engine
+        out[seq_field] = row[seq_field]
+    return out
 
 
 def sequence_groups(schema: Schema) -> dict[str, list[str]]:
