@@ -357,20 +357,23 @@ class SpecTable:
         return rows
 
     def _computed(self, snap: dict[str, Any], schema: Schema) -> list[dict[str, Any]]:
+        """Compare reads at N-1 and N of the keys N's delta adds, in N's schema, then
+        project the changes by field id onto ``schema`` (the end snapshot's)."""
         delta = snap.get("delta_manifest")
         if not delta:
             return []
+        own = self.schema(snap["schema_id"])
         keys: set[tuple] = set()
         for op, f in self.manifest(delta, snap.get("delta_offset", 0) or 0):
             if op == "add":
-                t = self.read_file(f, schema, [])
-                keys.update(zip(*(t.column(k).to_pylist() for k in schema.primary_key)))
+                t = self.read_file(f, own, [])
+                keys.update(zip(*(t.column(k).to_pylist() for k in own.primary_key)))
         if not keys:
             return []
         n = snap["snapshot_id"]
-        before = self._read(self.snapshot(n - 1) if n > 1 else None, schema, keys).to_pylist()
-        after = self._read(snap, schema, keys).to_pylist()
-        pk = schema.primary_key
+        before = self._read(self.snapshot(n - 1) if n > 1 else None, own, keys).to_pylist()
+        after = self._read(snap, own, keys).to_pylist()
+        pk = own.primary_key
         old = {tuple(r[k] for k in pk): r for r in before}
         new = {tuple(r[k] for k in pk): r for r in after}
         rows = []
@@ -383,7 +386,14 @@ class SpecTable:
             elif o is not None and w is not None and o != w:
                 rows.append({**o, "_row_kind": "-U"})
                 rows.append({**w, "_row_kind": "+U"})
-        return rows
+        ids = {f["name"]: f["id"] for f in schema.fields}
+        return [
+            {
+                **{name: row.get(own.name_of_id.get(ids[name])) for name in schema.names},
+                "_row_kind": row["_row_kind"],
+            }
+            for row in rows
+        ]
 
 
 def key_order(key: tuple) -> tuple:
