@@ -250,8 +250,12 @@ class SpecTable:
             raise SpecError(f"size mismatch {f['path']}")
         if f"crc32:{zlib.crc32(raw):08x}" != f["checksum"]:
             raise SpecError(f"checksum mismatch {f['path']}")
+        footer_len = int.from_bytes(raw[-8:-4], "little")
+        if f"crc32:{zlib.crc32(raw[-8 - footer_len:]):08x}" != f["footer_checksum"]:
+            raise SpecError(f"footer checksum mismatch {f['path']}")
         data = pq.read_table(pa.BufferReader(raw))
         written = self.schema(f["schema_id"])
+        check_entry(f, data, written)
         columns, names = [], []
         for field in target.fields:
             name_in_file = written.name_of_id.get(field["id"])
@@ -394,6 +398,41 @@ class SpecTable:
             }
             for row in rows
         ]
+
+
+def check_entry(f: dict[str, Any], data: pa.Table, written: Schema) -> None:
+    """The exact statistics of a manifest entry (sections 3, 4 and 16) against the file."""
+    changelog = f["path"].rsplit("/", 1)[-1].startswith("changelog-")
+    hidden = ["_row_kind"] if changelog else [SEQ, KIND]
+    if data.column_names != written.names + hidden:
+        raise SpecError(f"columns of {f['path']}")
+    keys = list(zip(*(data.column(k).to_pylist() for k in written.primary_key)))
+    if changelog:
+        kinds = data.column("_row_kind").to_pylist()
+        deletes = sum(k in ("-U", "-D") for k in kinds)
+        lo, hi = min(keys, key=key_order), max(keys, key=key_order)
+        seqs = [0, 0]
+        if f["seq_offset"] != 0 or f.get("run_id", "") != "":
+            raise SpecError(f"changelog entry {f['path']}")
+    else:
+        kinds = data.column(KIND).to_pylist()
+        deletes = sum(k != UPSERT for k in kinds)
+        if [key_order(k) for k in keys] != sorted(key_order(k) for k in set(keys)):
+            raise SpecError(f"{f['path']} is not sorted by key, once each")
+        lo, hi = keys[0], keys[-1]
+        seq = data.column(SEQ).to_pylist()
+        seqs = [min(seq), max(seq)]
+    if (
+        f["rows"] != data.num_rows
+        or f["deletes"] != deletes
+        or [f["min_seq"], f["max_seq"]] != seqs
+        or f["min_key"] != list(lo)
+        or f["max_key"] != list(hi)
+    ):
+        raise SpecError(f"the entry of {f['path']} does not match the file")
+    part = [written.primary_key.index(c) for c in written.doc.get("partition_by", [])]
+    if any([k[i] for i in part] != f["partition"] for k in keys):
+        raise SpecError(f"a row of {f['path']} is outside its partition")
 
 
 def key_order(key: tuple) -> tuple:
