@@ -17,7 +17,8 @@ import pytest
 
 import lsm3
 from compactor.compact import compact
-from tests.spec_reader import SpecTable
+from compactor.expiry import expire_snapshots
+from tests.spec_reader import SpecError, SpecTable
 
 UTC = dt.timezone.utc
 
@@ -350,3 +351,25 @@ def test_computed_changes_of_a_since_dropped_column(tmp_path: Path) -> None:
     assert want.column("_row_kind").to_pylist() == ["+I", "-U", "+U"]
     got = SpecTable(f"file://{tmp_path / 't'}").changelog(0).select(want.column_names)
     assert got.to_pylist() == want.to_pylist()
+
+
+def test_spec_reader_after_expiry(tmp_path: Path) -> None:
+    """Section 12: the history is the run of ids above the largest expiry marker; a snapshot
+    object put back below it (a paused committer's detached object) is not history."""
+    root = tmp_path / "t"
+    table, ids = build(str(root), "input", 3)
+    detached = (root / "snapshot" / f"snapshot-{ids[1]:020d}.json").read_bytes()
+    expire_snapshots(table, retain_last=6, older_than=0)
+    (root / "snapshot" / f"snapshot-{ids[1]:020d}.json").write_bytes(detached)
+    table = lsm3.open_table(str(root))
+    kept = table.snapshot_ids()
+    assert kept[0] > ids[1] and kept[-1] == ids[-1]
+    spec = SpecTable(f"file://{root}")
+    assert spec.history() == kept
+    with pytest.raises(SpecError):
+        spec.read(ids[1])
+    for sid in kept:
+        want = sort(table.to_arrow(snapshot_id=sid), ["p", "k"])
+        assert spec.read(sid).to_pylist() == want.to_pylist()
+    want = table.changelog(kept[0], kept[-1])
+    assert spec.changelog(kept[0], kept[-1]).select(want.column_names).to_pylist() == want.to_pylist()
