@@ -11,6 +11,7 @@ stored changelog files, or changes computed by comparing reads.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -401,25 +402,28 @@ class SpecTable:
 
 
 def check_entry(f: dict[str, Any], data: pa.Table, written: Schema) -> None:
-    """The exact statistics of a manifest entry (sections 3, 4 and 16) against the file."""
+    """The exact statistics of a manifest entry (sections 3, 4, 7 and 16) against the file."""
     changelog = f["path"].rsplit("/", 1)[-1].startswith("changelog-")
     hidden = ["_row_kind"] if changelog else [SEQ, KIND]
     if data.column_names != written.names + hidden:
         raise SpecError(f"columns of {f['path']}")
-    keys = list(zip(*(data.column(k).to_pylist() for k in written.primary_key)))
+    pk = written.primary_key
+    keys = [key_order(k) for k in zip(*(data.column(c).to_pylist() for c in pk))]
+    stored = list(zip(*(storage_values(data.column(c)) for c in pk)))
     if changelog:
         kinds = data.column("_row_kind").to_pylist()
         deletes = sum(k in ("-U", "-D") for k in kinds)
-        lo, hi = min(keys, key=key_order), max(keys, key=key_order)
+        lo = stored[min(range(len(keys)), key=keys.__getitem__)]
+        hi = stored[max(range(len(keys)), key=keys.__getitem__)]
         seqs = [0, 0]
         if f["seq_offset"] != 0 or f.get("run_id", "") != "":
             raise SpecError(f"changelog entry {f['path']}")
     else:
         kinds = data.column(KIND).to_pylist()
         deletes = sum(k != UPSERT for k in kinds)
-        if [key_order(k) for k in keys] != sorted(key_order(k) for k in set(keys)):
+        if keys != sorted(set(keys)):
             raise SpecError(f"{f['path']} is not sorted by key, once each")
-        lo, hi = keys[0], keys[-1]
+        lo, hi = stored[0], stored[-1]
         seq = data.column(SEQ).to_pylist()
         seqs = [min(seq), max(seq)]
     if (
@@ -430,9 +434,22 @@ def check_entry(f: dict[str, Any], data: pa.Table, written: Schema) -> None:
         or f["max_key"] != list(hi)
     ):
         raise SpecError(f"the entry of {f['path']} does not match the file")
-    part = [written.primary_key.index(c) for c in written.doc.get("partition_by", [])]
-    if any([k[i] for i in part] != f["partition"] for k in keys):
+    part = [pk.index(c) for c in written.doc.get("partition_by", [])]
+    if any([k[i] for i in part] != f["partition"] for k in stored):
         raise SpecError(f"a row of {f['path']} is outside its partition")
+
+
+def storage_values(column: pa.ChunkedArray) -> list[Any]:
+    """Section 7: keys and partition values as JSON (integers; date32 and timestamp as their
+    integer storage value; strings; binary as padded base64)."""
+    t = column.type
+    if pa.types.is_date32(t):
+        return column.cast(pa.int32()).to_pylist()
+    if pa.types.is_timestamp(t):
+        return column.cast(pa.int64()).to_pylist()
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return [None if v is None else base64.b64encode(v).decode() for v in column.to_pylist()]
+    return column.to_pylist()
 
 
 def key_order(key: tuple) -> tuple:
