@@ -495,3 +495,34 @@ def test_a_late_record_inside_a_folded_window(
     assert table.to_arrow().to_pylist() == [
         {"k": 1, "b": LATE_EXPECTED[(engine, delete)], "ver": 12}
     ]
+
+
+def test_a_staged_commit_has_the_computed_changes(tmp_path: Path) -> None:
+    """Section 16: an APPEND under input or lookup that adds files but stores no changelog
+    (runs staged by writers and committed by a coordinator) has the computed changes."""
+    from lsm3.write.commit import commit_files
+
+    root = tmp_path / "t"
+    schema = pa.schema([("k", pa.int64()), ("v", pa.int64())])
+    table = lsm3.create_table(str(root), schema, "k", options={"changelog_producer": "lookup"})
+    w = table.writer()
+    w.upsert(pa.table({"k": [1, 2, 3], "v": [1, 1, 1]}, schema=schema))
+    w.commit()
+    staged, count = [], 0
+    for keys in ([1, 4], [2, 5]):  # two writers, disjoint keys
+        w = table.writer()
+        w.upsert(pa.table({"k": keys, "v": [2, 2]}, schema=schema))
+        w.delete([3]) if keys[0] == 1 else None
+        files, n = w.stage()
+        staged += files
+        count = max(count, n)
+    commit_files(table, added=staged, removed=[], seq_count=count, kind="APPEND",
+                 writer_id=None, commit_id="coordinator", metadata={})
+    table.refresh()
+    assert table.snapshot(2).changelog_manifest is None
+    want = table.changelog(0)
+    got = SpecTable(f"file://{root}").changelog(0).select(want.column_names)
+    assert got.to_pylist() == want.to_pylist()
+    assert [r["_row_kind"] for r in want.to_pylist() if r["_snapshot_id"] == 2] == [
+        "-U", "+U", "-U", "+U", "-D", "+I", "+I"
+    ]
