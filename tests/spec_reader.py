@@ -72,8 +72,12 @@ def arrow_type(t: Any) -> pa.DataType:
     if kind == "duration":
         return pa.duration(t["unit"])
     if kind.startswith("decimal"):
-        make = {"decimal32": pa.decimal32, "decimal64": pa.decimal64,
-                "decimal128": pa.decimal128, "decimal256": pa.decimal256}[kind]
+        make = {
+            "decimal32": pa.decimal32,
+            "decimal64": pa.decimal64,
+            "decimal128": pa.decimal128,
+            "decimal256": pa.decimal256,
+        }[kind]
         return make(t["precision"], t["scale"])
     if kind == "fixed_size_binary":
         return pa.binary(t["byte_width"])
@@ -112,7 +116,7 @@ class Schema:
 
 class SpecTable:
     def __init__(self, uri: str) -> None:
-        self.root = uri[len("file://"):] if uri.startswith("file://") else uri
+        self.root = uri[len("file://") :] if uri.startswith("file://") else uri
 
     # -- objects -------------------------------------------------------------------------
     def _path(self, rel: str) -> str:
@@ -211,7 +215,7 @@ class SpecTable:
         offsets = snap.get("manifest_offsets") or [0] * len(tail)
         if len(offsets) != len(tail):
             raise SpecError("manifest_offsets length")
-        out.extend(zip(tail, offsets))
+        out.extend(zip(tail, offsets, strict=True))
         return out
 
     def manifest(self, path: str, base: int = 0) -> list[tuple[str, dict[str, Any]]]:
@@ -252,7 +256,7 @@ class SpecTable:
         if f"crc32:{zlib.crc32(raw):08x}" != f["checksum"]:
             raise SpecError(f"checksum mismatch {f['path']}")
         footer_len = int.from_bytes(raw[-8:-4], "little")
-        if f"crc32:{zlib.crc32(raw[-8 - footer_len:]):08x}" != f["footer_checksum"]:
+        if f"crc32:{zlib.crc32(raw[-8 - footer_len :]):08x}" != f["footer_checksum"]:
             raise SpecError(f"footer checksum mismatch {f['path']}")
         data = pq.read_table(pa.BufferReader(raw))
         written = self.schema(f["schema_id"])
@@ -316,7 +320,9 @@ class SpecTable:
         schema = self.schema(snap["schema_id"] if snap else 0)
         return self._read(snap, schema, keys)
 
-    def _read(self, snap: dict[str, Any] | None, schema: Schema, keys: set[tuple] | None) -> pa.Table:
+    def _read(
+        self, snap: dict[str, Any] | None, schema: Schema, keys: set[tuple] | None
+    ) -> pa.Table:
         versions = self.versions(self.live_files(snap), schema, keys)
         rows = []
         for key in sorted(versions, key=key_order):
@@ -372,7 +378,7 @@ class SpecTable:
         for op, f in self.manifest(delta, snap.get("delta_offset", 0) or 0):
             if op == "add":
                 t = self.read_file(f, own, [])
-                keys.update(zip(*(t.column(k).to_pylist() for k in own.primary_key)))
+                keys.update(zip(*(t.column(k).to_pylist() for k in own.primary_key), strict=True))
         if not keys:
             return []
         n = snap["snapshot_id"]
@@ -408,8 +414,8 @@ def check_entry(f: dict[str, Any], data: pa.Table, written: Schema) -> None:
     if data.column_names != written.names + hidden:
         raise SpecError(f"columns of {f['path']}")
     pk = written.primary_key
-    keys = [key_order(k) for k in zip(*(data.column(c).to_pylist() for c in pk))]
-    stored = list(zip(*(storage_values(data.column(c)) for c in pk)))
+    keys = [key_order(k) for k in zip(*(data.column(c).to_pylist() for c in pk), strict=True)]
+    stored = list(zip(*(storage_values(data.column(c)) for c in pk), strict=True))
     if changelog:
         kinds = data.column("_row_kind").to_pylist()
         deletes = sum(k in ("-U", "-D") for k in kinds)
@@ -461,9 +467,7 @@ def key_order(key: tuple) -> tuple:
 def fold(schema: Schema, acc: dict[str, Any] | None, row: dict[str, Any]) -> dict[str, Any]:
     """Fold one stored upsert (a partial fold itself) onto the fold of the older ones."""
     engine = schema.option("merge_engine", "deduplicate")
-    if acc is None and engine != "partial_update":
-        out = dict(row)
-    elif engine == "deduplicate":
+    if (acc is None and engine != "partial_update") or engine == "deduplicate":
         out = dict(row)
     elif engine == "first_row":
         out = dict(acc)

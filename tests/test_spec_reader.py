@@ -64,7 +64,11 @@ AGG_FUNCS = {
 
 KEY_DATES = [dt.date(1969, 12, 31), dt.date(2026, 12, 2)]
 KEY_BYTES = [b"", b"\x00", b"\xff\x01", b"a", b"a\x00"]
-KEY_TIMES = [dt.datetime(1969, 12, 31, 23, 59, 59, 999000), dt.datetime(1970, 1, 1), ts(1).replace(tzinfo=None)]
+KEY_TIMES = [
+    dt.datetime(1969, 12, 31, 23, 59, 59, 999000),
+    dt.datetime(1970, 1, 1),
+    ts(1).replace(tzinfo=None),
+]
 
 
 def key_value(rng: random.Random, typ: pa.DataType) -> Any:
@@ -165,7 +169,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         },
     },
     "key_types": {  # section 7: date32, binary and timestamp keys as JSON storage values
-        "base": [("d", pa.date32()), ("bk", pa.binary()), ("t", pa.timestamp("ms")), ("i", pa.int16())],
+        "base": [
+            ("d", pa.date32()),
+            ("bk", pa.binary()),
+            ("t", pa.timestamp("ms")),
+            ("i", pa.int16()),
+        ],
         "cols": [("v", pa.int64())],
         "options": {"changelog_producer": "lookup"},
     },
@@ -247,7 +256,9 @@ def build(uri: str, name: str, seed: int) -> tuple[lsm3.Table, list[int]]:
                 cdc = rows(rng.randint(1, 8))
                 for r in cdc:
                     r["op"] = rng.choice(["c", "r", "u", "d", "+I", "+U", "-U", "-D"])
-                w.apply_cdc(pa.Table.from_pylist(cdc, schema=schema.append(pa.field("op", pa.string()))))
+                w.apply_cdc(
+                    pa.Table.from_pylist(cdc, schema=schema.append(pa.field("op", pa.string())))
+                )
             if rng.random() < 0.5:
                 w.flush()
         w.commit()
@@ -324,8 +335,12 @@ def test_spec_reader_agrees_with_lsm3(tmp_path: Path, name: str) -> None:
 )
 @pytest.mark.parametrize(
     "engine, producer",
-    [("deduplicate", "none"), ("first_row", "none"), ("partial_update", "none"),
-     ("deduplicate", "lookup")],
+    [
+        ("deduplicate", "none"),
+        ("first_row", "none"),
+        ("partial_update", "none"),
+        ("deduplicate", "lookup"),
+    ],
 )
 def test_changelog_of_a_late_record_behind_a_delete(
     tmp_path: Path, engine: str, producer: str
@@ -364,7 +379,9 @@ def test_changes_with_composite_key_and_list_column(tmp_path: Path, producer: st
         w.upsert(pa.table({"p": ["a"], "k": [1], "l": [[i]]}, schema=schema))
         w.commit()
     want = SpecTable(f"file://{tmp_path / 't'}").changelog(0)
-    assert table.changelog(0).to_pylist() == want.select(table.changelog(0).column_names).to_pylist()
+    assert (
+        table.changelog(0).to_pylist() == want.select(table.changelog(0).column_names).to_pylist()
+    )
 
 
 def test_computed_changes_of_a_since_dropped_column(tmp_path: Path) -> None:
@@ -402,7 +419,9 @@ def test_spec_reader_after_expiry(tmp_path: Path) -> None:
         want = sort(table.to_arrow(snapshot_id=sid), ["p", "k"])
         assert spec.read(sid).to_pylist() == want.to_pylist()
     want = table.changelog(kept[0], kept[-1])
-    assert spec.changelog(kept[0], kept[-1]).select(want.column_names).to_pylist() == want.to_pylist()
+    assert (
+        spec.changelog(kept[0], kept[-1]).select(want.column_names).to_pylist() == want.to_pylist()
+    )
 
 
 @pytest.mark.xfail(
@@ -512,17 +531,32 @@ def test_a_staged_commit_has_the_computed_changes(tmp_path: Path) -> None:
     for keys in ([1, 4], [2, 5]):  # two writers, disjoint keys
         w = table.writer()
         w.upsert(pa.table({"k": keys, "v": [2, 2]}, schema=schema))
-        w.delete([3]) if keys[0] == 1 else None
+        if keys[0] == 1:
+            w.delete([3])
         files, n = w.stage()
         staged += files
         count = max(count, n)
-    commit_files(table, added=staged, removed=[], seq_count=count, kind="APPEND",
-                 writer_id=None, commit_id="coordinator", metadata={})
+    commit_files(
+        table,
+        added=staged,
+        removed=[],
+        seq_count=count,
+        kind="APPEND",
+        writer_id=None,
+        commit_id="coordinator",
+        metadata={},
+    )
     table.refresh()
     assert table.snapshot(2).changelog_manifest is None
     want = table.changelog(0)
     got = SpecTable(f"file://{root}").changelog(0).select(want.column_names)
     assert got.to_pylist() == want.to_pylist()
     assert [r["_row_kind"] for r in want.to_pylist() if r["_snapshot_id"] == 2] == [
-        "-U", "+U", "-U", "+U", "-D", "+I", "+I"
+        "-U",
+        "+U",
+        "-U",
+        "+U",
+        "-D",
+        "+I",
+        "+I",
     ]
