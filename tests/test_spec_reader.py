@@ -114,8 +114,18 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "options": {"merge_engine": "first_row", "sequence_field": "ver"},
     },
     "partial_seqfield": {
-        "cols": [("v", pa.int64()), ("s", pa.string()), ("ver", pa.int64())],
-        "options": {"merge_engine": "partial_update", "sequence_field": "ver"},
+        "cols": [
+            ("v", pa.int64()),
+            ("s", pa.string()),
+            ("ver", pa.int64()),
+            ("g", pa.int32()),
+            ("g1", pa.string()),
+        ],
+        "options": {
+            "merge_engine": "partial_update",
+            "sequence_field": "ver",
+            "fields.g.sequence_group": "g1",
+        },
     },
     "partial_update": {
         "cols": [
