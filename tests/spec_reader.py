@@ -514,6 +514,22 @@ def fold_partial(schema: Schema, acc: dict[str, Any] | None, row: dict[str, Any]
     return out
 
 
+def in_range(typ: pa.DataType, value: Any, fn: str) -> Any:
+    """Section 15, integer overflow: int64 sums and products and uint64 sums wrap modulo
+    2^64; any other integer result outside its type is an error."""
+    if not pa.types.is_integer(typ):
+        return value
+    signed = pa.types.is_signed_integer(typ)
+    if typ.bit_width == 64 and (signed or fn != "product"):
+        value %= 2**64
+        return value - 2**64 if signed and value >= 2**63 else value
+    lo = -(2 ** (typ.bit_width - 1)) if signed else 0
+    hi = 2 ** (typ.bit_width - 1) - 1 if signed else 2**typ.bit_width - 1
+    if not lo <= value <= hi:
+        raise SpecError(f"{value} overflows {typ}")
+    return value
+
+
 def fold_aggregate(schema: Schema, acc: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     seq_field = schema.option("sequence_field")
     out: dict[str, Any] = {}
@@ -529,10 +545,9 @@ def fold_aggregate(schema: Schema, acc: dict[str, Any], row: dict[str, Any]) -> 
             out[name] = a
         elif a is None or b is None:  # every other function ignores nulls
             out[name] = a if b is None else b
-        elif fn in ("sum", "count"):
-            out[name] = a + b
-        elif fn == "product":
-            out[name] = a * b
+        elif fn in ("sum", "count", "product"):
+            value = a * b if fn == "product" else a + b
+            out[name] = in_range(schema.arrow.field(name).type, value, fn)
         elif fn == "min":
             out[name] = min(a, b, key=lambda v: v.encode() if isinstance(v, str) else v)
         elif fn == "max":

@@ -606,3 +606,55 @@ def test_point_lookup_past_a_late_delete(tmp_path: Path, engine: str) -> None:
         want = spec.read().to_pylist()
         assert want and want[0]["ver"] == 20
         assert [table.get(1)] == [table.get_many([1])[0]] == want
+
+
+def aggregate_over_commits(root: Path, typ: pa.DataType, fn: str, values: list[int]) -> lsm3.Table:
+    schema = pa.schema([("k", pa.int64()), ("a", typ)])
+    options = {"merge_engine": "aggregation", "fields.a.aggregate_function": fn}
+    table = lsm3.create_table(str(root), schema, "k", options=options)
+    for v in values:  # one commit each: every commit is accepted
+        w = table.writer()
+        w.upsert(pa.table({"k": [1], "a": [v]}, schema=schema))
+        w.commit()
+    return table
+
+
+@pytest.mark.parametrize(
+    "typ, fn, values",
+    [
+        (pa.int64(), "sum", [2**63 - 1, 2]),
+        (pa.int64(), "sum", [-(2**63), -1]),
+        (pa.int64(), "product", [2**63 - 1, 2]),
+        (pa.uint64(), "sum", [2**64 - 1, 2]),
+    ],
+)
+def test_64_bit_sums_wrap(tmp_path: Path, typ: pa.DataType, fn: str, values: list[int]) -> None:
+    """Section 15: int64 sums and products and uint64 sums wrap modulo 2^64."""
+    table = aggregate_over_commits(tmp_path / "t", typ, fn, values)
+    want = SpecTable(f"file://{tmp_path / 't'}").read().to_pylist()
+    assert table.to_arrow().to_pylist() == want
+    compact(table, policy="full")
+    assert table.to_arrow().to_pylist() == want
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=pa.ArrowInvalid,
+    reason="code bug: an integer sum or product that leaves its column's type across commits "
+    "(int8/16/32, or a uint64 product) is accepted at commit but makes every read of the "
+    "key fail (to_arrow, get: 'Integer value ... not in range'); FORMAT.md section 15 "
+    "defines the fold of committed versions, and a read of committed data must not fail",
+)
+@pytest.mark.parametrize(
+    "typ, fn, values",
+    [
+        (pa.int32(), "sum", [2**31 - 1, 2]),
+        (pa.int8(), "product", [100, 2]),
+        (pa.uint64(), "product", [2**64 - 1, 2]),
+    ],
+)
+def test_a_narrow_overflow_leaves_the_table_readable(
+    tmp_path: Path, typ: pa.DataType, fn: str, values: list[int]
+) -> None:
+    table = aggregate_over_commits(tmp_path / "t", typ, fn, values)
+    assert table.to_arrow().num_rows == 1
