@@ -277,6 +277,10 @@ def build(uri: str, name: str, seed: int) -> tuple[lsm3.Table, list[int]]:
             compact(table, policy="full")
         elif step % 3 == 2:
             compact(table, policy="universal", options={"num_sorted_run_trigger": 2})
+        elif step in (1, 6):  # levels 1 and up, below a full compaction's last level
+            compact(
+                table, policy="leveled", options={"l0_file_trigger": 2, "level_base_bytes": 4096}
+            )
     table.refresh()
     return table, table.snapshot_ids()
 
