@@ -432,15 +432,10 @@ def test_spec_reader_after_expiry(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FORMAT.md section 16: a reader ignores changelog_manifest of a COMPACT snapshot "
-    "under the producers other than full_compaction; lsm3/read/changelog.py commit_changes "
-    "reads it whenever the producer is not full_compaction (no lsm3 writer writes one, so "
-    "only another writer's table shows it)",
-)
 @pytest.mark.parametrize("producer", ["input", "lookup"])
 def test_changelog_manifest_of_a_compact_snapshot_is_ignored(tmp_path: Path, producer: str) -> None:
+    """Section 16: under input and lookup only APPEND commits' stored changes count; a
+    COMPACT snapshot that names a changelog manifest (another writer's) adds no changes."""
     root = tmp_path / "t"
     schema = pa.schema([("k", pa.int64()), ("v", pa.int64())])
     table = lsm3.create_table(str(root), schema, "k", options={"changelog_producer": producer})

@@ -107,9 +107,12 @@ def commit_changes(
 ) -> pa.Table | None:
     """The changes of one commit (``columns`` and ``_row_kind``), or None: see the module
     docstring."""
-    if snap.changelog_manifest is not None and (
-        producer != "full_compaction" or snap.kind == "COMPACT"
-    ):
+    # Which commits' stored changes count follows from the producer alone (FORMAT.md section
+    # 16): a manifest that another writer put elsewhere is ignored, not trusted.
+    stored = (snap.kind == "APPEND" and producer in ("input", "lookup")) or (
+        snap.kind == "COMPACT" and producer == "full_compaction"
+    )
+    if stored and snap.changelog_manifest is not None:
         files = [e.file for e in table.manifests.entries(snap.changelog_manifest, schema)]
         pieces = [read_changelog(table.store, f, schema, columns) for f in files]
         return pa.concat_tables(pieces) if pieces else None
