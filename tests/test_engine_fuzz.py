@@ -1,7 +1,7 @@
 """Merge engines and changelog producers, differential: seeded random histories against a
 plain-Python model, on what tests/test_merge_engines.py and tests/test_changelog_producers.py
-leave out (partitioned tables with several buckets, a ``sequence_field`` under every engine
-with equal and out-of-order sequence values, sequence groups with deletes and partial
+leave out (partitioned tables with several buckets, a ``sequence_field`` with equal and
+out-of-order sequence values, sequence groups with deletes and partial
 compactions, changelogs of every producer across compactions, consumers with snapshot expiry,
 time travel after compactions, an added column), and rules at the edges of the value domain
 (integer overflow, NaN, empty strings, nested lists), found by it and kept as plain tests."""
@@ -22,10 +22,7 @@ from helpers import clear_read_caches, rows_by_key
 
 import lsm3
 from compactor import compact
-from compactor.executor import write_outputs
 from compactor.maintenance import expire_snapshots
-from compactor.policy import Task
-from lsm3.write.commit import commit_files
 from lsm3.write.writer import Writer
 
 # --------------------------------------------------------------------------- edge values
@@ -153,57 +150,31 @@ def test_listagg_of_a_large_string_column(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- sequence field
 
 
-@pytest.mark.parametrize("producer", ["none", "lookup"])
 @pytest.mark.parametrize("engine", ["aggregation", "first_row", "partial_update"])
-def test_a_late_record_under_a_sequence_field_is_in_the_changelog(
-    tmp_path: Path, producer: str, engine: str
-) -> None:
-    """A record with a smaller sequence value than the key's newest version still changes a
-    folded value (a sum takes it, first_row keeps it, partial_update fills a column the
-    newer version left null); the computed and the ``lookup`` changes folded it behind the
-    old value as one older row, which dropped it: the table changed, the changelog said
-    nothing and ``changes()`` gave the old value."""
-    schema = pa.schema([("id", pa.int64()), ("seq", pa.int64()), ("a", pa.int64())])
-    schema = schema.append(pa.field("b", pa.string()))
-    options = {"sequence_field": "seq", "changelog_producer": producer, "merge_engine": engine}
-    if engine == "aggregation":
-        options["fields.a.aggregate_function"] = "sum"
-    t = lsm3.create_table(str(tmp_path / "t"), schema, "id", options=options)
-    with t.writer() as w:
-        w.upsert([{"id": 1, "seq": 10, "a": 1, "b": None}, {"id": 2, "seq": 3, "a": 1, "b": "y"}])
-    with t.writer() as w:  # key 1 late, key 2 in order
-        w.upsert([{"id": 1, "seq": 5, "a": 2, "b": "x"}, {"id": 2, "seq": 4, "a": 5, "b": None}])
-    before = {r["id"]: r for r in t.to_arrow(snapshot_id=1).to_pylist()}
-    after = {r["id"]: r for r in t.to_arrow(snapshot_id=2).to_pylist()}
-    assert after[1] != before[1]
-    changed = t.changelog(1, 2).to_pylist()
-    assert [(r["id"], r["_row_kind"]) for r in changed] == [
-        (1, "-U"),
-        (1, "+U"),
-        (2, "-U"),
-        (2, "+U"),
-    ]
-    for r in changed:
-        kind, _ = r.pop("_row_kind"), r.pop("_snapshot_id")
-        assert r == (before if kind == "-U" else after)[r["id"]]
-    net = {r.pop("id"): r for r in t.changes(1, 2).to_pylist()}
-    assert net == {
-        k: {**{c: v for c, v in after[k].items() if c != "id"}, "_row_kind": "+U"} for k in after
-    }
+def test_a_sequence_field_is_refused_with_a_folding_engine(tmp_path: Path, engine: str) -> None:
+    """A stored row folds a window of versions at its newest version's order, so a record that
+    arrives later with a sequence value inside that window cannot be folded back into place
+    (docs/FORMAT.md section 15): the value would depend on how writes were batched into
+    commits and compacted (runs seq 6 b='A', seq 5 b='B', seq 7 b=null read 'A' or 'B' under
+    partial_update by where a compaction cut them). create_table refuses the combination and
+    says what to use instead; nothing is written."""
+    schema = pa.schema([("id", pa.int64()), ("seq", pa.int64()), ("b", pa.string())])
+    options = {"sequence_field": "seq", "merge_engine": engine}
+    with pytest.raises(lsm3.InvalidInput, match="sequence_field cannot be combined") as info:
+        lsm3.create_table(str(tmp_path / "t"), schema, "id", options=options)
+    assert "merge_engine='deduplicate'" in str(info.value)
+    if engine == "partial_update":
+        assert "sequence_group" in str(info.value)
+    assert not (tmp_path / "t").exists()
 
 
 @pytest.mark.parametrize("producer", ["none", "lookup"])
-@pytest.mark.parametrize("engine", ["deduplicate", "aggregation"])
-def test_a_late_record_behind_a_delete_is_no_insert(
-    tmp_path: Path, producer: str, engine: str
-) -> None:
+def test_a_late_record_behind_a_delete_is_no_insert(tmp_path: Path, producer: str) -> None:
     """Key 1 deleted at seq 11, then an upsert at seq 2: the delete still wins, the key stays
     absent, yet the computed and ``lookup`` changes said ``+I`` (the deleted key had no old
     value to order the late row against, so it looked new)."""
     schema = pa.schema([("id", pa.int64()), ("seq", pa.int64()), ("a", pa.int64())])
     options = {"sequence_field": "seq", "changelog_producer": producer}
-    if engine == "aggregation":
-        options.update(merge_engine="aggregation", **{"fields.a.aggregate_function": "sum"})
     t = lsm3.create_table(str(tmp_path / "t"), schema, "id", options=options)
     with t.writer() as w:
         w.upsert([{"id": 1, "seq": 10, "a": 1}])
@@ -214,75 +185,6 @@ def test_a_late_record_behind_a_delete_is_no_insert(
     assert t.to_arrow().num_rows == 0
     assert t.changelog(2, 3).num_rows == 0
     assert t.changes(2, 3).num_rows == 0
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stored partial fold takes the order of its newest version, so under a "
-    "sequence_field a version outside a compaction window (or arriving after the fold) that "
-    "sorts between the window's versions is folded on the wrong side of them; "
-    "order-dependent folds (partial_update, first_row, last/first_(non_null_)value, listagg, "
-    "collect) then change on compaction. Fix needs a rule in docs/FORMAT.md section 15",
-)
-@pytest.mark.parametrize("engine", ["partial_update", "first_row", "aggregation"])
-def test_a_partial_compaction_under_a_sequence_field_keeps_the_value(
-    tmp_path: Path, engine: str
-) -> None:
-    """Runs (oldest first) with seq 6 b='A', seq 5 b='B', seq 7 b=null: in sequence order
-    B, A, null, so the newest non-null b is 'A' (first_row: 'B'). Compacting the two newest
-    runs stores their fold (b='B') at seq 7, which then shadows run 1 (seq 6): 'B' ('A')."""
-    schema = pa.schema([("id", pa.int64()), ("seq", pa.int64()), ("b", pa.string())])
-    options = {
-        "sequence_field": "seq",
-        "merge_engine": engine,
-        "compaction_policy": "universal",
-        "num_sorted_run_trigger": 100,
-    }
-    t = lsm3.create_table(str(tmp_path / "t"), schema, "id", options=options)
-    for seq, b in [(6, "A"), (5, "B"), (7, None)]:
-        with t.writer() as w:
-            w.upsert([{"id": 1, "seq": seq, "b": b}])
-    expected = {"id": 1, "seq": 7, "b": "B" if engine == "first_row" else "A"}
-    assert t.to_arrow().to_pylist() == [expected]
-    files = sorted(t.files_of(t.current_snapshot()), key=lambda f: -f.effective_max_seq)
-    task = Task(partition=(), bucket=0, inputs=tuple(files[:2]), output_level=1, reason="test")
-    outputs = write_outputs(t, task, drop_tombstones=False)
-    commit_files(
-        t,
-        added=outputs,
-        removed=task.inputs,
-        seq_count=0,
-        kind="COMPACT",
-        writer_id=None,
-        commit_id="partial",
-        metadata={},
-        assign_offset=False,
-    )
-    assert t.to_arrow().to_pylist() == [expected]
-    assert t.get(1) == expected
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="the same cause: a writer's flush stores a key's records as one fold at the order "
-    "of its newest record, so a later record whose sequence value falls between them is "
-    "folded on the wrong side; the value depends on how records were grouped into commits",
-)
-def test_a_late_record_between_the_records_of_one_commit_is_folded_in_sequence_order(
-    tmp_path: Path,
-) -> None:
-    """partial_update, records seq 5 b='B', seq 7 b=null, seq 6 b='A' (in sequence order:
-    B, A, null, so b='A'): with each in its own commit b is 'A'; with the first two in one
-    commit it is 'B'."""
-    schema = pa.schema([("id", pa.int64()), ("seq", pa.int64()), ("b", pa.string())])
-    options = {"sequence_field": "seq", "merge_engine": "partial_update"}
-    t = lsm3.create_table(str(tmp_path / "t"), schema, "id", options=options)
-    with t.writer() as w:
-        w.upsert([{"id": 1, "seq": 5, "b": "B"}])
-        w.upsert([{"id": 1, "seq": 7, "b": None}])
-    with t.writer() as w:
-        w.upsert([{"id": 1, "seq": 6, "b": "A"}])
-    assert t.to_arrow().to_pylist() == [{"id": 1, "seq": 7, "b": "A"}]
 
 
 @pytest.mark.parametrize("producer", ["none", "lookup"])
@@ -305,25 +207,6 @@ def test_changes_of_a_composite_key_table_with_list_struct_and_map_columns(
         w.upsert(pa.Table.from_pylist([new], schema=schema))
     got = [(r["p"], r["e"], r["_row_kind"]) for r in t.changelog(1).to_pylist()]
     assert got == [("x", [[1]], "-U"), ("x", [[2], []], "+U")]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="under first_row the sequence field reads as the newest version's value (the "
-    "stored order columns), so a later upsert of a live key is not ignored as README and "
-    "docs/FORMAT.md section 15 (the fold is u1) say: it changes the row and the changelog "
-    "reports -U/+U. Needs a decision: document it (as for aggregation) or keep u1's value",
-)
-def test_first_row_ignores_a_later_upsert_under_a_sequence_field(tmp_path: Path) -> None:
-    schema = pa.schema([("id", pa.int64()), ("seq", pa.int64()), ("a", pa.int64())])
-    options = {"merge_engine": "first_row", "sequence_field": "seq"}
-    t = lsm3.create_table(str(tmp_path / "t"), schema, "id", options=options)
-    with t.writer() as w:
-        w.upsert([{"id": 1, "seq": 4, "a": 3}])
-    with t.writer() as w:
-        w.upsert([{"id": 1, "seq": 5, "a": 7}])
-    assert t.get(1) == {"id": 1, "seq": 4, "a": 3}
-    assert t.changelog(1, 2).num_rows == 0
 
 
 # --------------------------------------------------------------------------- the differential run
@@ -376,8 +259,8 @@ def fuzz_fold(engine: str, versions: list[Version]) -> dict[str, Any] | None:
     newest, names = ups[-1], list(ups[-1])
     if engine == "deduplicate":
         return dict(newest)
-    if engine == "first_row":  # the sequence field shows the newest version's (as stored)
-        return {**ups[0], **{c: newest[c] for c in ["seq"] if c in newest}}
+    if engine == "first_row":
+        return dict(ups[0])
     out = {c: newest[c] for c in [*KEY, "seq"] if c in newest}
     values = [c for c in names if c not in out]
     if engine == "partial_update":
@@ -723,9 +606,12 @@ class FuzzRun:
                 assert self.rows(fresh.to_arrow(snapshot_id=sid)) == expected, sid
 
 
-@pytest.mark.parametrize("sequence", [False, True], ids=["commit-order", "sequence-field"])
+@pytest.mark.parametrize(
+    "engine, sequence",
+    [(e, False) for e in sorted(FUZZ_ENGINES)] + [("deduplicate", True)],
+    ids=[*sorted(FUZZ_ENGINES), "deduplicate-sequence-field"],
+)
 @pytest.mark.parametrize("producer", ["none", "input", "lookup", "full_compaction"])
-@pytest.mark.parametrize("engine", sorted(FUZZ_ENGINES))
 def test_a_seeded_history_reads_as_the_model(
     tmp_path: Path, engine: str, producer: str, sequence: bool
 ) -> None:

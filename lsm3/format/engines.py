@@ -43,6 +43,8 @@ AGGREGATES: dict[str, str] = {
     "collect": "list",
 }
 DEFAULT_AGGREGATE = "last_non_null_value"
+#: the precision a decimal column summed by the aggregation engine must have
+DECIMAL_SUM_PRECISION = 38
 
 _TYPE_TESTS = {
     "numeric": lambda t: (
@@ -207,6 +209,45 @@ def engine_spec(
             claimed[member] = seq_column
         groups[seq_column] = tuple(dict.fromkeys([seq_column, *group]))
     return EngineSpec(name, functions, delimiters, groups)
+
+
+def refuse_at_create(spec: EngineSpec, arrow: pa.Schema, sequence_field: str | None) -> None:
+    """Rules for a new table's engine settings under which a key's value could depend on how
+    its versions were batched into commits and compacted, or could not be stored. Checked
+    only at create time: a table created before a rule existed still opens (docs/FORMAT.md
+    section 15 says what its reads give)."""
+    if sequence_field is not None and not spec.is_deduplicate:
+        hint = (
+            "; partial_update can order columns by their own sequence column with "
+            "fields.<column>.sequence_group"
+            if spec.name == "partial_update"
+            else ""
+        )
+        raise InvalidInput(
+            f"option sequence_field cannot be combined with merge_engine={spec.name!r}: a "
+            "record that arrives late (a smaller sequence_field than records already folded "
+            "together in storage) cannot be folded back into their order, so the value would "
+            "depend on how writes were batched and compacted. Use merge_engine='deduplicate' "
+            f"with sequence_field, or leave sequence_field unset to fold in write order{hint}"
+        )
+    for column, function in spec.functions.items():
+        t = arrow.field(column).type
+        if not pa.types.is_decimal(t):
+            continue
+        key = f"fields.{column}.aggregate_function"
+        if function == "product":
+            raise InvalidInput(
+                f"option {key!r}: product on decimal column {column!r} ({t}) is refused: each "
+                "step rounds to the column's scale, so the product would depend on how versions "
+                "were batched; store the factors as float64"
+            )
+        if function == "sum" and t.precision != DECIMAL_SUM_PRECISION:
+            raise InvalidInput(
+                f"option {key!r}: sum on a decimal column needs precision "
+                f"{DECIMAL_SUM_PRECISION} so that totals have room (a sum beyond the precision "
+                f"wraps around); declare {column!r} as decimal128({DECIMAL_SUM_PRECISION}, "
+                f"{t.scale}) instead of {t}"
+            )
 
 
 def columns_with_settings(options: Mapping[str, Any]) -> set[str]:

@@ -19,7 +19,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lsm3.errors import CorruptMetadata, InvalidInput, SchemaMismatch, UnsupportedFormatVersion
-from lsm3.format.engines import ENGINES, EngineSpec, engine_spec, is_field_option
+from lsm3.format.engines import (
+    ENGINES,
+    EngineSpec,
+    engine_spec,
+    is_field_option,
+    refuse_at_create,
+)
 from lsm3.format.types import field_from_json, field_to_json, is_key_type
 
 FORMAT_VERSION = 1
@@ -242,6 +248,7 @@ def new_schema(
         last_field_id=len(fields),
     )
     validate_schema(schema)
+    refuse_at_create(schema.engine, schema.arrow, schema.sequence_field)
     return schema
 
 

@@ -19,7 +19,9 @@ keys are dropped and every row is a whole value (kind 0).
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
@@ -419,6 +421,10 @@ def _hash_aggregate(
     if function == "collect":
         present, result = _concatenate_lists(values, segments, column.type)
     else:
+        wide_sum = function == "sum" and pa.types.is_decimal(column.type)
+        if wide_sum and column.type.precision <= 38:
+            # sums of values below 10**38 in 76 digits cannot overflow the accumulator
+            values = values.cast(pa.decimal256(76, column.type.scale))
         grouped = pa.table({"g": pa.array(segments), "v": values})
         name = _HASH_AGGREGATES[function]
         agg = grouped.group_by("g", use_threads=False).aggregate([("v", name)])
@@ -428,11 +434,37 @@ def _hash_aggregate(
             # the delimiter as a scalar of the values' type: binary_join has no kernel for
             # large_string values with a string delimiter
             result = pc.binary_join(result, pa.scalar(delimiter, result.type.value_type))
+        elif wide_sum:
+            result = _wrap_decimal_sums(result, column.type)
         elif result.type != column.type:
             result = pc.cast(result, column.type)
     where = np.full(seg.count, -1, dtype=np.int64)
     where[present] = np.arange(len(present))
     return _take(result, where)
+
+
+def _wrap_decimal_sums(sums: pa.Array, typ: pa.DataType) -> pa.Array:
+    """Decimal sums in the column's type, wrapped around its range (docs/FORMAT.md section
+    15): a total beyond +-(10**p - 1) units of the scale is taken modulo 2 * 10**p - 1 into
+    that range, the one rule under which partial sums combine in any grouping that never
+    fails a read. Only the out-of-range sums (none in practice: new tables sum in precision
+    38) are reduced in Python, exactly."""
+    exact = decimal.Context(prec=200)  # the default context rounds to 28 digits
+    bound = 10**typ.precision - 1
+    limit = pa.scalar(exact.scaleb(Decimal(bound), -typ.scale), sums.type)
+    outside = pc.or_(pc.greater(sums, limit), pc.less(sums, pc.negate(limit)))
+    rows = np.flatnonzero(np.asarray(outside.fill_null(False).to_numpy(zero_copy_only=False)))
+    if rows.size:
+        unit = Decimal(1).scaleb(-typ.scale)
+        wrapped = []
+        for value in sums.take(pa.array(rows)).to_pylist():
+            units = int(exact.divide(value, unit))
+            units = (units + bound) % (2 * bound + 1) - bound
+            wrapped.append(exact.multiply(Decimal(units), unit))
+        mask = np.zeros(len(sums), dtype=bool)
+        mask[rows] = True
+        sums = pc.replace_with_mask(sums, pa.array(mask), pa.array(wrapped, sums.type))
+    return pc.cast(sums, typ)
 
 
 def _concatenate_lists(
