@@ -25,7 +25,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 import lsm3
-from bench.workloads import load_manifest, workload_dir
+from bench.datagen import generate
+from bench.workloads import get_workload, load_manifest, manifest_is_current, workload_dir
 
 ENGINES: dict[str, dict[str, Any]] = {
     "deduplicate": {},
@@ -108,6 +109,10 @@ def sitting(
     """``run(data dir, files, work dir, name)`` for every name, names interleaved per
     repeat so the machine's drift hits them alike: name -> the runs' figures."""
     data = workload_dir(workload)
+    spec = get_workload(workload)
+    if not manifest_is_current(spec):  # a fresh checkout: generate the workload once
+        print(f"[data] generating {workload} in {data} ...", flush=True)
+        generate(spec, data)
     manifest = load_manifest(data)
     files = [manifest["files"]["initial"], *manifest["files"]["batches"]]
     root = Path(work_dir or tempfile.mkdtemp(prefix="lsm3-bench-"))
