@@ -38,6 +38,7 @@ from compactor.references import (
 )
 from lsm3.errors import CorruptMetadata, InvalidInput, SnapshotNotFound
 from lsm3.format.metadata import ManifestEntry, Snapshot
+from lsm3.read.changelog_file import names_a_run
 from lsm3.read.consumer import (
     ConsumerState,
     announce_expiry,
@@ -289,9 +290,11 @@ def _only_referenced_by(
         files.update(
             (e.file.path, e.file.size) for e in _delta_entries(table, snap) if e.op == "remove"
         )
-    # A commit's changelog files are read through its snapshot only: they go with it.
+    # A commit's changelog files are read through its snapshot only: they go with it. An
+    # entry naming one of the commit's runs is not a changelog file: the run is data, freed
+    # by the removal above once a later commit removed it.
     for snap in expired:
-        files.update((f.path, f.size) for f in changelog_files(table, snap))
+        files.update((f.path, f.size) for f in changelog_files(table, snap) if not names_a_run(f))
     return manifests, files
 
 

@@ -248,8 +248,15 @@ class SpecTable:
         return list(live.values())
 
     # -- data files (sections 3, 9) ------------------------------------------------------
-    def read_file(self, f: dict[str, Any], target: Schema, extra: Iterable[str]) -> pa.Table:
-        """The file's rows projected by field id onto ``target``, plus ``extra`` columns."""
+    def read_file(
+        self,
+        f: dict[str, Any],
+        target: Schema,
+        extra: Iterable[str],
+        changelog_entry: bool = False,
+    ) -> pa.Table:
+        """The file's rows projected by field id onto ``target``, plus ``extra`` columns
+        (``changelog_entry``: a data file named by a changelog manifest)."""
         with open(self._path(f["path"]), "rb") as fh:
             raw = fh.read()
         if len(raw) != f["size"]:
@@ -261,7 +268,7 @@ class SpecTable:
             raise SpecError(f"footer checksum mismatch {f['path']}")
         data = pq.read_table(pa.BufferReader(raw))
         written = self.schema(f["schema_id"])
-        check_entry(f, data, written)
+        check_entry(f, data, written, changelog_entry)
         columns, names = [], []
         for field in target.fields:
             name_in_file = written.name_of_id.get(field["id"])
@@ -353,18 +360,26 @@ class SpecTable:
         kind = snap["kind"]
         stored = snap.get("changelog_manifest")
         if producer == "full_compaction":
-            return self._stored(stored, schema) if kind == "COMPACT" and stored else []
+            return self._stored(stored, schema, snap) if kind == "COMPACT" and stored else []
         if kind != "APPEND":
             return []
         if producer in ("input", "lookup") and stored:
-            return self._stored(stored, schema)
+            return self._stored(stored, schema, snap)
         return self._computed(snap, schema)
 
-    def _stored(self, manifest: str, schema: Schema) -> list[dict[str, Any]]:
+    def _stored(self, manifest: str, schema: Schema, snap: dict[str, Any]) -> list[dict[str, Any]]:
         rows = []
         for op, f in self.manifest(manifest):
             if op != "add":
                 raise SpecError("changelog manifest with a remove")
+            if not is_changelog_file(f):  # names a data file the commit adds: its rows as +I
+                delta = snap.get("delta_manifest")
+                added = {g["path"] for o, g in self.manifest(delta) if o == "add"} if delta else ()
+                if f["path"] not in added:
+                    raise SpecError(f"changelog entry {f['path']} is no data file of the commit")
+                data = self.read_file(f, schema, [], changelog_entry=True).to_pylist()
+                rows.extend({**r, "_row_kind": "+I"} for r in data)
+                continue
             rows.extend(self.read_file(f, schema, ["_row_kind"]).to_pylist())
         return rows
 
@@ -408,9 +423,24 @@ class SpecTable:
         ]
 
 
-def check_entry(f: dict[str, Any], data: pa.Table, written: Schema) -> None:
-    """The exact statistics of a manifest entry (sections 3, 4, 7 and 16) against the file."""
-    changelog = f["path"].rsplit("/", 1)[-1].startswith("changelog-")
+def is_changelog_file(f: dict[str, Any]) -> bool:
+    return bool(f["path"].rsplit("/", 1)[-1].startswith("changelog-"))
+
+
+def check_entry(
+    f: dict[str, Any], data: pa.Table, written: Schema, changelog_entry: bool = False
+) -> None:
+    """The exact statistics of a manifest entry (sections 3, 4, 7 and 16) against the file
+    (``changelog_entry``: a changelog manifest's entry naming a data file)."""
+    changelog = is_changelog_file(f)
+    if changelog_entry and (
+        f["seq_offset"] != 0
+        or f.get("run_id", "") != ""
+        or [f["min_seq"], f["max_seq"]] != [0, 0]
+        or f["deletes"] != 0
+        or any(k != UPSERT for k in data.column(KIND).to_pylist())
+    ):
+        raise SpecError(f"changelog entry {f['path']}: not a data file of upserts only")
     hidden = ["_row_kind"] if changelog else [SEQ, KIND]
     if data.column_names != written.names + hidden:
         raise SpecError(f"columns of {f['path']}")
@@ -432,7 +462,7 @@ def check_entry(f: dict[str, Any], data: pa.Table, written: Schema) -> None:
             raise SpecError(f"{f['path']} is not sorted by key, once each")
         lo, hi = stored[0], stored[-1]
         seq = data.column(SEQ).to_pylist()
-        seqs = [min(seq), max(seq)]
+        seqs = [0, 0] if changelog_entry else [min(seq), max(seq)]
     if (
         f["rows"] != data.num_rows
         or f["deletes"] != deletes

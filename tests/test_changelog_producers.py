@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import uuid
@@ -257,16 +258,26 @@ def test_changelog_files_are_not_data_and_expire_with_their_snapshot(tmp_path: P
     for i in range(4):
         with t.writer() as w:
             w.upsert([{"id": k, "a": i, "b": None} for k in range(6)])
+    first_runs = {f.path for f in t.files_of(t.snapshot(1))}
     compact(t, policy="full", owner="test")
     assert not [f for f in t.files() if "changelog-" in f.path], "compaction carries none"
-    logged = _changelog_paths(t)
-    assert len(logged) == 8  # four commits, two buckets
+    assert _changelog_paths(t, 1) == first_runs, "the first commit's changes are its runs"
+    logged = _changelog_paths(t) - first_runs
+    assert len(logged) == 6  # three more commits, two buckets
     assert remove_orphan_files(t, older_than=0).removed == []
-    assert _existing(t, logged) == logged
+    assert _existing(t, logged | first_runs) == logged | first_runs
     expire_snapshots(t, retain_last=2, older_than=0)
     kept = {f for sid in t.snapshot_ids() for f in _changelog_paths(t, sid)}
     assert _existing(t, logged) == kept, "expired snapshots' changelog files are deleted"
+    # the runs are data: deleted when their remover's snapshot expires or becomes the oldest
+    # kept (section 12), never as an expired snapshot's changelog files
+    for sid in t.snapshot_ids():
+        live = {f.path for f in t.files_of(t.snapshot(sid))}
+        assert _existing(t, live) == live
     assert t.changelog(t.snapshot_ids()[0]).num_rows == 0  # the kept window: one compaction
+    expire_snapshots(t, retain_last=1, older_than=0)  # the compaction is the oldest kept
+    assert _existing(t, first_runs) == set()
+    assert remove_orphan_files(t, older_than=0).removed == []
 
 
 def _changelog_paths(t: lsm3.Table, only: int | None = None) -> set[str]:
@@ -393,13 +404,13 @@ def test_lookup_computes_changes_ahead_while_the_runs_upload_and_redoes_them_aft
     on the actual parent otherwise (here another writer commits in between)."""
     t = new_table(tmp_path, "lookup", "deduplicate", tiny_memtable=False)
     computed: list[int | None] = []
-    compute = changelog_module.lookup_changes
+    compute = changelog_module.compute_changes
 
     def counted(table: lsm3.Table, schema: Any, base: Any, runs: Any) -> Any:
         computed.append(base.snapshot_id if base else None)
         return compute(table, schema, base, runs)
 
-    monkeypatch.setattr(changelog_module, "lookup_changes", counted)
+    monkeypatch.setattr(changelog_module, "compute_changes", counted)
     with t.writer() as w:
         w.upsert([{"id": 1, "a": 1, "b": "x"}, {"id": 2, "a": 1, "b": "x"}])
     with t.writer() as w:
@@ -453,3 +464,58 @@ def test_a_writer_whose_known_snapshot_was_expired_and_swept_still_commits(
     last = t.refresh().snapshot_id  # type: ignore[union-attr]
     kinds = {(r["_row_kind"], r["id"], r["a"]) for r in t.changelog(last - 1, last).to_pylist()}
     assert kinds == {("-U", 0, 10), ("+U", 0, 11), ("+I", 5, 5)}
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_an_initial_load_lists_its_runs_as_its_changes(tmp_path: Path, engine: str) -> None:
+    """A commit whose changes are its runs' rows as +I (every key new, no deletes) lists its
+    runs in the changelog manifest instead of writing the rows again (FORMAT.md section 16);
+    a commit with anything else, even a delete of an absent key, writes changelog files. The
+    changes read the same after the runs are compacted away and a column is added."""
+    t = new_table(tmp_path, "lookup", engine, tiny_memtable=False)
+    with t.writer() as w:
+        w.upsert([{"id": k, "a": k, "b": str(k)} for k in range(8)])
+    with t.writer() as w:
+        w.upsert([{"id": 20, "a": 1, "b": None}])
+        w.delete([30])
+    with t.writer() as w:
+        w.upsert([{"id": 21, "a": 2, "b": "x"}])
+
+    def entries(sid: int) -> list[Any]:
+        snap = t.snapshot(sid)
+        return [e.file for e in t.manifests.entries(snap.changelog_manifest, t.schema)]
+
+    adds = {f.path for f in t.files_of(t.snapshot(1))}
+    assert {f.path for f in entries(1)} == adds and len(adds) == 2  # two buckets
+    assert all("changelog-" in f.path for f in entries(2))  # the tombstone: not all +I
+    assert not any("changelog-" in f.path for f in entries(3))
+    before = t.changelog(0)
+    assert before.column("_row_kind").to_pylist() == ["+I"] * 10
+    assert remove_orphan_files(t, older_than=0).removed == []
+    compact(t, policy="full", owner="test")
+    t.add_column("c", pa.int64())
+    t = lsm3.open_table(t.uri)
+    after = t.changelog(0, t.snapshot_ids()[-1])  # in the newest schema, by field id
+    assert after.drop_columns(["c"]).to_pylist() == before.to_pylist()
+    assert after.column("c").null_count == 10
+    model: dict[int, Row] = {}
+    for sid in range(1, 4):
+        model = apply(model, t.changelog(sid - 1, sid))
+        assert model == state(t, sid)
+
+
+def test_a_changelog_entry_naming_a_run_with_a_delete_is_refused(tmp_path: Path) -> None:
+    """A reader verifies a changelog entry that names a data file: a file holding a delete
+    row is not a changelog of inserts (written by a foreign or broken writer)."""
+    t = new_table(tmp_path, "lookup", "deduplicate", tiny_memtable=False)
+    with t.writer() as w:
+        w.upsert([{"id": 1, "a": 1, "b": None}])
+        w.delete([2])
+    from lsm3.read.changelog_file import read_changelog
+
+    run = t.files_of(t.current_snapshot())
+    bad = [f for f in run if f.deletes]
+    assert bad
+    forged = dataclasses.replace(bad[0], min_seq=0, max_seq=0, seq_offset=0, run_id="")
+    with pytest.raises(lsm3.CorruptDataFile, match="not upserts"):
+        read_changelog(t.store, forged, t.schema_at(0), ["id", "a", "b"])

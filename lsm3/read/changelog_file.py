@@ -7,6 +7,11 @@ only the commit's snapshot names (``changelog_manifest``; docs/FORMAT.md, sectio
 columns are the table's columns of the schema they were written with, then ``_row_kind``
 (``+I -U +U -D``), rows in the order the changes happened. They are never data: no live set
 holds them, so reads and compactions never see them.
+
+A ``lookup`` commit whose changes are exactly its runs' rows as ``+I`` (every key new, as in
+a table's initial load) lists its runs there instead, and stores nothing twice: the run
+outlives the commit's snapshot (it is removed from the live set later, and deleted only once
+its remover's snapshot expires), and snapshot expiry never deletes it as a changelog file.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -24,10 +30,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lsm3.errors import CorruptDataFile
-from lsm3.format.evolution import SCHEMAS, projection
+from lsm3.format.evolution import SCHEMAS, Projection, projection
 from lsm3.format.keys import bucket_of, storage_values
 from lsm3.format.metadata import DataFile
-from lsm3.format.schema import TableSchema
+from lsm3.format.schema import KIND_COLUMN, TableSchema
 from lsm3.io.store import ObjectStore
 from lsm3.read.diff import ROW_KIND
 from lsm3.read.runbytes import checksum_of, fetch_verified, footer_checksum_of
@@ -141,6 +147,21 @@ def _upload(
     )
 
 
+def names_a_run(f: DataFile) -> bool:
+    """Whether changelog entry ``f`` names a data file of its commit (every row of it a
+    ``+I``) instead of a changelog file."""
+    return not f.path.rsplit("/", 1)[-1].startswith("changelog-")
+
+
+def run_as_changelog(run: DataFile) -> DataFile:
+    """The changelog entry naming ``run`` (a data file of the same commit, every row an
+    upsert of a key new at the parent): its statistics as a changelog file's would be, no
+    sequence numbers or run id (section 16)."""
+    if run.deletes:
+        raise ValueError(f"run {run.path} holds delete or reset rows: not all +I")
+    return replace(run, level=0, min_seq=0, max_seq=0, seq_offset=0, run_id="")
+
+
 def _key_range(rows: pa.Table, schema: TableSchema) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     if len(schema.primary_key) == 1:
         bounds = pc.min_max(storage_values(rows.column(schema.primary_key[0])))
@@ -162,6 +183,8 @@ def read_changelog(
     )
     buf = fetch_verified(store, f)
     proj = projection(file_schema, read_schema, list(columns))
+    if names_a_run(f):
+        return _run_as_inserts(buf, f, proj)
     try:
         stored = pq.read_table(pa.BufferReader(buf), columns=[*proj.sources, ROW_KIND])
     except (pa.ArrowException, OSError, KeyError, ValueError) as exc:
@@ -177,4 +200,22 @@ def read_changelog(
     values = proj.apply(stored.select(list(proj.sources)))
     if not np.all(pc.is_in(kinds, pa.array(ROW_KINDS)).to_numpy(zero_copy_only=False)):
         raise CorruptDataFile(f"changelog file {f.path} has a row kind not in {ROW_KINDS}")
+    return values.append_column(ROW_KIND, kinds)
+
+
+def _run_as_inserts(buf: pa.Buffer, f: DataFile, proj: Projection) -> pa.Table:
+    """A changelog entry naming a data file: its rows, each a ``+I`` of its table columns."""
+    try:
+        stored = pq.read_table(pa.BufferReader(buf), columns=[*proj.sources, KIND_COLUMN])
+    except (pa.ArrowException, OSError, KeyError, ValueError) as exc:
+        raise CorruptDataFile(
+            f"data file {f.path} (a changelog entry) cannot be read: {exc}"
+        ) from None
+    if stored.num_rows != f.rows or not pc.all(pc.equal(stored.column(KIND_COLUMN), 0)).as_py():
+        raise CorruptDataFile(
+            f"data file {f.path} is named as a changelog of inserts, but it holds "
+            f"{stored.num_rows} rows (the entry says {f.rows}) or rows that are not upserts"
+        )
+    values = proj.apply(stored.select(list(proj.sources)))
+    kinds = pa.repeat(pa.scalar("+I", pa.string()), stored.num_rows)
     return values.append_column(ROW_KIND, kinds)

@@ -26,9 +26,9 @@ import pyarrow.compute as pc
 
 from lsm3.errors import CorruptDataFile, CorruptMetadata
 from lsm3.format.metadata import DataFile, Snapshot
-from lsm3.format.schema import TableSchema
+from lsm3.format.schema import KIND_COLUMN, KIND_UPSERT, TableSchema
 from lsm3.read.batch_lookup import remember
-from lsm3.read.changelog_file import ROW_KIND, write_changelog
+from lsm3.read.changelog_file import ROW_KIND, run_as_changelog, write_changelog
 from lsm3.read.changes import values_before_after
 from lsm3.read.diff import compare
 from lsm3.read.runfile import OpenRun
@@ -79,7 +79,7 @@ class CommitChangelog:
         if runs is None:  # read back what the commit wrote (its local sequence numbers)
             columns = schema.file_schema().names
             runs = [OpenRun(table.store, f, schema).read(columns) for f in self.run_files]
-        files = lookup_changes(table, schema, base, runs)
+        files = lookup_changes(table, schema, base, runs, self.run_files)
         self._cached = (base_id, files)
         return files
 
@@ -98,14 +98,38 @@ class CommitChangelog:
                 remember(table.store, schema, f.with_offset(offset), rows)
 
 
-def lookup_changes(
+def compute_changes(
     table: Table, schema: TableSchema, base: Snapshot | None, runs: list[pa.Table]
-) -> list[DataFile]:
-    """``lookup``: store the complete changes of ``runs`` (a commit's, local sequence
-    numbers) built on ``base`` as changelog files."""
+) -> tuple[pa.Table, bool]:
+    """``lookup``: the complete changes of ``runs`` (a commit's, local sequence numbers)
+    built on ``base``, and whether they are exactly the runs' rows as ``+I``: every key is
+    new at ``base`` and every stored row an upsert, as in a table's initial load. Then the
+    commit's changelog names its runs instead of storing the same rows again (section 16)."""
     runs = [r.cast(schema.file_schema()) for r in runs]
     before, after = values_before_after(table, schema, base, runs)
-    return write_changelog(table.store, schema, compare(before, after, schema))
+    changes = compare(before, after, schema)
+    rows = sum(r.num_rows for r in runs)
+    inserts_only = (
+        changes.num_rows == rows
+        and all(pc.all(pc.equal(r.column(KIND_COLUMN), KIND_UPSERT)).as_py() for r in runs)
+        and pc.all(pc.equal(changes.column(ROW_KIND), "+I")).as_py() is not False
+    )
+    return changes, inserts_only
+
+
+def lookup_changes(
+    table: Table,
+    schema: TableSchema,
+    base: Snapshot | None,
+    runs: list[pa.Table],
+    run_files: list[DataFile],
+) -> list[DataFile]:
+    """``lookup``: store the complete changes of ``runs`` (stored as ``run_files``) built on
+    ``base``: their changelog entries."""
+    changes, inserts_only = compute_changes(table, schema, base, runs)
+    if inserts_only:
+        return [run_as_changelog(f) for f in run_files]
+    return write_changelog(table.store, schema, changes)
 
 
 def upload_computing_changes(
@@ -128,16 +152,20 @@ def upload_computing_changes(
         uploads = [pool.submit(upload, r, g) for r, g in zip(runs, gathered, strict=True)]
         flushed = pa.concat_tables(gathered)  # one flush holds each key once, in key order
         try:
-            changes = lookup_changes(table, schema, base, [flushed])
+            changes, inserts_only = compute_changes(table, schema, base, [flushed])
         except (CorruptDataFile, CorruptMetadata):
             # A long-lived writer's snapshot may be long gone: a compaction replaced its
             # files, expiry dropped it and deleted them (and its manifests). Compute on the
             # newest instead (the commit's parent is at least that new); a file missing
             # there too is damage, and raises.
             base = table.refresh()
-            changes = lookup_changes(table, schema, base, [flushed])
+            changes, inserts_only = compute_changes(table, schema, base, [flushed])
+        # stored while the runs still upload, unless the runs themselves are the changes
+        stored = [] if inserts_only else write_changelog(table.store, schema, changes)
         files = [u.result() for u in uploads]
-    return files, (base.snapshot_id if base else 0, changes)
+    if inserts_only:
+        stored = [run_as_changelog(f) for f in files]
+    return files, (base.snapshot_id if base else 0, stored)
 
 
 def _unchanged_since(table: Table, computed_on: int, base_id: int) -> bool:
