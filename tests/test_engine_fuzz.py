@@ -8,7 +8,6 @@ time travel after compactions, an added column), and rules at the edges of the v
 
 from __future__ import annotations
 
-import decimal
 import math
 import random
 import zlib
@@ -57,24 +56,6 @@ def test_an_integer_sum_that_overflows_wraps_and_every_read_still_works(tmp_path
     assert t.changelog(0).to_pylist()[-1] == {**expected, "_row_kind": "+U", "_snapshot_id": 2}
     compact(t, policy="full")
     assert t.to_arrow().to_pylist() == [expected]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="a decimal sum or product past the column's precision has no rule in docs/FORMAT.md "
-    "section 15 (integers wrap): the fold's cast back to the column type raises ArrowInvalid, "
-    "so the key can no longer be read, looked up, compacted or put in a changelog",
-)
-def test_a_decimal_sum_past_its_precision_keeps_the_table_readable(tmp_path: Path) -> None:
-    """decimal(5, 2) sum of 600.00 and 600.00 (1200.00 does not fit in 5 digits)."""
-    schema = pa.schema([("id", pa.int64()), ("d", pa.decimal128(5, 2))])
-    options = {"merge_engine": "aggregation", "fields.d.aggregate_function": "sum"}
-    t = lsm3.create_table(str(tmp_path / "t"), schema, "id", options=options)
-    for _ in range(2):
-        with t.writer() as w:
-            w.upsert(pa.Table.from_pylist([{"id": 1, "d": decimal.Decimal("600.00")}], schema))
-    assert t.get(1) is not None
-    assert t.to_arrow().num_rows == 1
 
 
 def test_nan_wins_a_float_min_max_and_sum(tmp_path: Path) -> None:
